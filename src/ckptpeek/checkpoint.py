@@ -1,0 +1,116 @@
+"""The :class:`Checkpoint`: what every format reader returns.
+
+It holds the unpickled object graph (``root``, with :class:`TensorRef` where torch has
+tensors), the globals the file named, and the open file for lazy tensor reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .opcodes import DEFAULT_LIMITS, Limits
+from .source import ByteSource
+from .tensor import TensorRef
+from .walk import iter_tensors
+
+if TYPE_CHECKING:
+    from .summary import CheckpointSummary
+
+__all__ = ("Checkpoint", "GlobalInfo")
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalInfo:
+    """A global the pickle names; ``safe`` is True when ckptpeek's registry knows it
+    (torch.load with ``weights_only=False`` would have imported every one of them)."""
+
+    module: str
+    name: str
+    safe: bool
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+class Checkpoint:
+    """An opened checkpoint. Use as a context manager to close the file.
+
+    Attributes:
+        format: ``"torch-zip"`` (more formats arrive with their readers).
+        backend: the engine that parsed it: ``"python"`` or ``"native"``.
+        root: the object graph, as ``torch.load`` would return it, with ``TensorRef``.
+        path: the file's path, or ``None`` for an anonymous file object.
+        members: where in the file things were found (e.g. the pickle member).
+    """
+
+    def __init__(self, *, format: str, backend: str, root: Any, source: ByteSource,
+                 globals_: dict[tuple[str, str], bool], limits: Limits = DEFAULT_LIMITS,
+                 members: dict[str, str] | None = None) -> None:
+        self.format = format
+        self.backend = backend
+        self.root = root
+        self.path = source.path
+        self.file_size = source.size
+        self.members = members or {}
+        self.limits = limits
+        self._source = source
+        self._globals = globals_
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the file so far (header, pickle, and any tensor data)."""
+        return self._source.bytes_read
+
+    def tensors(self) -> Iterator[tuple[tuple[Any, ...], TensorRef]]:
+        """Every tensor with its key path, depth-first: ``(("state_dict", "fc.weight"), ref)``."""
+        return iter_tensors(self.root, limits=self.limits, path=self.path)
+
+    def get(self, key: Any, default: Any = _MISSING) -> Any:
+        """``root[key]``; a tuple key walks a path: ``get(("state_dict", "fc.weight"))``."""
+        keys = key if isinstance(key, tuple) else (key,)
+        node = self.root
+        try:
+            for k in keys:
+                node = node[k]
+        except (KeyError, IndexError, TypeError):
+            if default is _MISSING:
+                raise KeyError(key) from None
+            return default
+        return node
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.get(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def keys(self) -> list[Any]:
+        return list(self.root.keys()) if isinstance(self.root, dict) else []
+
+    def globals(self) -> list[GlobalInfo]:
+        """Every global the pickle names, known-safe or not, in first-use order."""
+        return [GlobalInfo(m, n, safe) for (m, n), safe in self._globals.items()]
+
+    def summary(self) -> CheckpointSummary:
+        """What a catalog shows: epoch, step, metrics, callbacks, optimizers, tensor stats."""
+        from .summary import summarize  # noqa: PLC0415 - pydantic loads only when asked
+
+        return summarize(self)
+
+    def close(self) -> None:
+        """Close the file. Tensors of a checkpoint opened by path can still read their
+        bytes afterwards: the file is reopened on demand."""
+        self._source.close()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Checkpoint {self.format} {self.path or '<file object>'} ({self.backend})>"

@@ -1,0 +1,1 @@
+"""One reader per checkpoint format; each turns a ByteSource into a Checkpoint."""

@@ -1,0 +1,165 @@
+"""torch.save's zip format (torch >= 1.6): ``<prefix>/data.pkl`` plus one member per storage.
+
+Layout (torch/serialization.py ``_save``): ``<prefix>/data.pkl`` is a pickle whose
+tensors refer to storages by persistent id ``('storage', StorageType, key, location,
+numel)``; ``<prefix>/data/<key>`` holds each storage's raw bytes (STORED, aligned);
+``<prefix>/byteorder`` says ``little`` or ``big`` (absent before torch 2.1: little);
+``<prefix>/version``, ``.format_version``, ``.storage_alignment`` and
+``.data/serialization_id`` are bookkeeping. The prefix is ``archive`` for file objects
+and the file's stem otherwise, dots and ``=`` included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError, FormatError, UnsupportedError
+from ..opcodes import Limits
+from ..source import ByteSource
+from ..tensor import StorageRef
+from ..torch_types import StorageType
+from ..zipdir import ZipDirectory
+
+__all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read")
+
+
+def find_prefix(directory: ZipDirectory) -> str:
+    """The archive's top-level folder that holds ``data.pkl``.
+
+    torch names the archive after the first record it writes, so the first member's
+    folder is tried first; any other folder with a ``data.pkl`` is accepted after it.
+    """
+    names = directory.names()
+    if names:
+        first = names[0].split("/", 1)[0]
+        if f"{first}/data.pkl" in directory:
+            return first
+    for name in names:
+        head, sep, tail = name.partition("/")
+        if sep and tail == "data.pkl":
+            return head
+    raise FormatError("zip archive has no <prefix>/data.pkl: not a torch checkpoint",
+                      code="zip-no-data-pkl", path=directory.source.path)
+
+
+class ZipStorageReader:
+    """Reads storages of a torch zip lazily; reopens the file by path when needed."""
+
+    def __init__(self, directory: ZipDirectory, prefix: str) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self.path = directory.source.path
+        self._byteorder: str | None = None
+        self._storages: dict[str, StorageRef] = {}
+        self._size = directory.source.size
+
+    def _source(self) -> ByteSource:
+        src = self.directory.source
+        if src.closed:
+            if self.path is None:
+                raise ValueError("the checkpoint's file object is closed")
+            src = ByteSource(self.path)
+            if src.size != self._size:
+                src.close()
+                raise FormatError("file changed size since it was opened", code="file-changed",
+                                  path=self.path)
+            self.directory.source = src
+        return src
+
+    @property
+    def byteorder(self) -> str:
+        if self._byteorder is None:
+            name = f"{self.prefix}/byteorder"
+            if name in self.directory:
+                self._source()
+                raw = self.directory.read(name, max_size=16).strip()
+                if raw not in (b"little", b"big"):
+                    raise FormatError(f"byteorder record says {raw[:16]!r}", code="bad-byteorder",
+                                      path=self.path, member=name)
+                self._byteorder = raw.decode()
+            else:
+                self._byteorder = "little"  # files from torch < 2.1 have no record
+        return self._byteorder
+
+    def persistent_load(self, pid: Any) -> StorageRef:
+        """Turn ``('storage', StorageType, key, location, numel)`` into a StorageRef."""
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise UnsupportedError(f"unknown persistent id {_short(pid)}", code="bad-persistent-id",
+                                   path=self.path)
+        _tag, stype, key, location, numel = pid
+        if not isinstance(stype, StorageType):
+            raise FormatError(f"persistent id names {stype!r}, not a storage type",
+                              code="bad-persistent-id", path=self.path)
+        if not (isinstance(key, str) and isinstance(location, str) and type(numel) is int
+                and numel >= 0):
+            raise FormatError(f"malformed storage persistent id {_short(pid)}",
+                              code="bad-persistent-id", path=self.path)
+        ref = self._storages.get(key)
+        if ref is None:
+            member = f"{self.prefix}/data/{key}"
+            m = self.directory.members.get(member)
+            if m is None:
+                raise FormatError(f"storage {key!r} has no member {member!r}",
+                                  code="missing-storage", path=self.path)
+            if m.size < numel * stype.dtype.itemsize:
+                raise FormatError(f"storage {key!r} claims {numel} x {stype.dtype} but its member "
+                                  f"holds {m.size} bytes", code="storage-too-small",
+                                  path=self.path, member=member)
+            ref = StorageRef(key, stype.dtype, numel, location, self)
+            self._storages[key] = ref
+        return ref
+
+    def storage_location(self, storage: StorageRef) -> tuple[str, int, int]:
+        member = f"{self.prefix}/data/{storage.key}"
+        offsets = self.directory._data_offsets
+        start = offsets.get(member)
+        if start is None:
+            self._source()
+            start, _ = self.directory.data_offset(member)
+        m = self.directory.members[member]
+        if m.method != 0:
+            raise UnsupportedError(f"storage member {member!r} is compressed", code="zip-compression",
+                                   path=self.path, member=member)
+        return member, start, m.size
+
+    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
+        member, base, size = self.storage_location(storage)
+        if stop > size:
+            raise FormatError(f"bytes {start}..{stop} are past the end of {member!r} ({size} bytes)",
+                              code="tensor-out-of-storage", path=self.path, member=member)
+        return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}",
+                                   member=member)
+
+
+def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> bytes:
+    try:
+        return directory.read(name, max_size=limits.max_pickle_bytes)
+    except CheckpointError as exc:
+        raise exc.located(member=name)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read(source: ByteSource, directory: ZipDirectory, *, strict: bool, engine: Any,
+         limits: Limits) -> Checkpoint:
+    """Read the pickle of a torch zip checkpoint into a :class:`Checkpoint`."""
+    prefix = find_prefix(directory)
+    if f"{prefix}/constants.pkl" in directory or any(
+            n.startswith(f"{prefix}/code/") for n in directory.names()):
+        raise UnsupportedError("this is a TorchScript archive (torch.jit.save); it cannot be "
+                               "read yet", code="torchscript-archive", path=source.path)
+    member = f"{prefix}/data.pkl"
+    data = read_pickle_member(directory, member, limits)
+    storages = ZipStorageReader(directory, prefix)
+    try:
+        result = engine.run_pickle(data, persistent_load=storages.persistent_load,
+                                   strict=strict, limits=limits)
+    except CheckpointError as exc:
+        raise exc.located(path=source.path, member=member) from None
+    return Checkpoint(format="torch-zip", backend=engine.ENGINE, root=result.value,
+                      source=source, globals_=result.globals, limits=limits,
+                      members={"pickle": member, "prefix": prefix})

@@ -1,0 +1,158 @@
+"""THE specification of the restricted pickle interpreter: opcodes and limits.
+
+One record per opcode (pickletools-style): name as spelled in ``pickle.py``, the byte,
+how its inline argument is encoded, and the protocol that introduced it. Both engines
+(``pickle_vm`` in pure Python, ``_pickle_vm_c`` in Cython) read this module; a test
+checks it against the stdlib's ``pickletools.opcodes`` so nothing is missing or wrong.
+``SPEC_DIGEST`` fingerprints the table and the default limits, so a native extension
+built from an older table is detected at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import astuple, dataclass, fields
+from types import MappingProxyType
+from typing import Final
+
+__all__ = ("Opcode", "OPCODES", "BY_CODE", "BY_NAME", "Limits", "DEFAULT_LIMITS", "SPEC_DIGEST")
+
+
+@dataclass(frozen=True, slots=True)
+class Opcode:
+    """One pickle opcode.
+
+    ``arg`` names the inline argument encoding (``pickletools`` ArgumentDescriptor
+    names): e.g. ``uint1`` one unsigned byte, ``unicodestring4`` a 4-byte little-endian
+    length then UTF-8 bytes, ``stringnl_noescape`` text up to a newline.
+    """
+
+    name: str
+    code: int
+    arg: str
+    proto: int
+    doc: str
+
+
+# fmt: off
+OPCODES: Final[tuple[Opcode, ...]] = tuple(Opcode(*row) for row in (
+    # ints
+    ("INT",              ord("I"), "decimalnl_short", 0, "int (or bool '00'/'01') as decimal text"),
+    ("BININT",           ord("J"), "int4",            1, "signed 4-byte int"),
+    ("BININT1",          ord("K"), "uint1",           1, "unsigned 1-byte int"),
+    ("BININT2",          ord("M"), "uint2",           1, "unsigned 2-byte int"),
+    ("LONG",             ord("L"), "decimalnl_long",  0, "long int as decimal text with optional L"),
+    ("LONG1",            0x8a,     "long1",           2, "two's complement int, 1-byte length"),
+    ("LONG4",            0x8b,     "long4",           2, "two's complement int, 4-byte length"),
+    # strings and bytes
+    ("STRING",           ord("S"), "stringnl",        0, "quoted Python 2 str (bytes) repr"),
+    ("BINSTRING",        ord("T"), "string4",         1, "Python 2 str, 4-byte length"),
+    ("SHORT_BINSTRING",  ord("U"), "string1",         1, "Python 2 str, 1-byte length"),
+    ("BINBYTES",         ord("B"), "bytes4",          3, "bytes, 4-byte length"),
+    ("SHORT_BINBYTES",   ord("C"), "bytes1",          3, "bytes, 1-byte length"),
+    ("BINBYTES8",        0x8e,     "bytes8",          4, "bytes, 8-byte length"),
+    ("BYTEARRAY8",       0x96,     "bytearray8",      5, "bytearray, 8-byte length"),
+    ("NEXT_BUFFER",      0x97,     "none",            5, "next out-of-band buffer"),
+    ("READONLY_BUFFER",  0x98,     "none",            5, "make the top buffer read-only"),
+    ("NONE",             ord("N"), "none",            0, "push None"),
+    ("NEWTRUE",          0x88,     "none",            2, "push True"),
+    ("NEWFALSE",         0x89,     "none",            2, "push False"),
+    ("UNICODE",          ord("V"), "unicodestringnl", 0, "raw-unicode-escape text to newline"),
+    ("SHORT_BINUNICODE", 0x8c,     "unicodestring1",  4, "UTF-8 str, 1-byte length"),
+    ("BINUNICODE",       ord("X"), "unicodestring4",  1, "UTF-8 str, 4-byte length"),
+    ("BINUNICODE8",      0x8d,     "unicodestring8",  4, "UTF-8 str, 8-byte length"),
+    ("FLOAT",            ord("F"), "floatnl",         0, "float as decimal text"),
+    ("BINFLOAT",         ord("G"), "float8",          1, "big-endian IEEE 754 double"),
+    # containers
+    ("EMPTY_LIST",       ord("]"), "none",            1, "push []"),
+    ("APPEND",           ord("a"), "none",            0, "list.append(top)"),
+    ("APPENDS",          ord("e"), "none",            1, "list.extend(items since mark)"),
+    ("LIST",             ord("l"), "none",            0, "list of items since mark"),
+    ("EMPTY_TUPLE",      ord(")"), "none",            1, "push ()"),
+    ("TUPLE",            ord("t"), "none",            0, "tuple of items since mark"),
+    ("TUPLE1",           0x85,     "none",            2, "tuple of the top item"),
+    ("TUPLE2",           0x86,     "none",            2, "tuple of the top two items"),
+    ("TUPLE3",           0x87,     "none",            2, "tuple of the top three items"),
+    ("EMPTY_DICT",       ord("}"), "none",            1, "push {}"),
+    ("DICT",             ord("d"), "none",            0, "dict of key/value pairs since mark"),
+    ("SETITEM",          ord("s"), "none",            0, "dict[key] = value"),
+    ("SETITEMS",         ord("u"), "none",            1, "dict.update(pairs since mark)"),
+    ("EMPTY_SET",        0x8f,     "none",            4, "push set()"),
+    ("ADDITEMS",         0x90,     "none",            4, "set.update(items since mark)"),
+    ("FROZENSET",        0x91,     "none",            4, "frozenset of items since mark"),
+    # stack manipulation
+    ("POP",              ord("0"), "none",            0, "discard the top item"),
+    ("DUP",              ord("2"), "none",            0, "push the top item again"),
+    ("MARK",             ord("("), "none",            0, "push a mark"),
+    ("POP_MARK",         ord("1"), "none",            1, "discard items down to the mark"),
+    # memo
+    ("GET",              ord("g"), "decimalnl_short", 0, "push memo[n] (decimal index)"),
+    ("BINGET",           ord("h"), "uint1",           1, "push memo[n] (1-byte index)"),
+    ("LONG_BINGET",      ord("j"), "uint4",           1, "push memo[n] (4-byte index)"),
+    ("PUT",              ord("p"), "decimalnl_short", 0, "memo[n] = top (decimal index)"),
+    ("BINPUT",           ord("q"), "uint1",           1, "memo[n] = top (1-byte index)"),
+    ("LONG_BINPUT",      ord("r"), "uint4",           1, "memo[n] = top (4-byte index)"),
+    ("MEMOIZE",          0x94,     "none",            4, "memo[len(memo)] = top"),
+    # extension registry (copyreg): never used by torch; resolved to placeholders
+    ("EXT1",             0x82,     "uint1",           2, "extension code, 1 byte"),
+    ("EXT2",             0x83,     "uint2",           2, "extension code, 2 bytes"),
+    ("EXT4",             0x84,     "int4",            2, "extension code, 4 bytes"),
+    # objects: every name resolves against the registry, nothing is imported
+    ("GLOBAL",           ord("c"), "stringnl_noescape_pair", 0, "push module.name (text)"),
+    ("STACK_GLOBAL",     0x93,     "none",            4, "push module.name (from the stack)"),
+    ("REDUCE",           ord("R"), "none",            0, "callable(*args)"),
+    ("BUILD",            ord("b"), "none",            0, "obj.__setstate__(state)"),
+    ("INST",             ord("i"), "stringnl_noescape_pair", 0, "instance of module.name(*items since mark)"),
+    ("OBJ",              ord("o"), "none",            1, "instance of cls(*items since mark)"),
+    ("NEWOBJ",           0x81,     "none",            2, "cls.__new__(cls, *args)"),
+    ("NEWOBJ_EX",        0x92,     "none",            4, "cls.__new__(cls, *args, **kwargs)"),
+    # machine control
+    ("PROTO",            0x80,     "uint1",           2, "protocol version"),
+    ("STOP",             ord("."), "none",            0, "end of pickle: return the top item"),
+    ("FRAME",            0x95,     "uint8",           4, "start of a frame of the given length"),
+    ("PERSID",           ord("P"), "stringnl_noescape", 0, "persistent object (text id)"),
+    ("BINPERSID",        ord("Q"), "none",            1, "persistent object (id from the stack)"),
+))
+# fmt: on
+
+BY_CODE: Final = MappingProxyType({op.code: op for op in OPCODES})
+BY_NAME: Final = MappingProxyType({op.name: op for op in OPCODES})
+if len(BY_CODE) != len(OPCODES) or len(BY_NAME) != len(OPCODES):  # pragma: no cover
+    raise AssertionError("duplicate opcode name or code in the table")
+
+HIGHEST_PROTOCOL: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource guards for one file. Every length a file claims is also checked
+    against the bytes really present, so these bound what a *valid-looking* file costs.
+
+    Attributes:
+        max_pickle_bytes: the largest pickle member read into memory.
+        max_memo: memo entries (one per PUT/MEMOIZE).
+        max_depth: container nesting depth that walks over the result accept.
+        max_nodes: objects a walk over the result visits (shared sub-trees count once).
+        max_zip_members: central-directory entries.
+    """
+
+    max_pickle_bytes: int = 1 << 30
+    max_memo: int = 50_000_000
+    max_depth: int = 1_000
+    max_nodes: int = 50_000_000
+    max_zip_members: int = 10_000_000
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+def _digest() -> str:
+    h = hashlib.sha256()
+    for op in OPCODES:
+        h.update(repr((op.name, op.code, op.arg, op.proto)).encode())
+    h.update(repr(tuple(f.name for f in fields(Limits))).encode())
+    h.update(repr(astuple(DEFAULT_LIMITS)).encode())
+    return h.hexdigest()[:16]
+
+
+SPEC_DIGEST: Final = _digest()

@@ -1,0 +1,47 @@
+"""Which format is this file? Decided from its bytes (start and end), never its name."""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from .errors import FormatError
+from .source import ByteSource
+
+__all__ = ("sniff",)
+
+_ZIP_LOCAL: Final = b"PK\x03\x04"
+_ZIP_EMPTY: Final = b"PK\x05\x06"
+# torch.save's legacy format starts with a pickled LONG1 magic number 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC: Final = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def sniff(source: ByteSource) -> str:
+    """Return ``"zip"``, ``"torch-legacy"``, ``"safetensors"`` or ``"tar"``.
+
+    Raises:
+        FormatError: ``empty-file`` or ``unknown-format`` (the message says what the
+            first bytes look like).
+    """
+    if source.size == 0:
+        raise FormatError("file is empty", code="empty-file", path=source.path, offset=0)
+    head = source.read_at(0, min(source.size, 512), what="file header")
+    if head.startswith((_ZIP_LOCAL, _ZIP_EMPTY)):
+        return "zip"
+    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") and _LEGACY_MAGIC in head[:16]:
+        return "torch-legacy"
+    if len(head) >= 10:
+        (n,) = struct.unpack_from("<Q", head)
+        if 2 <= n <= 100_000_000 and head[8:9] == b"{" and 8 + n <= source.size:
+            return "safetensors"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    raise FormatError(f"not a checkpoint format I know: the file starts with {_describe(head)}",
+                      code="unknown-format", path=source.path, offset=0)
+
+
+def _describe(head: bytes) -> str:
+    sample = head[:16]
+    if sample.isascii() and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
+        return f"text {sample.decode()!r}"
+    return f"bytes {sample.hex(' ')}"

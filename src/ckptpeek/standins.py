@@ -1,0 +1,536 @@
+"""Safe stand-ins for the non-torch globals that checkpoints name.
+
+The interpreter never imports what a pickle names. ``GLOBAL module name`` resolves in
+``registry.py`` to one of the :class:`KnownGlobal` records built here; REDUCE, NEWOBJ and
+friends call the record's small constructor, which checks its arguments and builds a
+fresh, per-load object (a dict, a list, an ``argparse.Namespace``, a numpy scalar, ...).
+The records themselves are frozen, so a file cannot change them for the next file.
+Anything unknown becomes a :class:`Placeholder` that records what the file asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import os
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = ("KnownGlobal", "Placeholder", "PlaceholderType", "AttributeDict", "OmegaDict",
+           "OmegaList", "STDLIB_GLOBALS", "BUILDERS", "apply_build")
+
+Call = Callable[[tuple[Any, ...]], Any]
+New = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownGlobal:
+    """A name from the registry: ``call`` serves REDUCE/INST/OBJ, ``new`` serves NEWOBJ.
+
+    A record with neither is a marker (``builtins.object``, ``torch.Tensor``) that other
+    constructors accept as an argument but that cannot be called.
+    """
+
+    module: str
+    name: str
+    call: Call | None = None
+    new: New | None = None
+    marker: Any = None  # the real type/object this marker stands for, if any is safe to expose
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<global {self.module}.{self.name}>"
+
+
+class PlaceholderType:
+    """What ``GLOBAL`` pushes for a name outside the registry (one object per load)."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<unknown global {self.module}.{self.name}>"
+
+
+class Placeholder:
+    """An object of a class ckptpeek does not know, recorded instead of being created.
+
+    Attributes:
+        module, name: the class (or function) the file names.
+        args, kwargs: the constructor arguments (REDUCE / NEWOBJ / NEWOBJ_EX).
+        state: what BUILD would have passed to ``__setstate__`` (or ``None``).
+        items: values appended (list subclasses); ``dictitems``: pairs set (dict subclasses).
+    """
+
+    __slots__ = ("module", "name", "args", "kwargs", "state", "items", "dictitems", "setitems")
+
+    def __init__(self, module: str, name: str, args: tuple[Any, ...] = (),
+                 kwargs: dict[str, Any] | None = None) -> None:
+        self.module = module
+        self.name = name
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.state: Any = None
+        self.items: list[Any] = []
+        self.dictitems: dict[Any, Any] = {}
+        self.setitems: list[Any] = []
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    # The pickle protocol's container opcodes, recorded rather than performed.
+    def append(self, value: Any) -> None:
+        self.items.append(value)
+
+    def extend(self, values: list[Any]) -> None:
+        self.items.extend(values)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.dictitems[key] = value
+
+    def _ckpt_build(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args[:4]] + (["..."] if len(self.args) > 4 else [])
+        return f"<placeholder {self.module}.{self.name}({', '.join(parts)})>"
+
+
+class AttributeDict(dict):  # type: ignore[type-arg]
+    """Lightning's ``AttributeDict`` (hyper-parameters): a dict with attribute access."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(key) from exc
+
+
+class OmegaDict(dict):  # type: ignore[type-arg]
+    """An OmegaConf ``DictConfig`` as a plain dict of its node values.
+
+    Interpolations (``${...}``) and missing values (``???``) are kept as their strings;
+    resolving them is the catalog's job.
+    """
+
+    def _ckpt_build(self, state: Any) -> None:
+        content = state.get("_content") if isinstance(state, dict) else None
+        if isinstance(content, dict):
+            for key, node in content.items():
+                self[key] = _omega_value(node)
+
+
+class OmegaList(list):  # type: ignore[type-arg]
+    """An OmegaConf ``ListConfig`` as a plain list of its node values."""
+
+    def _ckpt_build(self, state: Any) -> None:
+        content = state.get("_content") if isinstance(state, dict) else None
+        if isinstance(content, list):
+            self.extend(_omega_value(node) for node in content)
+
+
+class OmegaNode:
+    """An OmegaConf value node (``AnyNode``, ``StringNode``, ...): holds ``_val``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def _ckpt_build(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.value = state.get("_val")
+
+    def __repr__(self) -> str:
+        return f"OmegaNode({self.value!r})"
+
+
+class Record:
+    """A known-harmless object kept as its state (OmegaConf metadata and the like)."""
+
+    __slots__ = ("qualname", "state")
+
+    def __init__(self, qualname: str) -> None:
+        self.qualname = qualname
+        self.state: Any = None
+
+    def _ckpt_build(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.qualname}>"
+
+
+def _omega_value(node: Any) -> Any:
+    return node.value if isinstance(node, OmegaNode) else node
+
+
+# -- BUILD -------------------------------------------------------------------------------
+
+def _set_attributes(obj: Any, state: Any) -> None:
+    """``obj.__dict__.update(state)`` for the few real classes we create, refusing dunders."""
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    for part in (state, slotstate):
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise TypeError(f"state of a {type(obj).__name__} must be a dict, not {type(part).__name__}")
+        for key, value in part.items():
+            if not isinstance(key, str) or key.startswith("__"):
+                raise TypeError(f"refusing to set attribute {key!r}")
+            setattr(obj, key, value)
+
+
+def _build_ndarray(arr: Any, state: Any) -> None:
+    import numpy as np  # noqa: PLC0415 - numpy only when a file holds numpy objects
+
+    if not (isinstance(state, tuple) and len(state) == 5):
+        raise TypeError("ndarray state must be a 5-tuple")
+    version, shape, dtype, is_fortran, raw = state
+    if not (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)):
+        raise TypeError("ndarray shape must be a tuple of non-negative ints")
+    if not isinstance(dtype, np.dtype):
+        raise TypeError("ndarray dtype must be a numpy dtype")
+    count = 1
+    for d in shape:
+        count *= d
+    if dtype.hasobject:
+        if not (isinstance(raw, list) and len(raw) == count and dtype.fields is None):
+            raise TypeError("object array state must be a list of its elements")
+    elif not (isinstance(raw, (bytes, bytearray)) and len(raw) == count * dtype.itemsize):
+        raise TypeError(f"ndarray data is {len(raw) if isinstance(raw, bytes) else '?'} bytes, "
+                        f"expected {count * dtype.itemsize}")
+    arr.__setstate__((version, shape, dtype, bool(is_fortran), raw))
+
+
+def _build_np_dtype(dt: Any, state: Any) -> None:
+    # (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
+    if not (isinstance(state, tuple) and 8 <= len(state) <= 9 and type(state[0]) is int):
+        raise TypeError("numpy dtype state must be an 8- or 9-tuple")
+    if state[1] not in ("<", ">", "|", "=") or any(s is not None for s in state[2:5]):
+        raise TypeError("only simple (non-structured) numpy dtypes are rebuilt")
+    if not all(type(s) is int for s in state[5:8]):
+        raise TypeError("numpy dtype sizes must be ints")
+    dt.__setstate__(state[:8])
+
+
+#: BUILD for real classes we hand to pickles (our own stand-ins define ``_ckpt_build``)
+BUILDERS: Final[dict[type, Callable[[Any, Any], None]]] = {
+    collections.OrderedDict: _set_attributes,  # state_dict's ``_metadata``
+    argparse.Namespace: _set_attributes,
+    AttributeDict: _set_attributes,
+}
+
+
+def apply_build(obj: Any, state: Any) -> None:
+    """The BUILD opcode: only on objects created for this load, never on shared ones."""
+    builder = BUILDERS.get(type(obj))
+    if builder is None:
+        method = getattr(type(obj), "_ckpt_build", None)
+        if method is None:
+            builder = _lazy_numpy_builders().get(type(obj))
+            if builder is None:
+                raise TypeError(f"BUILD on a {type(obj).__name__} is not allowed")
+        else:
+            method(obj, state)
+            return
+    builder(obj, state)
+
+
+def _lazy_numpy_builders() -> dict[type, Callable[[Any, Any], None]]:
+    import sys  # noqa: PLC0415
+
+    np = sys.modules.get("numpy")  # numpy objects exist only if a constructor imported it
+    if np is None:
+        return {}
+    out: dict[type, Callable[[Any, Any], None]] = {np.ndarray: _build_ndarray}
+    for dt in (np.dtype("f8"), np.dtype("i8")):
+        out[type(dt)] = _build_np_dtype
+    return out
+
+
+# -- constructors -----------------------------------------------------------------------
+
+def _check_items(args: tuple[Any, ...], n: int, name: str) -> None:
+    if len(args) > n:
+        raise TypeError(f"{name} takes at most {n} argument(s), got {len(args)}")
+
+
+def _ordered_dict(args: tuple[Any, ...]) -> Any:
+    _check_items(args, 1, "OrderedDict")
+    return collections.OrderedDict(*args)
+
+
+def _defaultdict(args: tuple[Any, ...]) -> Any:
+    _check_items(args, 2, "defaultdict")
+    factory = args[0] if args else None
+    if isinstance(factory, KnownGlobal):
+        factory = factory.marker if factory.marker in _SAFE_FACTORIES else None
+    elif factory is not None:
+        factory = None  # never keep a callable a file chose
+    d: collections.defaultdict[Any, Any] = collections.defaultdict(factory)
+    if len(args) == 2:
+        d.update(args[1])
+    return d
+
+
+def _container(kind: type) -> Call:
+    def make(args: tuple[Any, ...]) -> Any:
+        _check_items(args, 1, kind.__name__)
+        if args and not isinstance(args[0], (list, tuple, set, frozenset, dict, str)):
+            raise TypeError(f"{kind.__name__}() from a {type(args[0]).__name__}")
+        return kind(*args)
+    return make
+
+
+def _scalar_type(kind: type) -> Call:
+    def make(args: tuple[Any, ...]) -> Any:
+        _check_items(args, 2, kind.__name__)
+        if not all(isinstance(a, (int, float, str, complex)) for a in args):
+            raise TypeError(f"{kind.__name__}() arguments must be numbers or strings")
+        return kind(*args)
+    return make
+
+
+def _bytes_like(kind: type) -> Call:
+    def make(args: tuple[Any, ...]) -> Any:
+        _check_items(args, 2, kind.__name__)
+        # never bytearray(n): a file could ask for terabytes
+        if not args:
+            return kind()
+        if isinstance(args[0], (bytes, bytearray)) and len(args) == 1:
+            return kind(args[0])
+        if isinstance(args[0], str) and len(args) == 2 and args[1] in _CODECS:
+            return kind(args[0], args[1])
+        if isinstance(args[0], list) and all(type(i) is int for i in args[0]):
+            return kind(args[0])
+        raise TypeError(f"{kind.__name__}() from these arguments is not allowed")
+    return make
+
+
+_CODECS: Final = frozenset({"latin1", "latin-1", "utf-8", "utf8", "ascii", "iso-8859-1"})
+
+
+def _codecs_encode(args: tuple[Any, ...]) -> bytes:
+    if not (1 <= len(args) <= 2 and isinstance(args[0], str)):
+        raise TypeError("_codecs.encode(str, encoding) expected")
+    encoding = args[1] if len(args) == 2 else "utf-8"
+    if encoding not in _CODECS:
+        raise TypeError(f"encoding {encoding!r} is not allowed")
+    return args[0].encode(encoding)
+
+
+def _slice(args: tuple[Any, ...]) -> slice:
+    _check_items(args, 3, "slice")
+    if not all(a is None or type(a) is int for a in args):
+        raise TypeError("slice() takes ints or None")
+    return slice(*args)
+
+
+def _reconstructor(args: tuple[Any, ...]) -> Any:
+    """``copyreg._reconstructor(cls, base, state)``: protocol 0/1 objects."""
+    if len(args) != 3:
+        raise TypeError("_reconstructor takes 3 arguments")
+    cls, _base, state = args
+    if isinstance(cls, PlaceholderType):
+        p = Placeholder(cls.module, cls.name)
+        if state is not None:
+            p.args = (state,)
+        return p
+    if isinstance(cls, KnownGlobal) and cls.new is not None:
+        obj = cls.new((), {})
+        if isinstance(state, dict) and isinstance(obj, dict):
+            obj.update(state)
+        return obj
+    raise TypeError(f"cannot reconstruct a {cls!r}")
+
+
+def _new_via_call(call: Call) -> New:
+    def new(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs:
+            raise TypeError("keyword arguments are not accepted here")
+        return call(args)
+    return new
+
+
+def _namespace(args: tuple[Any, ...]) -> argparse.Namespace:
+    _check_items(args, 0, "Namespace")
+    return argparse.Namespace()
+
+
+def _namespace_new(args: tuple[Any, ...], kwargs: dict[str, Any]) -> argparse.Namespace:
+    ns = argparse.Namespace()
+    _set_attributes(ns, kwargs)
+    return ns
+
+
+def _path(kind: type) -> Call:
+    def make(args: tuple[Any, ...]) -> Any:
+        if not all(isinstance(a, str) for a in args):
+            raise TypeError("path parts must be strings")
+        return kind(*args)
+    return make
+
+
+def _datetime(kind: type) -> Call:
+    def make(args: tuple[Any, ...]) -> Any:
+        _check_items(args, 8, kind.__name__)
+        if not all(isinstance(a, (int, float, bytes, str, datetime.tzinfo)) or a is None
+                   for a in args):
+            raise TypeError(f"{kind.__name__}() arguments are of the wrong types")
+        return kind(*args)
+    return make
+
+
+def _timezone(args: tuple[Any, ...]) -> datetime.timezone:
+    if not (1 <= len(args) <= 2 and isinstance(args[0], datetime.timedelta)):
+        raise TypeError("timezone(timedelta[, name]) expected")
+    return datetime.timezone(*args)
+
+
+# numpy: scalars, dtypes and small arrays (Lightning callback state, logged metrics)
+
+def _np_dtype(args: tuple[Any, ...]) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    if not (1 <= len(args) <= 3 and isinstance(args[0], str)):
+        raise TypeError("numpy.dtype(str, align, copy) expected")
+    spec = args[0]
+    if not (len(spec) <= 8 and spec.isascii() and spec[:1].isalpha()):
+        raise TypeError(f"numpy dtype {spec!r} is not a simple type code")
+    return np.dtype(spec, False, True)  # copy=True: a fresh descriptor this file may BUILD
+
+
+def _np_scalar(args: tuple[Any, ...]) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    if not (len(args) in (1, 2) and isinstance(args[0], np.dtype)):
+        raise TypeError("numpy scalar(dtype, data) expected")
+    dtype = args[0]
+    if dtype.hasobject:
+        return args[1] if len(args) == 2 else None
+    data = args[1] if len(args) == 2 else b"\0" * dtype.itemsize
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
+        raise TypeError(f"numpy scalar of {dtype} needs {dtype.itemsize} bytes")
+    return np.frombuffer(bytes(data), dtype=dtype)[0]
+
+
+def _np_reconstruct(args: tuple[Any, ...]) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    if len(args) != 3:
+        raise TypeError("_reconstruct(subtype, shape, dtype) expected")
+    subtype = args[0]
+    if isinstance(subtype, PlaceholderType):  # np.matrix, masked arrays, ...
+        return Placeholder(subtype.module, subtype.name, args[1:])
+    if not (isinstance(subtype, KnownGlobal) and subtype.qualname == "numpy.ndarray"):
+        raise TypeError("_reconstruct of something other than numpy.ndarray")
+    return np.ndarray((0,), dtype="b")
+
+
+def _np_frombuffer(args: tuple[Any, ...]) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    if len(args) != 4:
+        raise TypeError("_frombuffer(buf, dtype, shape, order) expected")
+    buf, dtype, shape, order = args
+    if not (isinstance(buf, (bytes, bytearray)) and isinstance(dtype, np.dtype)
+            and not dtype.hasobject and isinstance(shape, tuple) and order in ("C", "F")):
+        raise TypeError("_frombuffer arguments are of the wrong types")
+    return np.frombuffer(bytes(buf), dtype=dtype).reshape(shape, order=order)
+
+
+_SAFE_FACTORIES: Final = (dict, list, set, int, float, str, tuple, bytes, None)
+
+_g = KnownGlobal
+
+
+def _simple(module: str, name: str, call: Call, new: New | None = None) -> KnownGlobal:
+    return _g(module, name, call=call, new=new or _new_via_call(call))
+
+
+def _cls(module: str, name: str, make: Callable[[], Any]) -> KnownGlobal:
+    """A class whose instances are built by NEWOBJ and filled by BUILD/SETITEMS."""
+    def call(args: tuple[Any, ...]) -> Any:
+        if args:
+            raise TypeError(f"{name}() takes no arguments here")
+        return make()
+    return _g(module, name, call=call, new=lambda args, kwargs: make())
+
+
+def _typ(kind: type, call: Call | None) -> KnownGlobal:
+    return _g("builtins", kind.__name__, call=call,
+              new=_new_via_call(call) if call else None, marker=kind)
+
+
+def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
+    out: list[KnownGlobal] = [
+        _simple("collections", "OrderedDict", _ordered_dict),
+        _simple("collections", "defaultdict", _defaultdict),
+        _typ(dict, _container(dict)), _typ(list, _container(list)),
+        _typ(tuple, _container(tuple)), _typ(set, _container(set)),
+        _typ(frozenset, _container(frozenset)),
+        _typ(int, _scalar_type(int)), _typ(float, _scalar_type(float)),
+        _typ(complex, _scalar_type(complex)), _typ(bool, _scalar_type(bool)),
+        _typ(str, _scalar_type(str)),
+        _typ(bytes, _bytes_like(bytes)), _typ(bytearray, _bytes_like(bytearray)),
+        _typ(object, None), _typ(type(None), None),
+        _simple("builtins", "slice", _slice),
+        _simple("_codecs", "encode", _codecs_encode),
+        _simple("copyreg", "_reconstructor", _reconstructor),
+        _g("argparse", "Namespace", call=_namespace, new=_namespace_new),
+        # a concrete PosixPath never touches the file system until asked to
+        _simple("pathlib", "PosixPath", _path(pathlib.PosixPath if os.name == "posix"
+                                             else pathlib.PurePosixPath)),
+        _simple("pathlib", "PurePosixPath", _path(pathlib.PurePosixPath)),
+        _simple("pathlib", "WindowsPath", _path(pathlib.PureWindowsPath)),
+        _simple("pathlib", "PureWindowsPath", _path(pathlib.PureWindowsPath)),
+        _simple("pathlib", "Path", _path(pathlib.PurePath)),
+        _simple("datetime", "datetime", _datetime(datetime.datetime)),
+        _simple("datetime", "date", _datetime(datetime.date)),
+        _simple("datetime", "time", _datetime(datetime.time)),
+        _simple("datetime", "timedelta", _datetime(datetime.timedelta)),
+        _simple("datetime", "timezone", _timezone),
+        _g("typing", "Any", marker=Any),
+    ]
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out.append(_simple(mod, "scalar", _np_scalar))
+        out.append(_simple(mod, "_reconstruct", _np_reconstruct))
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        out.append(_simple(mod, "_frombuffer", _np_frombuffer))
+    out.append(_simple("numpy", "dtype", _np_dtype))
+    out.append(_g("numpy", "ndarray"))  # a marker: only _reconstruct accepts it
+    for mod in ("lightning.fabric.utilities.data", "lightning_fabric.utilities.data",
+                "lightning.pytorch.utilities.parsing", "pytorch_lightning.utilities.parsing"):
+        out.append(_cls(mod, "AttributeDict", AttributeDict))
+    out += [
+        _cls("omegaconf.dictconfig", "DictConfig", OmegaDict),
+        _cls("omegaconf.listconfig", "ListConfig", OmegaList),
+        *(_cls("omegaconf.nodes", n, OmegaNode) for n in (
+            "AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode",
+            "BytesNode", "PathNode", "InterpolationResultNode", "ValueNode")),
+        *(_cls("omegaconf.base", n, lambda n=n: Record(f"omegaconf.base.{n}"))
+          for n in ("Metadata", "ContainerMetadata")),
+    ]
+    return {(g.module, g.name): g for g in out}
+
+
+STDLIB_GLOBALS: Final = _stdlib_globals()

@@ -1,0 +1,308 @@
+"""Lazy tensors: :class:`TensorRef` describes a tensor and reads its own bytes on demand.
+
+A ``TensorRef`` knows what torch would know after ``torch.load`` - dtype, shape, stride,
+storage offset, requires_grad, the device recorded at save time - and where its bytes
+are in the file. Nothing is read until ``numpy()`` (or ``item()``, ``tolist()``) is
+called, and then only the span of the storage this tensor covers.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import FormatError, UnsupportedError
+from .torch_types import DType, Device, Size
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ("StorageRef", "StorageReader", "TensorRef")
+
+#: ``tolist()`` and ``repr`` refuse to materialise more elements than this
+MAX_TOLIST: int = 1_000_000
+
+
+class StorageReader(Protocol):
+    """What a format reader gives its storages: where their bytes are, and how to read them."""
+
+    path: str | None
+    byteorder: str  # "little" or "big"
+
+    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview: ...
+
+    def storage_location(self, storage: StorageRef) -> tuple[str | None, int, int]: ...
+
+
+class StorageRef:
+    """One storage of the file: a key, an element type, a length, a device.
+
+    ``nbytes`` is what the file claims (``numel * dtype.itemsize``); it is checked
+    against the real member size before any byte is read.
+    """
+
+    __slots__ = ("key", "dtype", "numel", "location", "reader")
+
+    def __init__(self, key: str, dtype: DType, numel: int, location: str,
+                 reader: StorageReader | None) -> None:
+        self.key = key
+        self.dtype = dtype
+        self.numel = numel
+        self.location = location
+        self.reader = reader
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return f"StorageRef(key={self.key!r}, dtype={self.dtype}, numel={self.numel}, location={self.location!r})"
+
+
+def _numpy_dtype(dtype: DType) -> np.dtype[Any]:
+    import numpy as np  # noqa: PLC0415 - numpy is needed only to materialise data
+
+    if dtype.numpy_name is None:
+        raise UnsupportedError(f"{dtype} has no numpy equivalent; read it with to_torch()",
+                               code="unsupported-dtype")
+    try:
+        return np.dtype(dtype.numpy_name)
+    except TypeError:
+        pass
+    try:
+        import ml_dtypes  # noqa: PLC0415 - optional extra, only for bfloat16/float8
+    except ImportError:
+        raise UnsupportedError(
+            f"{dtype} needs the ml_dtypes package to become a numpy array "
+            f"(pip install ml_dtypes, or 'ckptpeek[numpy-dtypes]')",
+            code="needs-ml-dtypes") from None
+    try:
+        return np.dtype(getattr(ml_dtypes, dtype.numpy_name))
+    except AttributeError:
+        raise UnsupportedError(f"this ml_dtypes has no {dtype.numpy_name}; upgrade it",
+                               code="needs-ml-dtypes") from None
+
+
+class TensorRef:
+    """A tensor described, not loaded. Uses ``torch.Tensor``'s names for its metadata.
+
+    Attributes:
+        shape: a ``Size`` (tuple) like ``torch.Size``.
+        dtype: a ``DType``; ``str(t.dtype) == "torch.float32"``.
+        requires_grad: as saved.
+        is_parameter: the tensor was an ``nn.Parameter``.
+        storage: the ``StorageRef`` it views (``None`` for meta tensors).
+        kind: ``"dense"``, or what else it is (``"meta"``, ...).
+        attrs: extra Python state saved with the tensor (parameter/subclass ``__dict__``).
+        type_name: the tensor's class as saved (``torch.Tensor``, ``torch.nn.parameter.Parameter``, ...).
+    """
+
+    __slots__ = ("shape", "dtype", "_stride", "_offset", "requires_grad", "is_parameter",
+                 "storage", "kind", "attrs", "type_name", "metadata", "__weakref__")
+
+    def __init__(self, *, storage: StorageRef | None, dtype: DType, shape: tuple[int, ...],
+                 stride: tuple[int, ...], storage_offset: int, requires_grad: bool = False,
+                 kind: str = "dense", metadata: dict[str, Any] | None = None) -> None:
+        self.storage = storage
+        self.dtype = dtype
+        self.shape = Size(shape)
+        self._stride = tuple(stride)
+        self._offset = storage_offset
+        self.requires_grad = bool(requires_grad)
+        self.is_parameter = False
+        self.kind = kind
+        self.attrs: dict[str, Any] = {}
+        self.type_name = "torch.Tensor"
+        self.metadata = metadata or {}
+
+    # -- metadata, with torch's names ---------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def stride(self, dim: int | None = None) -> Any:
+        return self._stride if dim is None else self._stride[dim]
+
+    def storage_offset(self) -> int:
+        return self._offset
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def nelement(self) -> int:
+        return self.numel()
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel() * self.dtype.itemsize
+
+    @property
+    def device(self) -> Device:
+        if self.storage is None:
+            return Device("meta")
+        return Device.parse(self.storage.location)
+
+    @property
+    def is_meta(self) -> bool:
+        return self.storage is None
+
+    def is_contiguous(self) -> bool:
+        expected = 1
+        for size, stride in zip(reversed(self.shape), reversed(self._stride)):
+            if size != 1 and stride != expected:
+                return False
+            expected *= size
+        return True
+
+    @property
+    def storage_key(self) -> str | None:
+        return None if self.storage is None else self.storage.key
+
+    def _element_span(self) -> tuple[int, int]:
+        """First and one-past-last storage element this tensor can touch."""
+        if self.numel() == 0:
+            return self._offset, self._offset
+        last = self._offset
+        for size, stride in zip(self.shape, self._stride):
+            last += (size - 1) * stride
+        return self._offset, last + 1
+
+    @property
+    def byte_range(self) -> tuple[int, int] | None:
+        """``(start, stop)``: absolute offsets in the file of the bytes this tensor spans
+        (``None`` for meta tensors). Reads the storage member's local header once."""
+        if self.storage is None or self.storage.reader is None:
+            return None
+        _member, start, _size = self.storage.reader.storage_location(self.storage)
+        first, stop = self._element_span()
+        item = self.dtype.itemsize
+        return start + first * item, start + stop * item
+
+    # -- data --------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray[Any, Any]:
+        """The values, as a read-only numpy array (memory-mapped for local files).
+
+        Only this tensor's bytes are read. Big-endian files are converted to native
+        order (a copy). bfloat16 and float8 types need ``ml_dtypes``.
+
+        Raises:
+            UnsupportedError: ``unsupported-dtype``, ``needs-ml-dtypes``, ``no-storage``.
+            FormatError: ``tensor-out-of-storage`` when the tensor claims elements past
+                its storage.
+        """
+        import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
+
+        storage = self.storage
+        if storage is None or storage.reader is None:
+            raise UnsupportedError(f"a {self.kind} tensor has no data to read",
+                                   code="no-storage")
+        np_dtype = _numpy_dtype(self.dtype)
+        item = self.dtype.itemsize
+        first, stop = self._element_span()
+        if first < 0 or any(s < 0 for s in self._stride) or any(d < 0 for d in self.shape):
+            raise FormatError("tensor has a negative size, stride or offset",
+                              code="bad-tensor", path=storage.reader.path)
+        if stop * item > storage.nbytes:
+            raise FormatError(
+                f"tensor spans storage bytes {first * item}..{stop * item} but storage "
+                f"{storage.key!r} holds {storage.nbytes}", code="tensor-out-of-storage",
+                path=storage.reader.path)
+        if self.numel() == 0:
+            return np.empty(tuple(self.shape), dtype=np_dtype)
+        buf = storage.reader.storage_view(storage, first * item, stop * item)
+        if storage.reader.byteorder != sys.byteorder and item > 1 and self.dtype.kind != "b":
+            # the file was written on a machine of the other byte order: torch swaps on
+            # load, so do we (a copy)
+            order = "<" if storage.reader.byteorder == "little" else ">"
+            flat = np.frombuffer(buf, dtype=np_dtype.newbyteorder(order)).astype(np_dtype)
+            flat.flags.writeable = False
+        else:
+            flat = np.frombuffer(buf, dtype=np_dtype)
+        strides = tuple(s * item for s in self._stride)
+        arr = np.lib.stride_tricks.as_strided(flat, shape=tuple(self.shape), strides=strides,
+                                              writeable=False)
+        if self.metadata.get("conj"):
+            arr = np.conj(arr)
+        if self.metadata.get("neg"):
+            arr = np.negative(arr)
+        return arr
+
+    def item(self) -> Any:
+        """The single value of a one-element tensor, as a Python number."""
+        if self.numel() != 1:
+            raise ValueError(f"a tensor with {self.numel()} elements cannot be converted to a Python scalar")
+        value = self.numpy().reshape(()).item()
+        if self.dtype.name in ("bfloat16",) or self.dtype.name.startswith("float8"):
+            return float(value)
+        return value
+
+    def tolist(self) -> Any:
+        if self.numel() > MAX_TOLIST:
+            raise ValueError(f"tolist() of {self.numel()} elements refused (limit {MAX_TOLIST})")
+        arr = self.numpy()
+        if self.dtype.name == "bfloat16" or self.dtype.name.startswith("float8"):
+            arr = arr.astype("float32")
+        return arr.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iub":
+            raise TypeError("only integer tensors can be converted to an index")
+        return int(self.item())
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def to_torch(self) -> Any:
+        """A real ``torch.Tensor`` with these values (imports torch)."""
+        import torch  # noqa: PLC0415 - optional dependency, only here
+
+        if self.storage is None:
+            t = torch.empty_strided(tuple(self.shape), self._stride, dtype=getattr(torch, self.dtype.name),
+                                    device="meta")
+        else:
+            arr = self.numpy()
+            if arr.dtype.kind == "V" or self.dtype.numpy_name not in (None, arr.dtype.name):
+                raise UnsupportedError(f"cannot convert {self.dtype} to torch", code="unsupported-dtype")
+            try:
+                t = torch.from_numpy(arr.copy())
+            except TypeError:  # ml_dtypes arrays: go through the raw bits
+                raw = arr.copy().view(f"u{self.dtype.itemsize}")
+                bits = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}[self.dtype.itemsize]
+                t = torch.from_numpy(raw).view(bits).view(getattr(torch, self.dtype.name))
+        if self.is_parameter:
+            return torch.nn.Parameter(t, requires_grad=self.requires_grad)
+        return t.requires_grad_(self.requires_grad) if t.is_floating_point() else t
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.storage is not None and str(self.device) != "cpu":
+            extra += f", device='{self.device}'"
+        if self.requires_grad:
+            extra += ", requires_grad=True"
+        name = "Parameter" if self.is_parameter else "TensorRef"
+        return f"{name}(shape={list(self.shape)}, dtype={self.dtype}{extra})"
+

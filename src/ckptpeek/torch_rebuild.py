@@ -1,0 +1,177 @@
+"""Torch's ``_rebuild_*`` functions, re-done as constructors of :class:`TensorRef`.
+
+Each takes the arguments ``Tensor.__reduce_ex__`` wrote (see ``torch/_tensor.py`` and
+``torch/_utils.py``), checks their types, and returns a descriptor: no storage is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .standins import KnownGlobal, PlaceholderType
+from .tensor import StorageRef, TensorRef
+from .torch_types import DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Size
+
+__all__ = ("TORCH_GLOBALS",)
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
+        raise TypeError(f"{what} must be a tuple of ints")
+    return tuple(value)
+
+
+def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: DType | None = None,
+            requires_grad: Any = False, metadata: Any = None) -> TensorRef:
+    if not isinstance(storage, StorageRef):
+        raise TypeError(f"expected a storage, got {type(storage).__name__}")
+    if type(offset) is not int or offset < 0:
+        raise TypeError("storage offset must be a non-negative int")
+    shape, strides = _ints(size, "size"), _ints(stride, "stride")
+    if len(shape) != len(strides):
+        raise TypeError(f"size {shape} and stride {strides} differ in length")
+    if any(d < 0 for d in shape) or any(s < 0 for s in strides):
+        raise TypeError("sizes and strides must be non-negative")
+    if type(requires_grad) is not bool:
+        raise TypeError("requires_grad must be a bool")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError("tensor metadata must be a dict")
+    return TensorRef(storage=storage, dtype=dtype or storage.dtype, shape=shape,
+                     stride=strides, storage_offset=offset, requires_grad=requires_grad,
+                     metadata=metadata)
+
+
+def _rebuild_tensor(args: tuple[Any, ...]) -> TensorRef:
+    if len(args) != 4:
+        raise TypeError("_rebuild_tensor takes 4 arguments")
+    return _tensor(*args)
+
+
+def _rebuild_tensor_v2(args: tuple[Any, ...]) -> TensorRef:
+    # (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+    if not 6 <= len(args) <= 7:
+        raise TypeError("_rebuild_tensor_v2 takes 6 or 7 arguments")
+    return _tensor(*args[:4], requires_grad=args[4],
+                   metadata=args[6] if len(args) == 7 else None)
+
+
+def _rebuild_tensor_v3(args: tuple[Any, ...]) -> TensorRef:
+    # (untyped storage, storage_offset, size, stride, requires_grad, hooks, dtype[, metadata])
+    if not 7 <= len(args) <= 8 or not isinstance(args[6], DType):
+        raise TypeError("_rebuild_tensor_v3 takes 7 or 8 arguments, the 7th a dtype")
+    return _tensor(*args[:4], dtype=args[6], requires_grad=args[4],
+                   metadata=args[7] if len(args) == 8 else None)
+
+
+def _as_parameter(data: Any, requires_grad: Any, state: Any = None) -> TensorRef:
+    if not isinstance(data, TensorRef):
+        raise TypeError(f"a Parameter wraps a tensor, not a {type(data).__name__}")
+    if type(requires_grad) is not bool:
+        raise TypeError("requires_grad must be a bool")
+    ref = TensorRef(storage=data.storage, dtype=data.dtype, shape=data.shape,
+                    stride=data.stride(), storage_offset=data.storage_offset(),
+                    requires_grad=requires_grad, kind=data.kind, metadata=data.metadata)
+    ref.is_parameter = True
+    ref.type_name = "torch.nn.parameter.Parameter"
+    _set_state(ref, state)
+    return ref
+
+
+def _set_state(ref: TensorRef, state: Any) -> None:
+    """A tensor's Python ``__dict__`` (and slots), kept as data in ``ref.attrs``."""
+    if state is None:
+        return
+    if isinstance(state, tuple) and len(state) == 2:
+        for part in state:
+            _set_state(ref, part)
+        return
+    if not isinstance(state, dict):
+        raise TypeError("tensor state must be a dict")
+    ref.attrs.update(state)
+
+
+def _rebuild_parameter(args: tuple[Any, ...]) -> TensorRef:
+    if len(args) != 3:
+        raise TypeError("_rebuild_parameter takes 3 arguments")
+    return _as_parameter(args[0], args[1])
+
+
+def _rebuild_parameter_with_state(args: tuple[Any, ...]) -> TensorRef:
+    if len(args) != 4:
+        raise TypeError("_rebuild_parameter_with_state takes 4 arguments")
+    return _as_parameter(args[0], args[1], args[3])
+
+
+def _rebuild_from_type_v2(args: tuple[Any, ...]) -> Any:
+    # (func, new_type, args, state): func(*args), then the subclass and its state
+    if len(args) != 4:
+        raise TypeError("_rebuild_from_type_v2 takes 4 arguments")
+    func, new_type, fargs, state = args
+    if not (isinstance(func, KnownGlobal) and func.call is not None and isinstance(fargs, tuple)):
+        raise TypeError("_rebuild_from_type_v2 needs a known rebuild function")
+    ref = func.call(fargs)
+    if not isinstance(ref, TensorRef):
+        return ref
+    if isinstance(new_type, KnownGlobal):
+        if new_type.qualname == "torch.nn.parameter.Parameter" and not ref.is_parameter:
+            ref = _as_parameter(ref, ref.requires_grad)
+        elif new_type.qualname != "torch.Tensor":
+            ref.type_name = new_type.qualname
+    elif isinstance(new_type, PlaceholderType):
+        ref.type_name = new_type.qualname  # a user's Tensor subclass: described, never created
+    else:
+        raise TypeError("_rebuild_from_type_v2 needs a type")
+    _set_state(ref, state)
+    return ref
+
+
+def _rebuild_meta_tensor_no_storage(args: tuple[Any, ...]) -> TensorRef:
+    if len(args) != 4 or not isinstance(args[0], DType):
+        raise TypeError("_rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad)")
+    shape, strides = _ints(args[1], "size"), _ints(args[2], "stride")
+    return TensorRef(storage=None, dtype=args[0], shape=shape, stride=strides,
+                     storage_offset=0, requires_grad=bool(args[3]), kind="meta")
+
+
+def _size(args: tuple[Any, ...]) -> Size:
+    if len(args) > 1:
+        raise TypeError("torch.Size takes one argument")
+    return Size(_ints(args[0], "torch.Size") if args else ())
+
+
+def _device(args: tuple[Any, ...]) -> Device:
+    if not 1 <= len(args) <= 2:
+        raise TypeError("torch.device takes 1 or 2 arguments")
+    return Device.parse(*args)
+
+
+def _torch_globals() -> dict[tuple[str, str], Any]:
+    g: dict[tuple[str, str], Any] = {}
+
+    def fn(module: str, name: str, call: Any) -> None:
+        g[(module, name)] = KnownGlobal(module, name, call=call)
+
+    for name, call in (("_rebuild_tensor", _rebuild_tensor),
+                       ("_rebuild_tensor_v2", _rebuild_tensor_v2),
+                       ("_rebuild_tensor_v3", _rebuild_tensor_v3),
+                       ("_rebuild_parameter", _rebuild_parameter),
+                       ("_rebuild_parameter_with_state", _rebuild_parameter_with_state),
+                       ("_rebuild_meta_tensor_no_storage", _rebuild_meta_tensor_no_storage)):
+        fn("torch._utils", name, call)
+    fn("torch._tensor", "_rebuild_from_type_v2", _rebuild_from_type_v2)
+    fn("torch", "Size", _size)
+    fn("torch", "device", _device)
+    g[("torch", "Tensor")] = KnownGlobal("torch", "Tensor")
+    g[("torch._tensor", "Tensor")] = KnownGlobal("torch", "Tensor")
+    g[("torch.nn.parameter", "Parameter")] = KnownGlobal("torch.nn.parameter", "Parameter")
+    for name, value in DTYPE_ATTRS.items():
+        g[("torch", name)] = value
+    for name, value in TORCH_CONSTANTS.items():
+        g[("torch", name)] = value
+    for name, value in STORAGE_TYPES.items():
+        g[("torch", name)] = value
+    g[("torch.storage", "UntypedStorage")] = STORAGE_TYPES["UntypedStorage"]
+    return g
+
+
+TORCH_GLOBALS: Final = _torch_globals()

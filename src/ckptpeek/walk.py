@@ -1,0 +1,78 @@
+"""Iterative walks over an unpickled object graph: bounded depth, each container once.
+
+Pickles can share sub-objects (memo) and even build cycles, and a hostile one can nest
+a million levels deep. These walks never recurse in Python, visit every container at
+most once, and stop with a ``LimitError`` past the configured depth or node count.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import LimitError
+from .opcodes import DEFAULT_LIMITS, Limits
+from .standins import Placeholder
+from .tensor import TensorRef
+
+__all__ = ("children", "iter_tensors")
+
+Key = Any
+
+
+def children(obj: Any) -> Iterator[tuple[Key, Any]]:
+    """The (key, child) pairs of a container, in order; nothing for a leaf."""
+    if isinstance(obj, dict):
+        return iter(obj.items())
+    if isinstance(obj, (list, tuple)):
+        return enumerate(obj)
+    if isinstance(obj, argparse.Namespace):
+        return iter(vars(obj).items())
+    if isinstance(obj, Placeholder):
+        parts: list[tuple[Key, Any]] = list(enumerate(obj.args))
+        if isinstance(obj.state, dict):
+            parts += list(obj.state.items())
+        elif obj.state is not None:
+            parts.append(("__state__", obj.state))
+        parts += [(f"__item{i}__", v) for i, v in enumerate(obj.items)]
+        parts += list(obj.dictitems.items())
+        return iter(parts)
+    return iter(())
+
+
+def _is_container(obj: Any) -> bool:
+    return isinstance(obj, (dict, list, tuple, argparse.Namespace, Placeholder))
+
+
+def iter_tensors(root: Any, *, limits: Limits = DEFAULT_LIMITS,
+                 path: str | None = None) -> Iterator[tuple[tuple[Key, ...], TensorRef]]:
+    """Yield ``(key_path, tensor)`` depth-first in container order.
+
+    A container reached twice (shared through the memo) is walked only the first time.
+    """
+    if isinstance(root, TensorRef):
+        yield (), root
+        return
+    seen: set[int] = set()
+    stack: list[tuple[tuple[Key, ...], Iterator[tuple[Key, Any]]]] = [((), children(root))]
+    seen.add(id(root))
+    visited = 0
+    while stack:
+        prefix, it = stack[-1]
+        for key, child in it:
+            visited += 1
+            if visited > limits.max_nodes:
+                raise LimitError(f"object graph has more than {limits.max_nodes} nodes",
+                                 code="limit-nodes", path=path)
+            if isinstance(child, TensorRef):
+                yield prefix + (key,), child
+            elif _is_container(child) and id(child) not in seen:
+                seen.add(id(child))
+                if len(stack) >= limits.max_depth:
+                    raise LimitError(f"object graph nests deeper than {limits.max_depth}",
+                                     code="limit-depth", path=path)
+                stack.append((prefix + (key,), children(child)))
+                break
+        else:
+            stack.pop()
