@@ -1,11 +1,36 @@
-"""Minimal placeholder conftest (to be replaced by the real one).
+"""Shared fixtures: every reader test runs once per pickle engine.
 
-Provides the ``engine`` fixture used by the differential tests.
+``engine`` is parametrised over ``"python"`` and ``"native"``. When the native
+extension is not built the native cases are skipped - unless
+``CKPTPEEK_REQUIRE_EXTENSIONS=1`` is set (CI sets it), in which case importing
+ckptpeek already fails, so a missing extension can never pass silently.
 """
+
+from __future__ import annotations
+
+import pathlib
 
 import pytest
 
+import ckptpeek
+from ckptpeek import _backend
 
-@pytest.fixture(params=["python"])
-def engine(request):
+DATA = pathlib.Path(__file__).parent / "data"
+ENGINES = ("python", "native")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    if request.param == "native" and "native" not in _backend._ENGINES:
+        pytest.skip(f"native engine not built ({_backend.NATIVE_ERROR})")
     return request.param
+
+
+@pytest.fixture
+def data_dir() -> pathlib.Path:
+    return DATA
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"ckptpeek {ckptpeek.__version__}: default engine {ckptpeek.BACKEND}"
+            + (f" (native unavailable: {_backend.NATIVE_ERROR})" if _backend.NATIVE_ERROR else ""))

@@ -8,6 +8,7 @@ report the same ``SPEC_DIGEST`` as ``opcodes.py``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from types import ModuleType
 from typing import Final
@@ -25,6 +26,8 @@ def _truthy(name: str) -> bool:
 def _load_native() -> tuple[ModuleType | None, str | None]:
     if _truthy("CKPTPEEK_NO_EXTENSIONS"):
         return None, "disabled by CKPTPEEK_NO_EXTENSIONS"
+    if importlib.util.find_spec(f"{__package__}._pickle_vm_c") is None:
+        return None, "extension not built (install without CKPTPEEK_NO_EXTENSIONS and with a C compiler)"
     try:
         from . import _pickle_vm_c as native  # noqa: PLC0415 - optional extension
     except ImportError as exc:

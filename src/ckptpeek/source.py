@@ -33,6 +33,7 @@ class ByteSource:
         self._mmap: mmap.mmap | None = None
         self._fd: int | None = None
         self._fileobj: BinaryIO | None = None
+        self._kept: tuple[int, bytes] = (0, b"")  # one region kept in memory (see keep())
         if isinstance(source, (str, os.PathLike)):
             self.path: str | None = os.fspath(source)
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -71,6 +72,9 @@ class ByteSource:
         n = min(n, self.size - offset)
         if n == 0:
             return b""
+        kept_start, kept = self._kept
+        if kept_start <= offset and offset + n <= kept_start + len(kept):
+            return kept[offset - kept_start:offset - kept_start + n]
         if self._fd is not None:
             data = os.pread(self._fd, n, offset)
         elif self._fileobj is not None:
@@ -86,6 +90,14 @@ class ByteSource:
             raise FormatError(f"short read: {what} wanted {n} bytes, got {len(data)}",
                               code="truncated", path=self.path, member=member, offset=offset)
         return data
+
+    def keep(self, offset: int, data: bytes) -> None:
+        """Remember ``data`` (read at ``offset``) so later reads inside it cost no I/O.
+
+        The ZIP reader keeps its tail read: for small files it holds the whole archive,
+        and for large ones the central directory.
+        """
+        self._kept = (offset, data)
 
     def view(self, offset: int, n: int, *, what: str = "data",
              member: str | None = None) -> memoryview:

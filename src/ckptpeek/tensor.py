@@ -59,16 +59,19 @@ class StorageRef:
         return f"StorageRef(key={self.key!r}, dtype={self.dtype}, numel={self.numel}, location={self.location!r})"
 
 
+_NUMPY_NATIVE = frozenset({"float16", "float32", "float64", "complex64", "complex128", "bool",
+                           "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                           "uint64"})
+
+
 def _numpy_dtype(dtype: DType) -> np.dtype[Any]:
     import numpy as np  # noqa: PLC0415 - numpy is needed only to materialise data
 
     if dtype.numpy_name is None:
-        raise UnsupportedError(f"{dtype} has no numpy equivalent; read it with to_torch()",
+        raise UnsupportedError(f"{dtype} has no numpy equivalent (torch.Tensor.numpy() refuses it too); use to_torch()",
                                code="unsupported-dtype")
-    try:
+    if dtype.numpy_name in _NUMPY_NATIVE:
         return np.dtype(dtype.numpy_name)
-    except TypeError:
-        pass
     try:
         import ml_dtypes  # noqa: PLC0415 - optional extra, only for bfloat16/float8
     except ImportError:
@@ -160,6 +163,8 @@ class TensorRef:
         return self.storage is None
 
     def is_contiguous(self) -> bool:
+        if self.numel() == 0:  # torch calls every empty tensor contiguous
+            return True
         expected = 1
         for size, stride in zip(reversed(self.shape), reversed(self._stride)):
             if size != 1 and stride != expected:
@@ -192,6 +197,46 @@ class TensorRef:
         return start + first * item, start + stop * item
 
     # -- data --------------------------------------------------------------------------
+    def _span(self) -> np.ndarray[Any, Any]:
+        """The storage elements this tensor spans, first to last, as raw bits in native
+        byte order: a read-only 1-D array of ``uint8/16/32/64`` (``complex128`` for
+        16-byte elements). ``numpy()`` and ``to_torch()`` stride and view it."""
+        import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
+
+        storage = self.storage
+        if storage is None or storage.reader is None:
+            raise UnsupportedError(f"a {self.kind} tensor has no data to read",
+                                   code="no-storage")
+        item = self.dtype.itemsize
+        first, stop = self._element_span()
+        if stop * item > storage.nbytes:
+            raise FormatError(
+                f"tensor spans storage bytes {first * item}..{stop * item} but storage "
+                f"{storage.key!r} holds {storage.nbytes}", code="tensor-out-of-storage",
+                path=storage.reader.path)
+        carrier = np.dtype(f"u{item}") if item <= 8 else np.dtype("c16")
+        if self.numel() == 0:
+            return np.empty((0,), dtype=carrier)
+        buf = storage.reader.storage_view(storage, first * item, stop * item)
+        unit = item // 2 if self.dtype.kind == "c" else item  # complex: swap each half
+        order = storage.reader.byteorder
+        if order != sys.byteorder and unit > 1:
+            # written on a machine of the other byte order: torch swaps on load, so do we
+            flat = np.frombuffer(buf, dtype=("<" if order == "little" else ">") + f"u{unit}")
+            flat = flat.astype(f"u{unit}")
+            flat.flags.writeable = False
+        else:
+            flat = np.frombuffer(buf, dtype=f"u{unit}")
+        return flat.view(carrier)
+
+    def _bits(self) -> np.ndarray[Any, Any]:
+        import numpy as np  # noqa: PLC0415
+
+        span = self._span()
+        strides = tuple(st * self.dtype.itemsize for st in self._stride)
+        return np.lib.stride_tricks.as_strided(span, shape=tuple(self.shape), strides=strides,
+                                               writeable=False)
+
     def numpy(self) -> np.ndarray[Any, Any]:
         """The values, as a read-only numpy array (memory-mapped for local files).
 
@@ -199,41 +244,14 @@ class TensorRef:
         order (a copy). bfloat16 and float8 types need ``ml_dtypes``.
 
         Raises:
-            UnsupportedError: ``unsupported-dtype``, ``needs-ml-dtypes``, ``no-storage``.
+            UnsupportedError: ``unsupported-dtype`` (no numpy type holds it, as with
+                torch's own ``numpy()``), ``needs-ml-dtypes``, ``no-storage``.
             FormatError: ``tensor-out-of-storage`` when the tensor claims elements past
                 its storage.
         """
         import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
 
-        storage = self.storage
-        if storage is None or storage.reader is None:
-            raise UnsupportedError(f"a {self.kind} tensor has no data to read",
-                                   code="no-storage")
-        np_dtype = _numpy_dtype(self.dtype)
-        item = self.dtype.itemsize
-        first, stop = self._element_span()
-        if first < 0 or any(s < 0 for s in self._stride) or any(d < 0 for d in self.shape):
-            raise FormatError("tensor has a negative size, stride or offset",
-                              code="bad-tensor", path=storage.reader.path)
-        if stop * item > storage.nbytes:
-            raise FormatError(
-                f"tensor spans storage bytes {first * item}..{stop * item} but storage "
-                f"{storage.key!r} holds {storage.nbytes}", code="tensor-out-of-storage",
-                path=storage.reader.path)
-        if self.numel() == 0:
-            return np.empty(tuple(self.shape), dtype=np_dtype)
-        buf = storage.reader.storage_view(storage, first * item, stop * item)
-        if storage.reader.byteorder != sys.byteorder and item > 1 and self.dtype.kind != "b":
-            # the file was written on a machine of the other byte order: torch swaps on
-            # load, so do we (a copy)
-            order = "<" if storage.reader.byteorder == "little" else ">"
-            flat = np.frombuffer(buf, dtype=np_dtype.newbyteorder(order)).astype(np_dtype)
-            flat.flags.writeable = False
-        else:
-            flat = np.frombuffer(buf, dtype=np_dtype)
-        strides = tuple(s * item for s in self._stride)
-        arr = np.lib.stride_tricks.as_strided(flat, shape=tuple(self.shape), strides=strides,
-                                              writeable=False)
+        arr = self._bits().view(_numpy_dtype(self.dtype))
         if self.metadata.get("conj"):
             arr = np.conj(arr)
         if self.metadata.get("neg"):
@@ -277,25 +295,30 @@ class TensorRef:
         return self.shape[0]
 
     def to_torch(self) -> Any:
-        """A real ``torch.Tensor`` with these values (imports torch)."""
+        """A real ``torch.Tensor`` with these values and strides (imports torch)."""
+        import numpy as np  # noqa: PLC0415
         import torch  # noqa: PLC0415 - optional dependency, only here
 
+        torch_dtype = getattr(torch, self.dtype.name)
         if self.storage is None:
-            t = torch.empty_strided(tuple(self.shape), self._stride, dtype=getattr(torch, self.dtype.name),
+            t = torch.empty_strided(tuple(self.shape), self._stride, dtype=torch_dtype,
                                     device="meta")
+        elif self.dtype.kind in "qx":
+            raise UnsupportedError(f"to_torch() of {self.dtype} is not supported",
+                                   code="unsupported-dtype")
         else:
-            arr = self.numpy()
-            if arr.dtype.kind == "V" or self.dtype.numpy_name not in (None, arr.dtype.name):
-                raise UnsupportedError(f"cannot convert {self.dtype} to torch", code="unsupported-dtype")
-            try:
-                t = torch.from_numpy(arr.copy())
-            except TypeError:  # ml_dtypes arrays: go through the raw bits
-                raw = arr.copy().view(f"u{self.dtype.itemsize}")
-                bits = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}[self.dtype.itemsize]
-                t = torch.from_numpy(raw).view(bits).view(getattr(torch, self.dtype.name))
+            flat = torch.from_numpy(np.array(self._span()))  # a writable copy of the span
+            if flat.dtype != torch_dtype:
+                unsigned = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32, 8: torch.uint64}
+                flat = flat.view(unsigned[self.dtype.itemsize]).view(torch_dtype)
+            t = torch.as_strided(flat, tuple(self.shape), self._stride)
+            if self.metadata.get("conj"):
+                t = t.conj()
+            if self.metadata.get("neg"):
+                t = t.neg()
         if self.is_parameter:
             return torch.nn.Parameter(t, requires_grad=self.requires_grad)
-        return t.requires_grad_(self.requires_grad) if t.is_floating_point() else t
+        return t.requires_grad_(self.requires_grad) if self.requires_grad else t
 
     def __repr__(self) -> str:
         extra = ""

@@ -145,6 +145,7 @@ def read_directory(source: ByteSource, *, max_members: int = 10_000_000) -> ZipD
     tail_len = min(size, _TAIL_READ)
     tail_start = size - tail_len
     tail = source.read_at(tail_start, tail_len, what="end of central directory")
+    source.keep(tail_start, tail)
     # The EOCD is the last signature within the final 22 + 65,535 bytes (§4.3.16).
     pos = tail.rfind(_EOCD_SIG, max(0, len(tail) - _EOCD.size - _MAX_COMMENT))
     while pos >= 0 and pos + _EOCD.size > len(tail):

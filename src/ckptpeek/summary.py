@@ -1,0 +1,381 @@
+"""``Checkpoint.summary()``: the facts a catalog shows, as a pydantic model.
+
+Everything comes from the object graph already parsed; the only tensor bytes read are
+those of one-element metric tensors (``best_model_score`` and friends, 4-8 bytes each).
+Optimizer and scheduler types are not stored in checkpoints; they are inferred from
+the keys of their state by the rule tables below (first match wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import math
+import pathlib
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .standins import Placeholder, PlaceholderType
+from .tensor import TensorRef
+from .torch_types import DType, Device
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
+__all__ = ("CheckpointSummary", "ModelCheckpointState", "EarlyStoppingState", "OptimizerInfo",
+           "SchedulerInfo", "summarize", "to_jsonable")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelCheckpointState(_Model):
+    """Lightning ``ModelCheckpoint`` state (``callbacks["ModelCheckpoint{...}"]``)."""
+
+    key: str
+    monitor: str | None = None
+    mode: str | None = None
+    best_model_score: float | None = None
+    best_model_path: str | None = None
+    best_k_models: dict[str, float | None] = Field(default_factory=dict)
+    kth_best_model_path: str | None = None
+    kth_value: float | None = None
+    last_model_path: str | None = None
+    current_score: float | None = None
+    dirpath: str | None = None
+
+
+class EarlyStoppingState(_Model):
+    """Lightning ``EarlyStopping`` state."""
+
+    key: str
+    monitor: str | None = None
+    mode: str | None = None
+    wait_count: int | None = None
+    stopped_epoch: int | None = None
+    best_score: float | None = None
+    patience: int | None = None
+
+
+class OptimizerInfo(_Model):
+    """One optimizer's state dict. ``type`` is inferred from its keys (None if unknown)."""
+
+    type: str | None
+    param_groups: int
+    params: int
+    lr: list[float | None]
+    state_tensors: int
+
+
+class SchedulerInfo(_Model):
+    """One lr scheduler's state dict; ``type`` inferred from its keys."""
+
+    type: str | None
+    last_epoch: int | None = None
+    last_lr: list[float | None] | None = None
+
+
+class CheckpointSummary(_Model):
+    """What a catalog shows about one checkpoint."""
+
+    path: str | None
+    format: str
+    backend: str
+    file_size: int
+    bytes_read: int
+    top_level_keys: list[str]
+    epoch: int | None = None
+    global_step: int | None = None
+    lightning_version: str | None = None
+    hparams_name: str | None = None
+    hyper_parameters: dict[str, Any] | None = None
+    model_checkpoints: list[ModelCheckpointState] = Field(default_factory=list)
+    early_stopping: list[EarlyStoppingState] = Field(default_factory=list)
+    other_callbacks: list[str] = Field(default_factory=list)
+    optimizers: list[OptimizerInfo] = Field(default_factory=list)
+    lr_schedulers: list[SchedulerInfo] = Field(default_factory=list)
+    tensor_count: int
+    state_dict_tensors: int
+    parameter_count: int
+    dtypes: dict[str, int]
+    total_tensor_bytes: int
+    unknown_globals: list[str] = Field(default_factory=list)
+
+    @property
+    def best_model_score(self) -> float | None:
+        """The first ModelCheckpoint's best score (the usual "the metric")."""
+        return self.model_checkpoints[0].best_model_score if self.model_checkpoints else None
+
+    @property
+    def monitor(self) -> str | None:
+        return self.model_checkpoints[0].monitor if self.model_checkpoints else None
+
+
+# -- rule tables: (type, param_group keys that must be present, keys that must be absent)
+OPTIMIZER_RULES: Final[tuple[tuple[str, frozenset[str], frozenset[str]], ...]] = tuple(
+    (name, frozenset(need.split()), frozenset(absent.split())) for name, need, absent in (
+        ("AdamW", "betas amsgrad decoupled_weight_decay", ""),  # see _adam_variant
+        ("Adam", "betas amsgrad", ""),
+        ("NAdam", "betas momentum_decay", ""),
+        ("RAdam", "betas decoupled_weight_decay", "amsgrad momentum_decay"),
+        ("Adamax", "betas", "amsgrad decoupled_weight_decay momentum_decay"),
+        ("SGD", "momentum dampening nesterov", ""),
+        ("RMSprop", "alpha centered", ""),
+        ("Adagrad", "lr_decay initial_accumulator_value", ""),
+        ("Adadelta", "rho", ""),
+        ("ASGD", "lambd alpha t0", ""),
+        ("Rprop", "etas step_sizes", ""),
+        ("LBFGS", "max_iter history_size", ""),
+    ))
+
+SCHEDULER_RULES: Final[tuple[tuple[str, frozenset[str]], ...]] = tuple(
+    (name, frozenset(keys.split())) for name, keys in (
+        ("OneCycleLR", "total_steps"),
+        ("CosineAnnealingWarmRestarts", "T_0 T_mult"),
+        ("CosineAnnealingLR", "T_max eta_min"),
+        ("ReduceLROnPlateau", "patience cooldown threshold"),
+        ("CyclicLR", "max_lrs total_size"),
+        ("SequentialLR", "_milestones _schedulers"),
+        ("ChainedScheduler", "_schedulers"),
+        ("PolynomialLR", "total_iters power"),
+        ("LinearLR", "start_factor end_factor total_iters"),
+        ("ConstantLR", "factor total_iters"),
+        ("MultiStepLR", "milestones gamma"),
+        ("StepLR", "step_size gamma"),
+        ("LambdaLR", "lr_lambdas"),
+        ("ExponentialLR", "gamma"),
+    ))
+
+
+def _adam_variant(group: dict[str, Any]) -> str:
+    return "AdamW" if group.get("decoupled_weight_decay") is True else "Adam"
+
+
+def infer_optimizer(state: Any) -> str | None:
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not (isinstance(groups, list) and groups and isinstance(groups[0], dict)):
+        return None
+    keys = set(groups[0])
+    for name, need, absent in OPTIMIZER_RULES:
+        if need <= keys and not (absent & keys):
+            return _adam_variant(groups[0]) if name in ("Adam", "AdamW") else name
+    return None
+
+
+def infer_scheduler(state: Any) -> str | None:
+    if not isinstance(state, dict):
+        return None
+    keys = set(state)
+    for name, need in SCHEDULER_RULES:
+        if need <= keys:
+            return name
+    return None
+
+
+# -- value helpers ------------------------------------------------------------------------
+def scalar(value: Any) -> float | None:
+    """A metric as a float: Python numbers, numpy scalars, one-element tensors."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, TensorRef):
+        if value.numel() != 1 or value.storage is None:
+            return None
+        try:
+            return float(value.item())
+        except (ValueError, TypeError, ArithmeticError):
+            return None
+    item = getattr(value, "item", None)  # numpy scalar
+    if callable(item) and type(value).__module__ == "numpy":
+        try:
+            out = item()
+        except (ValueError, TypeError):
+            return None
+        return float(out) if isinstance(out, (int, float)) else None
+    return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    f = scalar(value)
+    return int(f) if f is not None and math.isfinite(f) and f == int(f) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else (str(value) if isinstance(value, pathlib.PurePath) else None)
+
+
+def to_jsonable(obj: Any, depth: int = 0) -> Any:
+    """Plain JSON-able data for display: tensors become short descriptions."""
+    if depth > 64:
+        return "..."
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, dict):
+        return {_key(k): to_jsonable(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v, depth + 1) for v in obj]
+    if isinstance(obj, argparse.Namespace):
+        return {k: to_jsonable(v, depth + 1) for k, v in vars(obj).items()}
+    if isinstance(obj, TensorRef):
+        return f"tensor(shape={list(obj.shape)}, dtype={obj.dtype})"
+    if isinstance(obj, (DType, Device, pathlib.PurePath)):
+        return str(obj)
+    if isinstance(obj, (datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    f = scalar(obj)
+    if f is not None:
+        return f
+    return repr(obj)
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, str):
+        return k
+    if isinstance(k, (PlaceholderType, Placeholder)):
+        return k.qualname
+    return repr(k) if not isinstance(k, (int, float, bool)) else str(k)
+
+
+def parse_callback_key(key: Any) -> tuple[str, dict[str, Any]]:
+    """``"ModelCheckpoint{'monitor': 'val/hmean', 'mode': 'max'}"`` -> name and state key.
+
+    Parsed with ``ast.literal_eval`` (literals only, nothing evaluated). Lightning < 1.5
+    keyed callbacks by their class, which arrives here as a placeholder type.
+    """
+    if isinstance(key, (PlaceholderType, Placeholder)):
+        return key.name, {}
+    if not isinstance(key, str):
+        return repr(key), {}
+    name, brace, rest = key.partition("{")
+    if not brace:
+        return key, {}
+    try:
+        state = ast.literal_eval("{" + rest)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return name, {}
+    return name, state if isinstance(state, dict) else {}
+
+
+def _model_checkpoint(key: str, info: dict[str, Any], state: dict[str, Any]) -> ModelCheckpointState:
+    best_k = state.get("best_k_models")
+    return ModelCheckpointState(
+        key=key, monitor=_str(state.get("monitor", info.get("monitor"))),
+        mode=_str(info.get("mode", state.get("mode"))),
+        best_model_score=scalar(state.get("best_model_score")),
+        best_model_path=_str(state.get("best_model_path")) or None,
+        best_k_models={str(k): scalar(v) for k, v in best_k.items()} if isinstance(best_k, dict) else {},
+        kth_best_model_path=_str(state.get("kth_best_model_path")) or None,
+        kth_value=scalar(state.get("kth_value")),
+        last_model_path=_str(state.get("last_model_path")) or None,
+        current_score=scalar(state.get("current_score")),
+        dirpath=_str(state.get("dirpath")))
+
+
+def _early_stopping(key: str, info: dict[str, Any], state: dict[str, Any]) -> EarlyStoppingState:
+    return EarlyStoppingState(
+        key=key, monitor=_str(info.get("monitor", state.get("monitor"))),
+        mode=_str(info.get("mode", state.get("mode"))),
+        wait_count=_int(state.get("wait_count")), stopped_epoch=_int(state.get("stopped_epoch")),
+        best_score=scalar(state.get("best_score")), patience=_int(state.get("patience")))
+
+
+def _callbacks(root: dict[str, Any]) -> tuple[list[ModelCheckpointState], list[EarlyStoppingState], list[str]]:
+    mcs: list[ModelCheckpointState] = []
+    ess: list[EarlyStoppingState] = []
+    others: list[str] = []
+    callbacks = root.get("callbacks")
+    if isinstance(callbacks, dict):
+        for key, state in callbacks.items():
+            name, info = parse_callback_key(key)
+            state = state if isinstance(state, dict) else {}
+            label = key if isinstance(key, str) else name
+            if name == "ModelCheckpoint" or "best_model_score" in state:
+                mcs.append(_model_checkpoint(label, info, state))
+            elif name == "EarlyStopping" or "wait_count" in state:
+                ess.append(_early_stopping(label, info, state))
+            else:
+                others.append(label)
+    # Lightning < 0.10 kept these at the top level
+    if "checkpoint_callback_best_model_score" in root or "checkpoint_callback_best_model_path" in root:
+        mcs.append(ModelCheckpointState(
+            key="checkpoint_callback", best_model_score=scalar(root.get("checkpoint_callback_best_model_score")),
+            best_model_path=_str(root.get("checkpoint_callback_best_model_path"))))
+    if "early_stop_callback_wait" in root or "early_stop_callback_patience" in root:
+        ess.append(EarlyStoppingState(
+            key="early_stop_callback", wait_count=_int(root.get("early_stop_callback_wait")),
+            patience=_int(root.get("early_stop_callback_patience"))))
+    return mcs, ess, others
+
+
+def _optimizers(root: dict[str, Any]) -> list[OptimizerInfo]:
+    out = []
+    states = root.get("optimizer_states")
+    for st in states if isinstance(states, list) else []:
+        if not isinstance(st, dict):
+            continue
+        groups = st.get("param_groups") if isinstance(st.get("param_groups"), list) else []
+        per_param = st.get("state") if isinstance(st.get("state"), dict) else {}
+        n_tensors = sum(1 for s in per_param.values() if isinstance(s, dict)
+                        for v in s.values() if isinstance(v, TensorRef))
+        out.append(OptimizerInfo(
+            type=infer_optimizer(st), param_groups=len(groups),
+            params=sum(len(g.get("params", ())) for g in groups if isinstance(g, dict)),
+            lr=[scalar(g.get("lr")) for g in groups if isinstance(g, dict)],
+            state_tensors=n_tensors))
+    return out
+
+
+def _schedulers(root: dict[str, Any]) -> list[SchedulerInfo]:
+    out = []
+    states = root.get("lr_schedulers")
+    for st in states if isinstance(states, list) else []:
+        if isinstance(st, dict):
+            last_lr = st.get("_last_lr")
+            out.append(SchedulerInfo(
+                type=infer_scheduler(st), last_epoch=_int(st.get("last_epoch")),
+                last_lr=[scalar(v) for v in last_lr] if isinstance(last_lr, list) else None))
+    return out
+
+
+def summarize(ckpt: Checkpoint) -> CheckpointSummary:
+    """Build the summary of an opened checkpoint."""
+    root = ckpt.root
+    tensors = list(ckpt.tensors())
+    top = root if isinstance(root, dict) else {}
+    state_dict = top.get("state_dict", top.get("model") if isinstance(top.get("model"), dict) else None)
+    if state_dict is None and all(isinstance(v, TensorRef) for v in top.values()) and top:
+        state_dict = top
+    sd_tensors = [v for v in state_dict.values() if isinstance(v, TensorRef)] if isinstance(state_dict, dict) else []
+    storages: dict[str, int] = {}
+    for _, t in tensors:
+        if t.storage is not None:
+            storages[t.storage.key] = t.storage.nbytes
+    mcs, ess, others = _callbacks(top)
+    hp = top.get("hyper_parameters", top.get("hparams"))
+    return CheckpointSummary(
+        path=ckpt.path, format=ckpt.format, backend=ckpt.backend, file_size=ckpt.file_size,
+        bytes_read=ckpt.bytes_read, top_level_keys=[_key(k) for k in top],
+        epoch=_int(top.get("epoch")), global_step=_int(top.get("global_step")),
+        lightning_version=_str(top.get("pytorch-lightning_version")),
+        hparams_name=_str(top.get("hparams_name")),
+        hyper_parameters=to_jsonable(hp) if isinstance(hp, (dict, argparse.Namespace)) else None,
+        model_checkpoints=mcs, early_stopping=ess, other_callbacks=others,
+        optimizers=_optimizers(top), lr_schedulers=_schedulers(top),
+        tensor_count=len(tensors), state_dict_tensors=len(sd_tensors),
+        parameter_count=sum(t.numel() for t in sd_tensors),
+        dtypes=dict(Counter(str(t.dtype) for _, t in tensors).most_common()),
+        total_tensor_bytes=sum(storages.values()),
+        unknown_globals=[str(g) for g in ckpt.globals() if not g.safe])
