@@ -15,6 +15,7 @@ import collections
 import datetime
 import os
 import pathlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -241,28 +242,20 @@ BUILDERS: Final[dict[type, Callable[[Any, Any], None]]] = {
 def apply_build(obj: Any, state: Any) -> None:
     """The BUILD opcode: only on objects created for this load, never on shared ones."""
     builder = BUILDERS.get(type(obj))
-    if builder is None:
-        method = getattr(type(obj), "_ckpt_build", None)
-        if method is None:
-            builder = _lazy_numpy_builders().get(type(obj))
-            if builder is None:
-                raise TypeError(f"BUILD on a {type(obj).__name__} is not allowed")
-        else:
-            method(obj, state)
-            return
-    builder(obj, state)
-
-
-def _lazy_numpy_builders() -> dict[type, Callable[[Any, Any], None]]:
-    import sys  # noqa: PLC0415
-
+    if builder is not None:
+        builder(obj, state)
+        return
+    method = getattr(type(obj), "_ckpt_build", None)
+    if method is not None:
+        method(obj, state)
+        return
     np = sys.modules.get("numpy")  # numpy objects exist only if a constructor imported it
-    if np is None:
-        return {}
-    out: dict[type, Callable[[Any, Any], None]] = {np.ndarray: _build_ndarray}
-    for dt in (np.dtype("f8"), np.dtype("i8")):
-        out[type(dt)] = _build_np_dtype
-    return out
+    if np is not None and isinstance(obj, np.ndarray):
+        _build_ndarray(obj, state)
+    elif np is not None and isinstance(obj, np.dtype):
+        _build_np_dtype(obj, state)
+    else:
+        raise TypeError(f"BUILD on a {type(obj).__name__} is not allowed")
 
 
 # -- constructors -----------------------------------------------------------------------

@@ -312,10 +312,8 @@ class TensorRef:
                 unsigned = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32, 8: torch.uint64}
                 flat = flat.view(unsigned[self.dtype.itemsize]).view(torch_dtype)
             t = torch.as_strided(flat, tuple(self.shape), self._stride)
-            if self.metadata.get("conj"):
-                t = t.conj()
-            if self.metadata.get("neg"):
-                t = t.neg()
+            if self.metadata:  # conj/neg bits, set exactly as torch.load sets them
+                torch._utils.set_tensor_metadata(t, self.metadata)
         if self.is_parameter:
             return torch.nn.Parameter(t, requires_grad=self.requires_grad)
         return t.requires_grad_(self.requires_grad) if self.requires_grad else t
