@@ -101,3 +101,57 @@ class UnsupportedError(CheckpointError):
 
 class LimitError(CheckpointError):
     """A resource guard tripped (pickle size, nesting depth, memo size, container length)."""
+
+
+#: every error code, the class that carries it, and what it means (the README's table
+#: is checked against this, and this against the codes the sources raise)
+ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
+    # the file as a whole
+    "empty-file": (FormatError, "the file has no bytes"),
+    "unknown-format": (FormatError, "the bytes are no checkpoint format ckptpeek knows"),
+    "truncated": (FormatError, "a record, member or pickle ends before its stated length"),
+    "file-changed": (FormatError, "the file changed size between opening and a tensor read"),
+    "torch-legacy-format": (UnsupportedError, "legacy (non-zip) torch.save file: not read yet"),
+    "safetensors-format": (UnsupportedError, "safetensors file: not read yet"),
+    "tar-format": (UnsupportedError, "tar-based torch.save file (torch < 0.4): not read yet"),
+    "torchscript-archive": (UnsupportedError, "TorchScript archive (torch.jit.save): not read yet"),
+    # ZIP
+    "zip-no-eocd": (FormatError, "no end-of-central-directory record"),
+    "zip-bad-central-dir": (FormatError, "central directory is inconsistent with the file"),
+    "zip-bad-local-header": (FormatError, "a member's local header is missing or corrupt"),
+    "zip-bad-deflate": (FormatError, "a compressed member does not inflate to its stated size"),
+    "zip-missing-member": (FormatError, "a member the format needs is absent"),
+    "zip-no-data-pkl": (FormatError, "a ZIP archive without <prefix>/data.pkl"),
+    "zip-compression": (UnsupportedError, "a member uses a compression method other than STORED/DEFLATE"),
+    "zip-encrypted": (UnsupportedError, "an encrypted member"),
+    "zip-multidisk": (UnsupportedError, "a multi-disk (split) archive"),
+    # pickle
+    "unknown-opcode": (FormatError, "a byte that is no pickle opcode"),
+    "bad-argument": (FormatError, "an opcode's inline argument is malformed"),
+    "stack-underflow": (FormatError, "an opcode pops more items than the stack holds"),
+    "mark-missing": (FormatError, "an opcode needs a MARK that was never pushed"),
+    "memo-missing": (FormatError, "a memo GET of a key never PUT"),
+    "bad-operand": (FormatError, "an opcode applied to an object of the wrong type"),
+    "bad-call": (FormatError, "a known constructor (e.g. _rebuild_tensor_v2) got bad arguments"),
+    "bad-build": (FormatError, "BUILD on an object that may not be changed, or with bad state"),
+    "bad-persistent-id": (FormatError, "a persistent id that names no storage"),
+    "protocol-too-new": (UnsupportedError, "a pickle protocol above 5"),
+    "unsupported-opcode": (UnsupportedError, "NEXT_BUFFER: out-of-band buffers"),
+    "forbidden-global": (UnsafePickleError, "strict mode: a global outside the safe registry"),
+    "forbidden-reduce": (UnsafePickleError, "a call of a known name that is not callable"),
+    # storages and tensors
+    "missing-storage": (FormatError, "a tensor's storage member is absent"),
+    "storage-too-small": (FormatError, "a storage member holds fewer bytes than its id claims"),
+    "tensor-out-of-storage": (FormatError, "a tensor's shape/stride/offset reach past its storage"),
+    "bad-byteorder": (FormatError, "the byteorder record is neither little nor big"),
+    "no-storage": (UnsupportedError, "numpy() of a tensor with no data (meta)"),
+    "unsupported-dtype": (UnsupportedError, "a dtype numpy cannot hold (complex32, quantized, sub-byte)"),
+    "needs-ml-dtypes": (UnsupportedError, "bfloat16/float8 values need the ml_dtypes package"),
+    # limits
+    "limit-pickle-size": (LimitError, "the pickle is larger than Limits.max_pickle_bytes"),
+    "limit-member-size": (LimitError, "a member is larger than the reader accepts"),
+    "limit-zip-members": (LimitError, "more central-directory entries than Limits.max_zip_members"),
+    "limit-memo": (LimitError, "more memo entries than Limits.max_memo"),
+    "limit-depth": (LimitError, "nesting deeper than Limits.max_depth"),
+    "limit-nodes": (LimitError, "an object graph larger than Limits.max_nodes"),
+}

@@ -179,7 +179,7 @@ class _VM:
                     exc.offset = self.op_pos
                 raise
             except _BAD_OPERAND as exc:
-                raise self.error(FormatError, "bad-arguments",
+                raise self.error(FormatError, "bad-call",
                                  f"{how} of {cls.qualname} with bad arguments: {exc}") from None
         if type(cls) is PlaceholderType:
             return Placeholder(cls.module, cls.name, args, kwargs)

@@ -24,8 +24,17 @@ _PY2_MODULES: Final = MappingProxyType({
 })
 
 
+# Python 2 builtins that protocol 0-2 pickles name (what pickle's fix_imports maps).
+_PY2_NAMES: Final = MappingProxyType({
+    ("__builtin__", "long"): ("builtins", "int"),
+    ("__builtin__", "unicode"): ("builtins", "str"),
+    ("__builtin__", "basestring"): ("builtins", "str"),
+})
+
+
 def normalise(module: str, name: str) -> tuple[str, str]:
-    return _PY2_MODULES.get(module, module), name
+    """The Python 3 spelling of a global a (possibly Python 2) pickle names."""
+    return _PY2_NAMES.get((module, name)) or (_PY2_MODULES.get(module, module), name)
 
 
 def resolve(module: str, name: str) -> Any | None:

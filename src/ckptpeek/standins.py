@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .omegaconf_resolve import resolve_interpolations
+
 __all__ = ("KnownGlobal", "Placeholder", "PlaceholderType", "AttributeDict", "OmegaDict",
            "OmegaList", "STDLIB_GLOBALS", "BUILDERS", "apply_build")
 
@@ -133,6 +135,7 @@ class OmegaDict(dict):  # type: ignore[type-arg]
         if isinstance(content, dict):
             for key, node in content.items():
                 self[key] = _omega_value(node)
+        _resolve_if_root(self, state)
 
 
 class OmegaList(list):  # type: ignore[type-arg]
@@ -142,6 +145,7 @@ class OmegaList(list):  # type: ignore[type-arg]
         content = state.get("_content") if isinstance(state, dict) else None
         if isinstance(content, list):
             self.extend(_omega_value(node) for node in content)
+        _resolve_if_root(self, state)
 
 
 class OmegaNode:
@@ -174,6 +178,12 @@ class Record:
 
     def __repr__(self) -> str:
         return f"<{self.qualname}>"
+
+
+def _resolve_if_root(config: Any, state: Any) -> None:
+    """A config without a parent is complete once built: resolve its interpolations."""
+    if isinstance(state, dict) and state.get("_parent") is None:
+        resolve_interpolations(config)
 
 
 def _omega_value(node: Any) -> Any:

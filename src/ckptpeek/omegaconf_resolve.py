@@ -1,0 +1,94 @@
+"""Resolve OmegaConf ``${...}`` node interpolations in a config rebuilt as dicts/lists.
+
+A pickled ``DictConfig`` keeps interpolations as strings; with torch, reading
+``cfg.optim.lr`` resolves them. ckptpeek rebuilds configs as plain containers, so it
+resolves the plain node references when the root config is complete: absolute
+(``${model.width}``, ``${a.0}``, ``${a[0]}``) and relative (``${.x}``, ``${..x}``), whole
+values keeping the target's type, embedded ones formatted into the string. Resolver
+calls (``${oc.env:HOME}``, ``${now:...}``) are never run: they stay as written, and so
+does any reference that does not resolve or loops.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+__all__ = ("resolve_interpolations",)
+
+_REF: Final = re.compile(r"(?<!\\)\$\{(\.*)([A-Za-z0-9_\-\.\[\]]*)\}")
+_ESCAPED: Final = re.compile(r"\\\$\{")
+_MISSING: Final = object()
+_MAX_HOPS: Final = 32
+
+
+def _split(key: str) -> list[str]:
+    return [p for p in re.split(r"[.\[\]]", key) if p]
+
+
+def _step(node: Any, part: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(part, _MISSING)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return _MISSING
+
+
+def resolve_interpolations(root: Any) -> None:
+    """Replace resolvable interpolation strings in ``root`` (a dict/list tree) in place."""
+    parents: dict[int, Any] = {}
+    todo = [root]
+    containers = []
+    while todo:  # collect containers and their parents without recursion
+        node = todo.pop()
+        containers.append(node)
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)) and id(child) not in parents and child is not root:
+                parents[id(child)] = node
+                todo.append(child)
+
+    def lookup(container: Any, dots: str, key: str, hops: int) -> Any:
+        node = root
+        if dots:
+            node = container
+            for _ in range(len(dots) - 1):
+                node = parents.get(id(node), _MISSING)
+                if node is _MISSING:
+                    return _MISSING
+        for part in _split(key):
+            node = _step(node, part)
+            if node is _MISSING:
+                return _MISSING
+        if isinstance(node, str) and "${" in node:
+            return value_of(node, parents.get(id(node), container), hops + 1)
+        return node
+
+    def value_of(text: str, container: Any, hops: int = 0) -> Any:
+        if hops > _MAX_HOPS:
+            return _MISSING
+        whole = _REF.fullmatch(text)
+        if whole:
+            return lookup(container, whole.group(1), whole.group(2), hops)
+        failed = False
+
+        def sub(m: re.Match[str]) -> str:
+            nonlocal failed
+            value = lookup(container, m.group(1), m.group(2), hops)
+            if value is _MISSING or isinstance(value, (dict, list)):
+                failed = True
+                return m.group(0)
+            return str(value)
+
+        out = _REF.sub(sub, text)
+        if failed:
+            return _MISSING
+        return _ESCAPED.sub("${", out)
+
+    for container in containers:
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in list(items):
+            if isinstance(value, str) and "${" in value:
+                resolved = value_of(value, container)
+                if resolved is not _MISSING:
+                    container[key] = resolved
