@@ -19,7 +19,10 @@ Rules of the walk (``expected`` is torch's object, ``got`` is ckptpeek's):
   through ``tuple()`` / ``str()``.
 * every tensor is checked against its ``TensorRef``: dtype, shape, stride,
   storage offset, requires_grad, Parameter-ness, derived metadata and the
-  exact bytes of the values (so NaN payloads and ``-0.0`` count).
+  exact bytes of the values (so NaN payloads and ``-0.0`` count), both through
+  ``numpy()`` and through ``to_torch()``.  Conjugate / negative views are
+  compared by their resolved values.  A dtype numpy cannot hold (complex32)
+  may make ``numpy()`` raise ``UnsupportedError``, as torch's own does.
 * tensors that share one torch storage must share one ``storage_key``, and
   tensors with different storages must not.
 
@@ -30,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, Iterator
 
@@ -42,6 +47,7 @@ __all__ = [
     "compare_tensor",
     "expected_tensor_paths",
     "fmt_path",
+    "pickle_globals",
     "to_plain",
 ]
 
@@ -80,7 +86,9 @@ def _numpy_dtype_for(torch_dtype) -> np.dtype | None:
     import torch
 
     try:
-        return torch.empty(0, dtype=torch_dtype).numpy().dtype
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.empty(0, dtype=torch_dtype).numpy().dtype
     except (TypeError, RuntimeError):
         pass
     try:
@@ -92,11 +100,32 @@ def _numpy_dtype_for(torch_dtype) -> np.dtype | None:
     return np.dtype(ml) if ml is not None else None
 
 
+def _numpy_required(torch_dtype) -> bool:
+    """Whether the spec requires ``TensorRef.numpy()`` for this dtype.
+
+    That is every dtype torch's own ``numpy()`` supports, plus bfloat16 and the
+    float8 family (through ml_dtypes).  For others (complex32) ckptpeek may
+    raise ``UnsupportedError`` just like torch does.
+    """
+    import torch
+
+    name = str(torch_dtype).removeprefix("torch.")
+    if name == "bfloat16" or name.startswith("float8"):
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "ComplexHalf support is experimental"
+            torch.empty(0, dtype=torch_dtype).numpy()
+    except (TypeError, RuntimeError):
+        return False
+    return True
+
+
 def _tensor_bytes(t) -> np.ndarray:
     """The logical (C-order) element bytes of a torch tensor, as uint8."""
     import torch
 
-    flat = t.detach().contiguous().reshape(-1)
+    flat = t.detach().resolve_conj().resolve_neg().contiguous().reshape(-1)
     return flat.view(torch.uint8).numpy()
 
 
@@ -109,11 +138,26 @@ def _array_bytes(arr: np.ndarray) -> np.ndarray:
 
 
 class _StorageTracker:
-    """Check that torch storages and ckptpeek ``storage_key``s correspond one-to-one."""
+    """Check that torch storages and ckptpeek ``storage_key``s correspond one-to-one.
+
+    It also checks pickle-memo parity: when torch returns the *same* tensor object
+    at two key paths, ckptpeek must return the same ``TensorRef`` object there too.
+    """
 
     def __init__(self) -> None:
         self.key_by_storage: dict[int, tuple[str, tuple]] = {}
         self.storage_by_key: dict[str, tuple[int, tuple]] = {}
+        self.ref_by_tensor: dict[int, tuple[Any, Any, tuple]] = {}  # id(tensor) -> (tensor, ref, path)
+
+    def check_identity(self, tensor, ref, path: tuple, problems: list[str]) -> None:
+        seen = self.ref_by_tensor.get(id(tensor))
+        if seen is None:
+            self.ref_by_tensor[id(tensor)] = (tensor, ref, path)  # keep tensor alive: ids stay unique
+        elif seen[1] is not ref:
+            problems.append(
+                f"{fmt_path(path)}: torch returns the same tensor object as at {fmt_path(seen[2])}, "
+                "ckptpeek returns two different TensorRefs"
+            )
 
     def add(self, tensor, ref, path: tuple, problems: list[str]) -> None:
         storage_id = tensor.untyped_storage()._cdata  # identity of the StorageImpl
@@ -144,6 +188,25 @@ class _StorageTracker:
             self.storage_by_key[key] = (storage_id, path)
 
 
+def _compare_to_torch(tensor, ref, where: str, problems: list[str]) -> None:
+    """``TensorRef.to_torch()`` must rebuild the same tensor: dtype, shape, strides, bits."""
+    try:
+        rebuilt = ref.to_torch()
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"{where}: to_torch() raised {exc!r} (dtype {tensor.dtype})")
+        return
+    if rebuilt.dtype != tensor.dtype or tuple(rebuilt.shape) != tuple(tensor.shape):
+        problems.append(
+            f"{where}: to_torch() gave {rebuilt.dtype}{tuple(rebuilt.shape)}, "
+            f"expected {tensor.dtype}{tuple(tensor.shape)}"
+        )
+        return
+    if rebuilt.stride() != tensor.stride():
+        problems.append(f"{where}: to_torch().stride() {rebuilt.stride()} != {tensor.stride()}")
+    if not np.array_equal(_tensor_bytes(rebuilt), _tensor_bytes(tensor)):
+        problems.append(f"{where}: to_torch() values differ from torch.load's (bit-exact compare)")
+
+
 def compare_tensor(tensor, ref, path: tuple, problems: list[str]) -> None:
     """Compare one torch tensor with one ckptpeek ``TensorRef``; append problems."""
     import torch
@@ -172,10 +235,17 @@ def compare_tensor(tensor, ref, path: tuple, problems: list[str]) -> None:
     check("nbytes", tensor.nbytes, lambda: ref.nbytes)
     check("is_contiguous()", tensor.is_contiguous(), lambda: ref.is_contiguous())
 
+    _compare_to_torch(tensor, ref, where, problems)
+
     # ---- values
+    want_np = _numpy_dtype_for(tensor.dtype)
     try:
         arr = ref.numpy()
     except Exception as exc:  # noqa: BLE001
+        import ckptpeek
+
+        if not _numpy_required(tensor.dtype) and isinstance(exc, ckptpeek.UnsupportedError):
+            return  # e.g. complex32: torch's own numpy() refuses it too; to_torch() was checked
         problems.append(f"{where}: numpy() raised {exc!r} (dtype {tensor.dtype})")
         return
     if not isinstance(arr, np.ndarray):
@@ -184,7 +254,6 @@ def compare_tensor(tensor, ref, path: tuple, problems: list[str]) -> None:
     if arr.shape != tuple(tensor.shape):
         problems.append(f"{where}: numpy().shape {arr.shape} != {tuple(tensor.shape)}")
         return
-    want_np = _numpy_dtype_for(tensor.dtype)
     if want_np is not None and arr.dtype != want_np:
         problems.append(f"{where}: numpy().dtype {arr.dtype} != {want_np}")
         return
@@ -205,7 +274,7 @@ def compare_tensor(tensor, ref, path: tuple, problems: list[str]) -> None:
 
     # Value-level equality too, where numpy understands the dtype natively.
     try:
-        want_arr = tensor.detach().numpy()
+        want_arr = tensor.detach().resolve_conj().resolve_neg().numpy()
     except (TypeError, RuntimeError):
         want_arr = None
     if want_arr is not None:
@@ -275,6 +344,7 @@ def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], s
             return
         compare_tensor(expected, got, path, problems)
         storages.add(expected, got, path, problems)
+        storages.check_identity(expected, got, path, problems)
         return
 
     # ---- torch value types (checked before tuple: torch.Size is a tuple) --------
@@ -321,6 +391,14 @@ def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], s
             if not isinstance(got, Mapping):
                 return
         _compare_mapping_items(expected, got, path, problems, storages)
+        # nn.Module.state_dict() attaches per-module versions as ``_metadata``;
+        # load_state_dict() relies on it, so a drop-in loader must keep it.
+        if hasattr(expected, "_metadata"):
+            got_meta = getattr(got, "_metadata", None)
+            if got_meta is None:
+                problems.append(f"{where}: the state dict's _metadata attribute was dropped")
+            else:
+                compare_objects(expected._metadata, got_meta, path + ("<_metadata>",), problems, storages)
         return
 
     # ---- sequences ----------------------------------------------------------------
@@ -477,3 +555,52 @@ def assert_matches_torch(path, engine) -> None:
             f"ckptpeek (engine={engine!r}) disagrees with torch.load on {path}: "
             f"{len(problems)} mismatch(es):\n  {shown}{more}"
         )
+
+
+def pickle_globals(path) -> set[tuple[str, str]]:
+    """The ``(module, name)`` globals CPython's own unpickler resolves in a torch zip's data.pkl.
+
+    Runs the pure-Python ``pickle._Unpickler`` with a ``find_class`` that records
+    each name after the same Python-2 name mapping CPython applies to protocol < 3
+    pickles (``__builtin__ long`` -> ``builtins int``), and returns an inert stand-in
+    instead of importing anything.  This is the reference for ``Checkpoint.globals()``.
+    """
+    import _compat_pickle
+    import pickle
+    import zipfile
+
+    class _Inert(dict):
+        """Accepts any construction / state / items; never runs real code."""
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __setstate__(self, state):
+            pass
+
+        def append(self, item):
+            pass
+
+        def extend(self, items):
+            pass
+
+    seen: set[tuple[str, str]] = set()
+
+    class _Recorder(pickle._Unpickler):  # type: ignore[name-defined]  # pure-Python: exposes .proto
+        def find_class(self, module, name):
+            if self.proto < 3 and self.fix_imports:
+                if (module, name) in _compat_pickle.NAME_MAPPING:
+                    module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+                elif module in _compat_pickle.IMPORT_MAPPING:
+                    module = _compat_pickle.IMPORT_MAPPING[module]
+            seen.add((module, name))
+            return _Inert
+
+        def persistent_load(self, pid):
+            return None
+
+    with zipfile.ZipFile(path) as zf:
+        member = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+        data = zf.read(member)
+    _Recorder(io.BytesIO(data)).load()
+    return seen

@@ -21,7 +21,13 @@ pytest.importorskip("lightning")
 pytest.importorskip("omegaconf")
 
 import ckptpeek  # noqa: E402
-from compare import assert_matches_torch, expected_tensor_paths, fmt_path, to_plain  # noqa: E402
+from compare import (  # noqa: E402
+    assert_matches_torch,
+    expected_tensor_paths,
+    fmt_path,
+    pickle_globals,
+    to_plain,
+)
 from torch_corpus import CORPUS_NAMES, LIGHTNING_NAMES, build_corpus  # noqa: E402
 
 
@@ -125,6 +131,54 @@ def test_open_binary_file_object(corpus, torch_load, name, engine):
         got = {tuple(p): (str(r.dtype), tuple(r.shape)) for p, r in ckpt.tensors()}
     want = {p: (str(t.dtype), tuple(t.shape)) for p, t in expected_tensor_paths(torch_load(name))}
     assert got == want
+
+
+@pytest.mark.parametrize("name", CORPUS_NAMES)
+def test_globals_match_cpython_unpickler(corpus, name, engine):
+    """``Checkpoint.globals()`` names exactly the globals CPython's unpickler would resolve.
+
+    The reference applies CPython's Python-2 name mapping for protocol < 3
+    pickles (torch's default protocol is 2), e.g. ``__builtin__ long`` is
+    ``builtins.int``, which OmegaConf's ListConfig metadata pickles.
+    """
+    want = pickle_globals(corpus[name])
+    with ckptpeek.open(corpus[name], engine=engine) as ckpt:
+        got = {(g.module, g.name) for g in ckpt.globals()}
+    assert got == want, f"missing {sorted(want - got)}, unexpected {sorted(got - want)}"
+
+
+@pytest.mark.parametrize("name", CORPUS_NAMES)
+def test_strict_mode_opens_ordinary_checkpoints(corpus, name, engine):
+    """Every corpus file uses only ordinary globals (torch, collections, OmegaConf,
+    argparse, Lightning's AttributeDict, builtins), so ``strict=True`` must load it
+    to the same tensors as the default mode."""
+    with ckptpeek.open(corpus[name], engine=engine, strict=True) as ckpt:
+        strict_paths = [tuple(p) for p, _ in ckpt.tensors()]
+        unsafe = [f"{g.module}.{g.name}" for g in ckpt.globals() if not g.safe]
+    with ckptpeek.open(corpus[name], engine=engine) as ckpt:
+        default_paths = [tuple(p) for p, _ in ckpt.tensors()]
+    assert strict_paths == default_paths
+    assert not unsafe
+
+
+def test_tensor_data_is_read_lazily(corpus, engine):
+    """Walking the object graph does not read tensor data; ``numpy()`` reads only its tensor.
+
+    ``many_and_big`` holds one 200 KB tensor next to 150 tiny ones.  Reading the
+    ZIP directory may read a fixed-size tail of the file, so the first bound only
+    requires that most of the big tensor was not read.
+    """
+    path = corpus["many_and_big"]
+    size = path.stat().st_size
+    with ckptpeek.open(path, engine=engine) as ckpt:
+        root = ckpt.root
+        after_root = ckpt.bytes_read
+        big_nbytes = root["big"].nbytes
+        assert after_root < size - big_nbytes // 2, f"reading the pickle read {after_root} of {size} bytes"
+        root["layer0.weight"].numpy()
+        assert ckpt.bytes_read - after_root < 64 * 1024, "reading an 8-byte tensor read far more"
+        root["big"].numpy().sum()
+        assert ckpt.bytes_read - after_root >= big_nbytes
 
 
 # --------------------------------------------------------------------------- Lightning specifics

@@ -20,6 +20,7 @@ the files we write ourselves (Lightning checkpoints contain the absolute
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import io
 import logging
@@ -35,9 +36,12 @@ PLAIN_NAMES = [
     "dtypes",
     "dtypes_exotic",
     "views",
+    "conj_neg_views",
     "shared_storage",
     "scalars_and_empty",
     "requires_grad",
+    "tensor_attrs",
+    "many_and_big",
     "protocol_2",
     "protocol_3",
     "protocol_4",
@@ -46,7 +50,10 @@ PLAIN_NAMES = [
     "epoch=3-step=12",
     "torch_values",
     "omegaconf_direct",
+    "omegaconf_interpolation",
     "namespace_direct",
+    "python_extras",
+    "builtin_type_values",
 ]
 
 # Checkpoints written by ``lightning.Trainer`` (through ModelCheckpoint).
@@ -172,6 +179,9 @@ def _build_plain(out: Path) -> dict[str, Path]:
         "floats": [0.1, -0.0, float("inf"), float("-inf"), float("nan"), 1e308, 5e-324],
         "empty_dict": {},
     }
+    memo_list = [1, "shared", 2.5]
+    nested["memo_a"] = memo_list  # the same list object twice: a pickle memo hit
+    nested["memo_b"] = {"again": memo_list, "tensor_twice": (a, a)}
     paths["nested_containers"] = _save(nested, out / "nested_containers.pt")
 
     # -- dtypes ------------------------------------------------------------------
@@ -215,9 +225,21 @@ def _build_plain(out: Path) -> dict[str, Path]:
         "unsqueeze_expand": torch.arange(4.0).unsqueeze(1).expand(4, 2),
         "permute3d": torch.arange(24, dtype=torch.float64).reshape(2, 3, 4).permute(2, 0, 1),
         "diag_stride": base[:4, :4].diagonal(),  # stride (7,)
+        "expand_offset": ibase[2, 3:4].expand(3, 4),  # offset 15, stride (0, 1)
         "empty_slice_offset": base.view(-1)[5:5],  # shape (0,), offset 5
     }
     paths["views"] = _save(views, out / "views.pt")
+
+    # -- conjugate / negative views: torch records these bits as tensor metadata -
+    z = torch.complex(torch.randn(2, 3), torch.randn(2, 3))
+    z2 = torch.complex(torch.randn(2, 2), torch.randn(2, 2))
+    conj_neg = {
+        "conj": z.conj(),  # lazy conjugate view: storage holds z, metadata {"conj": True}
+        "conj_T": z.conj().t(),
+        "neg_imag": z2.conj().imag,  # float view of a complex storage with {"neg": True}
+        "neg_view": torch._neg_view(torch.arange(4.0)),
+    }
+    paths["conj_neg_views"] = _save(conj_neg, out / "conj_neg_views.pt")
 
     # -- several tensors sharing one storage -------------------------------------
     x = torch.arange(12, dtype=torch.float32)
@@ -260,6 +282,19 @@ def _build_plain(out: Path) -> dict[str, Path]:
         "param_f64": nn.Parameter(torch.randn(2, dtype=torch.float64)),
     }
     paths["requires_grad"] = _save(grad, out / "requires_grad.pt")
+
+    # -- tensors carrying python attributes (saved via _rebuild_from_type_v2) -----
+    tagged = torch.arange(6, dtype=torch.int32).reshape(2, 3)
+    tagged.note = "has a __dict__"
+    tagged_param = nn.Parameter(torch.ones(2))
+    tagged_param.lr_scale = 0.5
+    paths["tensor_attrs"] = _save({"tagged": tagged, "tagged_param": tagged_param}, out / "tensor_attrs.pt")
+
+    # -- many storages (keys "0".."149": string vs numeric order) and one ~200 KB tensor
+    many = collections.OrderedDict((f"layer{i}.weight", torch.full((2,), float(i))) for i in range(150))
+    many["big"] = torch.arange(50_000, dtype=torch.float32).reshape(250, 200)
+    many["big_tail_view"] = many["big"][-3:, 190:]
+    paths["many_and_big"] = _save(many, out / "many_and_big.pt")
 
     # -- pickle protocols ----------------------------------------------------------
     w = torch.randn(3, 4)
@@ -319,8 +354,41 @@ def _build_plain(out: Path) -> dict[str, Path]:
         out / "omegaconf_direct.pt",
     )
 
+    # interpolations, a "???" (missing) value and struct/readonly flags: the pickled
+    # nodes hold the raw "${...}" strings; torch.load + OmegaConf resolves them on access.
+    icfg = OmegaConf.create(
+        {
+            "base_lr": 0.1,
+            "optim": {"lr": "${base_lr}", "name": "sgd", "tag": "lr=${base_lr}"},
+            "model": {"width": 8, "widths": ["${model.width}", 4]},
+            "required": "???",
+        }
+    )
+    OmegaConf.set_struct(icfg, True)
+    OmegaConf.set_readonly(icfg.model, True)
+    paths["omegaconf_interpolation"] = _save({"cfg": icfg}, out / "omegaconf_interpolation.pt")
+
     ns = argparse.Namespace(lr=0.01, layers=[8, 4], name="run", flags={"amp": False}, none=None)
     paths["namespace_direct"] = _save({"args": ns, "w": torch.ones(3)}, out / "namespace_direct.pt")
+
+    # -- other plain python values pickle can carry (sets only of ints: str hashing is
+    #    randomised per process, which would make the file non-deterministic) ------
+    extras = {
+        "set": {3, 1, 2},
+        "empty_set": set(),
+        "frozenset": frozenset({10, 20}),
+        "complex": 1.5 - 2j,
+        "tuple_keys": {(1, "a"): "t", (): "empty"},
+        "float_keys": {0.5: "half", -1.0: "neg"},
+        "bytearray": bytearray(b"\x00mutable"),
+    }
+    paths["python_extras"] = _save(extras, out / "python_extras.pt")
+
+    # -- builtin classes as values (OmegaConf metadata pickles key/element types).
+    #    torch's default pickle protocol is 2, so CPython writes them under their
+    #    Python 2 names: int -> "__builtin__ long", str -> "__builtin__ unicode".
+    type_values = {"types": [int, str, float, bool, bytes, dict, list, tuple], "key_type": int}
+    paths["builtin_type_values"] = _save(type_values, out / "builtin_type_values.pt")
 
     return paths
 
