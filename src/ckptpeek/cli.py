@@ -17,7 +17,7 @@ from typing import Any
 from . import BACKEND, __version__
 from .api import open_checkpoint
 from .errors import CheckpointError
-from .standins import Placeholder
+from .standins import Placeholder, safe_repr
 from .tensor import TensorRef
 from .walk import children
 
@@ -161,8 +161,7 @@ class _More:
 
 
 def _leaf(obj: Any) -> str:
-    text = repr(obj)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return safe_repr(obj)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -138,7 +138,7 @@ class Limits:
 
     max_pickle_bytes: int = 1 << 30
     max_memo: int = 50_000_000
-    max_depth: int = 1_000
+    max_depth: int = 200
     max_nodes: int = 50_000_000
     max_zip_members: int = 10_000_000
 

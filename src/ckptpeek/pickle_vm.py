@@ -1,11 +1,12 @@
-"""The restricted pickle interpreter, in pure Python: the reference implementation.
+"""The restricted pickle interpreter, in pure Python: the reference engine.
 
 It runs every opcode of protocols 0-5 (the table is ``opcodes.OPCODES``) over its own
 stack, mark stack and memo, and it never imports or calls what a pickle names: globals
 resolve against ``registry.KNOWN_GLOBALS``; unknown ones become placeholders (or an
 ``UnsafePickleError`` with ``strict=True``). Every inline length is checked against the
 bytes present before it is used, and every error carries the opcode's byte offset.
-The Cython engine (``native/_pickle_vm_c.pyx``) mirrors this module branch for branch.
+Object-level semantics and messages are shared with the Cython engine
+(``native/_pickle_vm_c.pyx``) through ``vm_support.py``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final
 
-from . import registry
-from .errors import CheckpointError, FormatError, LimitError, UnsafePickleError, UnsupportedError
-from .opcodes import BY_NAME, DEFAULT_LIMITS, HIGHEST_PROTOCOL, OPCODES, Limits
-from .standins import KnownGlobal, Placeholder, PlaceholderType, apply_build
+from . import vm_support as S
+from .errors import CheckpointError, LimitError, UnsupportedError
+from .opcodes import BY_CODE, BY_NAME, DEFAULT_LIMITS, HIGHEST_PROTOCOL, Limits
+from .standins import Placeholder
+from .vm_support import PickleResult
 
-__all__ = ("run_pickle", "PickleResult", "ENGINE")
+__all__ = ("run_pickle", "PickleResult", "ENGINE", "SUPPORTED")
 
 ENGINE: Final = "python"
 
@@ -30,161 +32,76 @@ _unpack_u4 = struct.Struct("<I").unpack_from
 _unpack_u8 = struct.Struct("<Q").unpack_from
 _unpack_f8 = struct.Struct(">d").unpack_from
 
-# Errors that a stand-in constructor or a container operation raises on arguments of
-# the wrong type; the interpreter turns them into FormatError at the opcode's offset.
-_BAD_OPERAND: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError,
-                       OverflowError, UnicodeError, RecursionError, MemoryError)
-
-
-class PickleResult:
-    """What a run produced: the unpickled object and every global the pickle named."""
-
-    __slots__ = ("value", "globals")
-
-    def __init__(self, value: Any, globals_: dict[tuple[str, str], bool]) -> None:
-        self.value = value
-        self.globals = globals_  # (module, name) -> known-safe?
-
 
 class _VM:
     """One run over one pickle. Handlers take the offset after the opcode byte and
     return the offset of the next opcode (or -1 at STOP)."""
 
-    def __init__(self, data: bytes, persistent_load: Callable[[Any], Any] | None,
-                 strict: bool, limits: Limits, encoding: str) -> None:
+    def __init__(self, data: bytes, ctx: S.Context) -> None:
         self.data = data
         self.n = len(data)
-        self.persistent_load = persistent_load
-        self.strict = strict
-        self.limits = limits
-        self.encoding = encoding
+        self.ctx = ctx
+        self.max_memo = ctx.limits.max_memo
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
-        self.globals: dict[tuple[str, str], bool] = {}
         self.op_pos = 0
-        self.proto = 0
         self.result: Any = None
 
     # -- helpers ----------------------------------------------------------------------
-    def error(self, cls: type[CheckpointError], code: str, msg: str) -> CheckpointError:
-        return cls(msg, code=code, offset=self.op_pos)
+    def code(self) -> int:
+        return self.data[self.op_pos]
 
     def need(self, pos: int, n: int, what: str) -> int:
         """Check that ``n`` argument bytes exist at ``pos``; return the end offset."""
         end = pos + n
         if end > self.n:
-            raise self.error(FormatError, "truncated",
-                             f"pickle is truncated: {what} needs {n} bytes, "
-                             f"{self.n - pos} remain")
+            raise S.truncated(what, n, self.n - pos, self.op_pos)
         return end
 
     def line(self, pos: int, what: str) -> tuple[bytes, int]:
         end = self.data.find(b"\n", pos)
         if end < 0:
-            raise self.error(FormatError, "truncated",
-                             f"pickle is truncated: {what} has no terminating newline")
+            raise S.no_newline(what, self.op_pos)
         return self.data[pos:end], end + 1
 
     def pop(self) -> Any:
         if not self.stack:
-            raise self.error(FormatError, "stack-underflow",
-                             f"{self.opname()} pops from an empty stack")
+            raise S.underflow(self.code(), self.op_pos)
         return self.stack.pop()
 
     def top(self) -> Any:
         if not self.stack:
-            raise self.error(FormatError, "stack-underflow",
-                             f"{self.opname()} needs an item but the stack is empty")
+            raise S.underflow(self.code(), self.op_pos)
         return self.stack[-1]
 
     def pop_mark(self) -> list[Any]:
         if not self.metastack:
-            raise self.error(FormatError, "mark-missing", f"{self.opname()} without a MARK")
+            raise S.mark_missing(self.code(), self.op_pos)
         items = self.stack
         self.stack = self.metastack.pop()
         return items
 
-    def opname(self) -> str:
-        op = _OP_BY_CODE.get(self.data[self.op_pos]) if self.op_pos < self.n else None
-        return op.name if op else "opcode"
-
     def memo_put(self, idx: int) -> None:
         if not self.stack:
-            raise self.error(FormatError, "stack-underflow", f"{self.opname()} with an empty stack")
+            raise S.underflow(self.code(), self.op_pos)
         if idx < 0:
-            raise self.error(FormatError, "bad-argument", f"negative memo index {idx}")
-        if len(self.memo) >= self.limits.max_memo and idx not in self.memo:
-            raise self.error(LimitError, "limit-memo",
-                             f"memo grows past {self.limits.max_memo} entries")
+            raise S.bad_argument(f"negative memo index {idx}", self.op_pos)
+        if len(self.memo) >= self.max_memo and idx not in self.memo:
+            raise S.memo_full(self.max_memo, self.op_pos)
         self.memo[idx] = self.stack[-1]
 
     def memo_get(self, idx: int) -> None:
         try:
             self.stack.append(self.memo[idx])
         except KeyError:
-            raise self.error(FormatError, "memo-missing",
-                             f"memo key {idx} has never been stored into") from None
+            raise S.memo_missing(idx, self.op_pos) from None
 
-    def decode_text(self, raw: bytes, what: str) -> str:
-        try:
-            return raw.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError as exc:
-            raise self.error(FormatError, "bad-argument", f"{what} is not valid UTF-8: {exc.reason}") from None
-
-    def py2_string(self, raw: bytes) -> Any:
-        """A Python 2 ``str``: text in the pickle's encoding, or bytes if it is not text."""
-        if self.encoding == "bytes":
-            return raw
-        try:
-            return raw.decode(self.encoding)
-        except UnicodeDecodeError:
-            return raw
-
-    def check_hashable(self, key: Any) -> None:
-        """Refuse keys whose hashing would recurse deeper than the limit (deep tuples)."""
-        if type(key) not in (tuple, frozenset):
-            return
-        todo = [(key, 1)]
-        while todo:
-            obj, depth = todo.pop()
-            if depth > self.limits.max_depth:
-                raise self.error(LimitError, "limit-depth",
-                                 f"a key nests deeper than {self.limits.max_depth}")
-            todo.extend((o, depth + 1) for o in obj if type(o) in (tuple, frozenset))
-
-    def find_global(self, module: str, name: str) -> Any:
-        value = registry.resolve(module, name)
-        self.globals[registry.normalise(module, name)] = value is not None
-        if value is not None:
-            return value
-        if self.strict:
-            raise self.error(UnsafePickleError, "forbidden-global",
-                             f"global {module}.{name} is not known to be safe; open with "
-                             f"strict=False to get a Placeholder for it instead")
-        return PlaceholderType(module, name)
-
-    def instantiate(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-                    how: str) -> Any:
-        """REDUCE / NEWOBJ / INST / OBJ on a resolved global."""
-        if type(cls) is KnownGlobal:
-            fn = cls.new if kwargs is not None else cls.call
-            if fn is None:
-                raise self.error(UnsafePickleError, "forbidden-reduce",
-                                 f"{how} of {cls.qualname} is not allowed")
-            try:
-                return fn(args, kwargs) if kwargs is not None else fn(args)  # type: ignore[call-arg]
-            except CheckpointError as exc:
-                if exc.offset is None:
-                    exc.offset = self.op_pos
-                raise
-            except _BAD_OPERAND as exc:
-                raise self.error(FormatError, "bad-call",
-                                 f"{how} of {cls.qualname} with bad arguments: {exc}") from None
-        if type(cls) is PlaceholderType:
-            return Placeholder(cls.module, cls.name, args, kwargs)
-        raise self.error(FormatError, "bad-operand",
-                         f"{how} needs a class or function, got {type(cls).__name__}")
+    def target(self, kinds: tuple[type, ...], what: str) -> Any:
+        target = self.top()
+        if not isinstance(target, kinds):
+            raise S.wrong_target(self.code(), target, what, self.op_pos)
+        return target
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> Any:
@@ -197,33 +114,29 @@ class _VM:
                 self.op_pos = pos
                 handler = table[data[pos]]
                 if handler is None:
-                    raise self.error(FormatError, "unknown-opcode",
-                                     f"unknown opcode 0x{data[pos]:02x}")
+                    raise S.unknown_opcode(data[pos], pos)
                 pos = handler(self, pos + 1)
                 if pos < 0:
                     return self.result
         except CheckpointError:
             raise
-        except _BAD_OPERAND as exc:
-            raise self.error(FormatError, "bad-operand",
-                             f"{self.opname()} cannot be applied here: {exc}") from None
-        self.op_pos = n
-        raise self.error(FormatError, "truncated", "pickle ends before its STOP opcode")
+        except S.BAD_OPERAND as exc:
+            raise S.bad_operand(f"{S.opname(self.code())} cannot be applied here: {exc}",
+                                self.op_pos) from None
+        raise S.no_stop(n)
 
     # -- opcodes (named as in pickle.py; the table below is built from these names) -----
     def op_PROTO(self, pos: int) -> int:
         end = self.need(pos, 1, "PROTO")
-        proto = self.data[pos]
-        if proto > HIGHEST_PROTOCOL:
-            raise self.error(UnsupportedError, "protocol-too-new",
-                             f"pickle protocol {proto} is newer than {HIGHEST_PROTOCOL}")
-        self.proto = proto
+        if self.data[pos] > HIGHEST_PROTOCOL:
+            raise S.error(UnsupportedError, "protocol-too-new",
+                          f"pickle protocol {self.data[pos]} is newer than {HIGHEST_PROTOCOL}",
+                          self.op_pos)
         return end
 
     def op_FRAME(self, pos: int) -> int:
         end = self.need(pos, 8, "FRAME")
-        (size,) = _unpack_u8(self.data, pos)
-        self.need(end, size, "FRAME contents")
+        self.need(end, _unpack_u8(self.data, pos)[0], "FRAME contents")
         return end
 
     def op_STOP(self, pos: int) -> int:
@@ -250,7 +163,7 @@ class _VM:
         self.stack.append(self.top())
         return pos
 
-    # ints and floats
+    # constants, ints and floats
     def op_NONE(self, pos: int) -> int:
         self.stack.append(None)
         return pos
@@ -269,20 +182,14 @@ class _VM:
         return end
 
     def op_BININT1(self, pos: int) -> int:
-        self.need(pos, 1, "BININT1")
+        end = self.need(pos, 1, "BININT1")
         self.stack.append(self.data[pos])
-        return pos + 1
+        return end
 
     def op_BININT2(self, pos: int) -> int:
         end = self.need(pos, 2, "BININT2")
         self.stack.append(_unpack_u2(self.data, pos)[0])
         return end
-
-    def _int_text(self, raw: bytes, what: str) -> int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise self.error(FormatError, "bad-argument", f"{what} argument {raw[:40]!r} is not an int") from None
 
     def op_INT(self, pos: int) -> int:
         raw, end = self.line(pos, "INT")
@@ -291,12 +198,12 @@ class _VM:
         elif raw == b"01":
             self.stack.append(True)
         else:
-            self.stack.append(self._int_text(raw, "INT"))
+            self.stack.append(S.int_text(raw, "INT", self.op_pos))
         return end
 
     def op_LONG(self, pos: int) -> int:
         raw, end = self.line(pos, "LONG")
-        self.stack.append(self._int_text(raw[:-1] if raw.endswith(b"L") else raw, "LONG"))
+        self.stack.append(S.int_text(raw[:-1] if raw.endswith(b"L") else raw, "LONG", self.op_pos))
         return end
 
     def _long(self, pos: int, n: int) -> int:
@@ -310,9 +217,9 @@ class _VM:
 
     def op_LONG4(self, pos: int) -> int:
         self.need(pos, 4, "LONG4")
-        (n,) = _unpack_i4(self.data, pos)
+        n = _unpack_i4(self.data, pos)[0]
         if n < 0:
-            raise self.error(FormatError, "bad-argument", "LONG4 with a negative length")
+            raise S.bad_argument("LONG4 with a negative length", self.op_pos)
         return self._long(pos + 4, n)
 
     def op_FLOAT(self, pos: int) -> int:
@@ -320,7 +227,7 @@ class _VM:
         try:
             self.stack.append(float(raw))
         except ValueError:
-            raise self.error(FormatError, "bad-argument", f"FLOAT argument {raw[:40]!r} is not a float") from None
+            raise S.bad_argument(f"FLOAT argument {raw[:40]!r} is not a float", self.op_pos) from None
         return end
 
     def op_BINFLOAT(self, pos: int) -> int:
@@ -328,31 +235,31 @@ class _VM:
         self.stack.append(_unpack_f8(self.data, pos)[0])
         return end
 
-    # strings and bytes
+    # strings and bytes: a length (1, 4 or 8 bytes), then the data
     def _sized(self, pos: int, width: int, what: str) -> tuple[bytes, int]:
         start = self.need(pos, width, what)
         if width == 1:
             n = self.data[pos]
         elif width == 4:
-            (n,) = _unpack_u4(self.data, pos)
+            n = _unpack_u4(self.data, pos)[0]
         else:
-            (n,) = _unpack_u8(self.data, pos)
+            n = _unpack_u8(self.data, pos)[0]
         end = self.need(start, n, what)
         return self.data[start:end], end
 
     def op_SHORT_BINUNICODE(self, pos: int) -> int:
         raw, end = self._sized(pos, 1, "SHORT_BINUNICODE")
-        self.stack.append(self.decode_text(raw, "SHORT_BINUNICODE"))
+        self.stack.append(S.decode_text(raw, "SHORT_BINUNICODE", self.op_pos))
         return end
 
     def op_BINUNICODE(self, pos: int) -> int:
         raw, end = self._sized(pos, 4, "BINUNICODE")
-        self.stack.append(self.decode_text(raw, "BINUNICODE"))
+        self.stack.append(S.decode_text(raw, "BINUNICODE", self.op_pos))
         return end
 
     def op_BINUNICODE8(self, pos: int) -> int:
         raw, end = self._sized(pos, 8, "BINUNICODE8")
-        self.stack.append(self.decode_text(raw, "BINUNICODE8"))
+        self.stack.append(S.decode_text(raw, "BINUNICODE8", self.op_pos))
         return end
 
     def op_UNICODE(self, pos: int) -> int:
@@ -360,7 +267,7 @@ class _VM:
         try:
             self.stack.append(raw.decode("raw-unicode-escape"))
         except UnicodeDecodeError as exc:
-            raise self.error(FormatError, "bad-argument", f"UNICODE argument does not decode: {exc.reason}") from None
+            raise S.bad_argument(f"UNICODE argument does not decode: {exc.reason}", self.op_pos) from None
         return end
 
     def op_SHORT_BINBYTES(self, pos: int) -> int:
@@ -385,39 +292,38 @@ class _VM:
 
     def op_SHORT_BINSTRING(self, pos: int) -> int:
         raw, end = self._sized(pos, 1, "SHORT_BINSTRING")
-        self.stack.append(self.py2_string(raw))
+        self.stack.append(self.ctx.py2_string(raw))
         return end
 
     def op_BINSTRING(self, pos: int) -> int:
         self.need(pos, 4, "BINSTRING")
         if _unpack_i4(self.data, pos)[0] < 0:
-            raise self.error(FormatError, "bad-argument", "BINSTRING with a negative length")
+            raise S.bad_argument("BINSTRING with a negative length", self.op_pos)
         raw, end = self._sized(pos, 4, "BINSTRING")
-        self.stack.append(self.py2_string(raw))
+        self.stack.append(self.ctx.py2_string(raw))
         return end
 
     def op_STRING(self, pos: int) -> int:
         raw, end = self.line(pos, "STRING")
-        if len(raw) >= 2 and raw[0] == raw[-1] and raw[:1] in (b'"', b"'"):
-            raw = raw[1:-1]
-        else:
-            raise self.error(FormatError, "bad-argument", "STRING argument is not quoted")
+        if not (len(raw) >= 2 and raw[0] == raw[-1] and raw[:1] in (b'"', b"'")):
+            raise S.bad_argument("STRING argument is not quoted", self.op_pos)
         try:
-            value = codecs.escape_decode(raw)[0]
+            value = codecs.escape_decode(raw[1:-1])[0]
         except ValueError as exc:
-            raise self.error(FormatError, "bad-argument", f"STRING argument: {exc}") from None
-        self.stack.append(self.py2_string(value))
+            raise S.bad_argument(f"STRING argument: {exc}", self.op_pos) from None
+        self.stack.append(self.ctx.py2_string(value))
         return end
 
     def op_NEXT_BUFFER(self, pos: int) -> int:
-        raise self.error(UnsupportedError, "unsupported-opcode",
-                         "NEXT_BUFFER needs out-of-band buffers, which checkpoints never carry")
+        raise S.error(UnsupportedError, "unsupported-opcode",
+                      "NEXT_BUFFER needs out-of-band buffers, which checkpoints never carry",
+                      self.op_pos)
 
     def op_READONLY_BUFFER(self, pos: int) -> int:
         self.top()
         return pos
 
-    # containers
+    # containers. NB: pop_mark() replaces self.stack, so call it before using self.stack.
     def op_EMPTY_LIST(self, pos: int) -> int:
         self.stack.append([])
         return pos
@@ -434,7 +340,6 @@ class _VM:
         self.stack.append(set())
         return pos
 
-    # NB: pop_mark() replaces self.stack, so it must run before self.stack is looked up.
     def op_LIST(self, pos: int) -> int:
         items = self.pop_mark()
         self.stack.append(items)
@@ -451,72 +356,67 @@ class _VM:
 
     def op_TUPLE2(self, pos: int) -> int:
         b = self.pop()
-        self.stack.append((self.pop(), b))
+        a = self.pop()
+        self.stack.append((a, b))
         return pos
 
     def op_TUPLE3(self, pos: int) -> int:
         c = self.pop()
         b = self.pop()
-        self.stack.append((self.pop(), b, c))
+        a = self.pop()
+        self.stack.append((a, b, c))
         return pos
 
     def op_FROZENSET(self, pos: int) -> int:
         items = self.pop_mark()
         for item in items:
-            self.check_hashable(item)
+            self.ctx.check_hashable(item, self.op_pos)
         self.stack.append(frozenset(items))
         return pos
 
     def op_DICT(self, pos: int) -> int:
         items = self.pop_mark()
         if len(items) % 2:
-            raise self.error(FormatError, "bad-operand", "DICT with an odd number of items")
+            raise S.bad_operand("DICT with an odd number of items", self.op_pos)
         d = {}
         for i in range(0, len(items), 2):
-            self.check_hashable(items[i])
+            self.ctx.check_hashable(items[i], self.op_pos)
             d[items[i]] = items[i + 1]
         self.stack.append(d)
         return pos
 
-    def _target(self, kinds: tuple[type, ...], what: str) -> Any:
-        target = self.top()
-        if not isinstance(target, kinds):
-            raise self.error(FormatError, "bad-operand",
-                             f"{self.opname()} on a {type(target).__name__}, not a {what}")
-        return target
-
     def op_APPEND(self, pos: int) -> int:
         value = self.pop()
-        self._target((list, Placeholder), "list").append(value)
+        self.target((list, Placeholder), "list").append(value)
         return pos
 
     def op_APPENDS(self, pos: int) -> int:
         items = self.pop_mark()
-        self._target((list, Placeholder), "list").extend(items)
+        self.target((list, Placeholder), "list").extend(items)
         return pos
 
     def op_SETITEM(self, pos: int) -> int:
         value = self.pop()
         key = self.pop()
-        self.check_hashable(key)
-        self._target((dict, Placeholder), "dict")[key] = value
+        self.ctx.check_hashable(key, self.op_pos)
+        self.target((dict, Placeholder), "dict")[key] = value
         return pos
 
     def op_SETITEMS(self, pos: int) -> int:
         items = self.pop_mark()
         if len(items) % 2:
-            raise self.error(FormatError, "bad-operand", "SETITEMS with an odd number of items")
-        target = self._target((dict, Placeholder), "dict")
+            raise S.bad_operand("SETITEMS with an odd number of items", self.op_pos)
+        target = self.target((dict, Placeholder), "dict")
         for i in range(0, len(items), 2):
-            self.check_hashable(items[i])
+            self.ctx.check_hashable(items[i], self.op_pos)
             target[items[i]] = items[i + 1]
         return pos
 
     def op_ADDITEMS(self, pos: int) -> int:
         items = self.pop_mark()
-        target = self._target((set, Placeholder), "set")
+        target = self.target((set, Placeholder), "set")
         for item in items:
-            self.check_hashable(item)
+            self.ctx.check_hashable(item, self.op_pos)
             if isinstance(target, set):
                 target.add(item)
             else:
@@ -525,9 +425,9 @@ class _VM:
 
     # memo
     def op_BINPUT(self, pos: int) -> int:
-        self.need(pos, 1, "BINPUT")
+        end = self.need(pos, 1, "BINPUT")
         self.memo_put(self.data[pos])
-        return pos + 1
+        return end
 
     def op_LONG_BINPUT(self, pos: int) -> int:
         end = self.need(pos, 4, "LONG_BINPUT")
@@ -536,7 +436,7 @@ class _VM:
 
     def op_PUT(self, pos: int) -> int:
         raw, end = self.line(pos, "PUT")
-        self.memo_put(self._int_text(raw, "PUT"))
+        self.memo_put(S.int_text(raw, "PUT", self.op_pos))
         return end
 
     def op_MEMOIZE(self, pos: int) -> int:
@@ -544,9 +444,9 @@ class _VM:
         return pos
 
     def op_BINGET(self, pos: int) -> int:
-        self.need(pos, 1, "BINGET")
+        end = self.need(pos, 1, "BINGET")
         self.memo_get(self.data[pos])
-        return pos + 1
+        return end
 
     def op_LONG_BINGET(self, pos: int) -> int:
         end = self.need(pos, 4, "LONG_BINGET")
@@ -555,17 +455,17 @@ class _VM:
 
     def op_GET(self, pos: int) -> int:
         raw, end = self.line(pos, "GET")
-        self.memo_get(self._int_text(raw, "GET"))
+        self.memo_get(S.int_text(raw, "GET", self.op_pos))
         return end
 
-    # extension registry: torch never writes these; they stay opaque
+    # the extension registry: torch never writes it; codes stay opaque globals
     def _ext(self, code: int) -> None:
-        self.stack.append(self.find_global("copyreg.extension", str(code)))
+        self.stack.append(self.ctx.find_global("copyreg.extension", str(code), self.op_pos))
 
     def op_EXT1(self, pos: int) -> int:
-        self.need(pos, 1, "EXT1")
+        end = self.need(pos, 1, "EXT1")
         self._ext(self.data[pos])
-        return pos + 1
+        return end
 
     def op_EXT2(self, pos: int) -> int:
         end = self.need(pos, 2, "EXT2")
@@ -577,36 +477,37 @@ class _VM:
         self._ext(_unpack_i4(self.data, pos)[0])
         return end
 
-    # objects
+    # objects: names resolve in the registry, calls go to its safe constructors
     def op_GLOBAL(self, pos: int) -> int:
-        module, pos = self.line(pos, "GLOBAL module")
-        name, end = self.line(pos, "GLOBAL name")
-        self.stack.append(self.find_global(self.decode_text(module, "GLOBAL"),
-                                           self.decode_text(name, "GLOBAL")))
+        module, pos = self.line(pos, "GLOBAL")
+        name, end = self.line(pos, "GLOBAL")
+        self.stack.append(self.ctx.find_global(S.decode_text(module, "GLOBAL", self.op_pos),
+                                               S.decode_text(name, "GLOBAL", self.op_pos),
+                                               self.op_pos))
         return end
 
     def op_STACK_GLOBAL(self, pos: int) -> int:
         name = self.pop()
         module = self.pop()
         if type(module) is not str or type(name) is not str:
-            raise self.error(FormatError, "bad-operand", "STACK_GLOBAL needs two strings")
-        self.stack.append(self.find_global(module, name))
+            raise S.bad_operand("STACK_GLOBAL needs two strings", self.op_pos)
+        self.stack.append(self.ctx.find_global(module, name, self.op_pos))
         return pos
 
     def op_REDUCE(self, pos: int) -> int:
         args = self.pop()
         func = self.pop()
         if type(args) is not tuple:
-            raise self.error(FormatError, "bad-operand", "REDUCE arguments must be a tuple")
-        self.stack.append(self.instantiate(func, args, None, "REDUCE"))
+            raise S.bad_operand("REDUCE arguments must be a tuple", self.op_pos)
+        self.stack.append(self.ctx.instantiate(func, args, None, "REDUCE", self.op_pos))
         return pos
 
     def op_NEWOBJ(self, pos: int) -> int:
         args = self.pop()
         cls = self.pop()
         if type(args) is not tuple:
-            raise self.error(FormatError, "bad-operand", "NEWOBJ arguments must be a tuple")
-        self.stack.append(self.instantiate(cls, args, {}, "NEWOBJ"))
+            raise S.bad_operand("NEWOBJ arguments must be a tuple", self.op_pos)
+        self.stack.append(self.ctx.instantiate(cls, args, {}, "NEWOBJ", self.op_pos))
         return pos
 
     def op_NEWOBJ_EX(self, pos: int) -> int:
@@ -614,61 +515,45 @@ class _VM:
         args = self.pop()
         cls = self.pop()
         if type(args) is not tuple or type(kwargs) is not dict:
-            raise self.error(FormatError, "bad-operand", "NEWOBJ_EX needs a tuple and a dict")
-        self.stack.append(self.instantiate(cls, args, kwargs, "NEWOBJ_EX"))
+            raise S.bad_operand("NEWOBJ_EX needs a tuple and a dict", self.op_pos)
+        self.stack.append(self.ctx.instantiate(cls, args, kwargs, "NEWOBJ_EX", self.op_pos))
         return pos
 
     def op_INST(self, pos: int) -> int:
-        module, pos = self.line(pos, "INST module")
-        name, end = self.line(pos, "INST name")
-        cls = self.find_global(self.decode_text(module, "INST"), self.decode_text(name, "INST"))
+        module, pos = self.line(pos, "INST")
+        name, end = self.line(pos, "INST")
+        cls = self.ctx.find_global(S.decode_text(module, "INST", self.op_pos),
+                                   S.decode_text(name, "INST", self.op_pos), self.op_pos)
         args = tuple(self.pop_mark())
-        self.stack.append(self.instantiate(cls, args, None, "INST"))
+        self.stack.append(self.ctx.instantiate(cls, args, None, "INST", self.op_pos))
         return end
 
     def op_OBJ(self, pos: int) -> int:
         items = self.pop_mark()
         if not items:
-            raise self.error(FormatError, "stack-underflow", "OBJ without a class")
-        self.stack.append(self.instantiate(items[0], tuple(items[1:]), None, "OBJ"))
+            raise S.underflow(self.code(), self.op_pos)
+        self.stack.append(self.ctx.instantiate(items[0], tuple(items[1:]), None, "OBJ",
+                                               self.op_pos))
         return pos
 
     def op_BUILD(self, pos: int) -> int:
         state = self.pop()
-        obj = self.top()
-        try:
-            apply_build(obj, state)
-        except _BAD_OPERAND as exc:
-            raise self.error(FormatError, "bad-build", f"BUILD refused: {exc}") from None
+        self.ctx.build(self.top(), state, self.op_pos)
         return pos
-
-    def _persistent(self, pid: Any) -> None:
-        if self.persistent_load is None:
-            raise self.error(FormatError, "bad-persistent-id",
-                             "persistent id in a pickle that has no storages")
-        try:
-            self.stack.append(self.persistent_load(pid))
-        except CheckpointError as exc:
-            if exc.offset is None:
-                exc.offset = self.op_pos
-            raise
-        except _BAD_OPERAND as exc:
-            raise self.error(FormatError, "bad-persistent-id", f"bad persistent id: {exc}") from None
 
     def op_PERSID(self, pos: int) -> int:
         raw, end = self.line(pos, "PERSID")
-        self._persistent(raw.decode("ascii", "replace"))
+        self.stack.append(self.ctx.persistent(raw.decode("ascii", "replace"), self.op_pos))
         return end
 
     def op_BINPERSID(self, pos: int) -> int:
-        self._persistent(self.pop())
+        pid = self.pop()
+        self.stack.append(self.ctx.persistent(pid, self.op_pos))
         return pos
 
 
-_OP_BY_CODE: Final = {op.code: op for op in OPCODES}
 _TABLE: Final[tuple[Callable[[_VM, int], int] | None, ...]] = tuple(
-    getattr(_VM, f"op_{_OP_BY_CODE[code].name}") if code in _OP_BY_CODE else None
-    for code in range(256))
+    getattr(_VM, f"op_{BY_CODE[code].name}") if code in BY_CODE else None for code in range(256))
 #: opcode names the pure engine implements (a test checks this equals the table)
 SUPPORTED: Final = frozenset(name for name in BY_NAME if hasattr(_VM, f"op_{name}"))
 
@@ -693,6 +578,7 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
     if len(data) > limits.max_pickle_bytes:
         raise LimitError(f"pickle of {len(data)} bytes is over the limit of "
                          f"{limits.max_pickle_bytes}", code="limit-pickle-size")
-    vm = _VM(bytes(data), persistent_load, strict, limits, encoding)
+    ctx = S.Context(persistent_load, strict, limits, encoding)
+    vm = _VM(bytes(data), ctx)
     value = vm.run()
-    return PickleResult(value, vm.globals)
+    return PickleResult(value, ctx.globals)

@@ -15,6 +15,7 @@ import collections
 import datetime
 import os
 import pathlib
+import reprlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ __all__ = ("KnownGlobal", "Placeholder", "PlaceholderType", "AttributeDict", "Om
            "OmegaList", "STDLIB_GLOBALS", "BUILDERS", "apply_build")
 
 Call = Callable[[tuple[Any, ...]], Any]
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
+
+
+def safe_repr(obj: Any) -> str:
+    """A repr of bounded size and depth, whatever a file built (shared or deep graphs)."""
+    return _REPR.repr(obj)
 New = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
 
@@ -109,7 +119,7 @@ class Placeholder:
         self.state = state
 
     def __repr__(self) -> str:
-        parts = [repr(a) for a in self.args[:4]] + (["..."] if len(self.args) > 4 else [])
+        parts = [safe_repr(a) for a in self.args[:4]] + (["..."] if len(self.args) > 4 else [])
         return f"<placeholder {self.module}.{self.name}({', '.join(parts)})>"
 
 
@@ -190,6 +200,39 @@ def _omega_value(node: Any) -> Any:
     return node.value if isinstance(node, OmegaNode) else node
 
 
+# -- hashing guard -------------------------------------------------------------------------
+# CPython hashes nested tuples recursively in C with no depth check: a key nested a
+# million levels deep crashes the interpreter. Everything that hashes data from a file
+# (dict keys, set members, membership tests) checks the depth first.
+MAX_KEY_DEPTH: Final = 200  # = DEFAULT_LIMITS.max_depth (a test checks)
+
+
+def check_key_depth(key: Any, limit: int = MAX_KEY_DEPTH) -> None:
+    """Raise ``RecursionError`` if hashing ``key`` would recurse deeper than ``limit``."""
+    if type(key) not in (tuple, frozenset):
+        return
+    todo = [(key, 1)]
+    while todo:
+        obj, depth = todo.pop()
+        if depth > limit:
+            raise RecursionError(f"a key nests deeper than {limit}")
+        todo.extend((o, depth + 1) for o in obj if type(o) in (tuple, frozenset))
+
+
+def _check_keys(items: Any, pairs: bool) -> None:
+    if isinstance(items, dict):
+        items = items.keys()
+        pairs = False
+    if not isinstance(items, (list, tuple, set, frozenset, type({}.keys()))):
+        return
+    for item in items:
+        if pairs:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise TypeError("expected (key, value) pairs")
+            item = item[0]
+        check_key_depth(item)
+
+
 # -- BUILD -------------------------------------------------------------------------------
 
 def _set_attributes(obj: Any, state: Any) -> None:
@@ -224,6 +267,11 @@ def _build_ndarray(arr: Any, state: Any) -> None:
     if dtype.hasobject:
         if not (isinstance(raw, list) and len(raw) == count and dtype.fields is None):
             raise TypeError("object array state must be a list of its elements")
+        # numpy frees nested object arrays recursively with no depth guard: a deep
+        # chain of them crashes the interpreter. Checkpoints only need flat ones.
+        if not all(v is None or isinstance(v, (bool, int, float, complex, str, bytes))
+                   for v in raw):
+            raise TypeError("object arrays may hold only scalars and strings")
     elif not (isinstance(raw, (bytes, bytearray)) and len(raw) == count * dtype.itemsize):
         raise TypeError(f"ndarray data is {len(raw) if isinstance(raw, bytes) else '?'} bytes, "
                         f"expected {count * dtype.itemsize}")
@@ -277,6 +325,8 @@ def _check_items(args: tuple[Any, ...], n: int, name: str) -> None:
 
 def _ordered_dict(args: tuple[Any, ...]) -> Any:
     _check_items(args, 1, "OrderedDict")
+    if args:
+        _check_keys(args[0], pairs=True)
     return collections.OrderedDict(*args)
 
 
@@ -284,11 +334,12 @@ def _defaultdict(args: tuple[Any, ...]) -> Any:
     _check_items(args, 2, "defaultdict")
     factory = args[0] if args else None
     if isinstance(factory, KnownGlobal):
-        factory = factory.marker if factory.marker in _SAFE_FACTORIES else None
+        factory = factory.marker if any(factory.marker is f for f in _SAFE_FACTORIES) else None
     elif factory is not None:
         factory = None  # never keep a callable a file chose
     d: collections.defaultdict[Any, Any] = collections.defaultdict(factory)
     if len(args) == 2:
+        _check_keys(args[1], pairs=not isinstance(args[1], dict))
         d.update(args[1])
     return d
 
@@ -298,6 +349,8 @@ def _container(kind: type) -> Call:
         _check_items(args, 1, kind.__name__)
         if args and not isinstance(args[0], (list, tuple, set, frozenset, dict, str)):
             raise TypeError(f"{kind.__name__}() from a {type(args[0]).__name__}")
+        if args and kind in (set, frozenset, dict):
+            _check_keys(args[0], pairs=kind is dict)
         return kind(*args)
     return make
 
@@ -319,13 +372,16 @@ def _bytes_like(kind: type) -> Call:
             return kind()
         if isinstance(args[0], (bytes, bytearray)) and len(args) == 1:
             return kind(args[0])
-        if isinstance(args[0], str) and len(args) == 2 and args[1] in _CODECS:
+        if isinstance(args[0], str) and len(args) == 2 and isinstance(args[1], str) \
+                and args[1] in _CODECS:
             return kind(args[0], args[1])
         if isinstance(args[0], list) and all(type(i) is int for i in args[0]):
             return kind(args[0])
         raise TypeError(f"{kind.__name__}() from these arguments is not allowed")
     return make
 
+
+_MAX_NUMPY_ITEMSIZE: Final = 1 << 16  # scalars and array elements a checkpoint stores are small
 
 _CODECS: Final = frozenset({"latin1", "latin-1", "utf-8", "utf8", "ascii", "iso-8859-1"})
 
@@ -334,7 +390,7 @@ def _codecs_encode(args: tuple[Any, ...]) -> bytes:
     if not (1 <= len(args) <= 2 and isinstance(args[0], str)):
         raise TypeError("_codecs.encode(str, encoding) expected")
     encoding = args[1] if len(args) == 2 else "utf-8"
-    if encoding not in _CODECS:
+    if not isinstance(encoding, str) or encoding not in _CODECS:
         raise TypeError(f"encoding {encoding!r} is not allowed")
     return args[0].encode(encoding)
 
@@ -417,7 +473,10 @@ def _np_dtype(args: tuple[Any, ...]) -> Any:
     spec = args[0]
     if not (len(spec) <= 8 and spec.isascii() and spec[:1].isalpha()):
         raise TypeError(f"numpy dtype {spec!r} is not a simple type code")
-    return np.dtype(spec, False, True)  # copy=True: a fresh descriptor this file may BUILD
+    dt = np.dtype(spec, False, True)  # copy=True: a fresh descriptor this file may BUILD
+    if dt.itemsize > _MAX_NUMPY_ITEMSIZE:
+        raise TypeError(f"numpy dtype {spec!r} has {dt.itemsize}-byte elements")
+    return dt
 
 
 def _np_scalar(args: tuple[Any, ...]) -> Any:
@@ -426,9 +485,11 @@ def _np_scalar(args: tuple[Any, ...]) -> Any:
     if not (len(args) in (1, 2) and isinstance(args[0], np.dtype)):
         raise TypeError("numpy scalar(dtype, data) expected")
     dtype = args[0]
+    if len(args) != 2:
+        raise TypeError("numpy scalar without its data")
     if dtype.hasobject:
-        return args[1] if len(args) == 2 else None
-    data = args[1] if len(args) == 2 else b"\0" * dtype.itemsize
+        return args[1]
+    data = args[1]
     if isinstance(data, str):
         data = data.encode("latin1")
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:

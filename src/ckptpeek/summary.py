@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .standins import Placeholder, PlaceholderType
+from .standins import Placeholder, PlaceholderType, safe_repr
 from .tensor import TensorRef
 from .torch_types import DType, Device
 
@@ -213,32 +213,44 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else (str(value) if isinstance(value, pathlib.PurePath) else None)
 
 
-def to_jsonable(obj: Any, depth: int = 0) -> Any:
-    """Plain JSON-able data for display: tensors become short descriptions."""
-    if depth > 64:
-        return "..."
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, dict):
-        return {_key(k): to_jsonable(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v, depth + 1) for v in obj]
-    if isinstance(obj, argparse.Namespace):
-        return {k: to_jsonable(v, depth + 1) for k, v in vars(obj).items()}
-    if isinstance(obj, TensorRef):
-        return f"tensor(shape={list(obj.shape)}, dtype={obj.dtype})"
-    if isinstance(obj, (DType, Device, pathlib.PurePath)):
-        return str(obj)
-    if isinstance(obj, (datetime.date, datetime.time)):
-        return obj.isoformat()
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "replace")
-    f = scalar(obj)
-    if f is not None:
-        return f
-    return repr(obj)
+def to_jsonable(obj: Any, budget: int = 100_000) -> Any:
+    """Plain JSON-able data for display: tensors become short descriptions.
+
+    At most ``budget`` values are converted (shared sub-trees count every time they
+    appear, so a pickle of shared references cannot make this exponential); past the
+    budget, or 64 levels deep, values are shown as ``"..."``.
+    """
+    remaining = [budget]
+
+    def conv(o: Any, depth: int) -> Any:
+        remaining[0] -= 1
+        if remaining[0] < 0 or depth > 64:
+            return "..."
+        if o is None or isinstance(o, (bool, int, str)):
+            return o
+        if isinstance(o, float):
+            return o if math.isfinite(o) else str(o)
+        if isinstance(o, dict):
+            return {_key(k): conv(v, depth + 1) for k, v in o.items()}
+        if isinstance(o, (list, tuple, set, frozenset)):
+            return [conv(v, depth + 1) for v in o]
+        if isinstance(o, argparse.Namespace):
+            return {k: conv(v, depth + 1) for k, v in vars(o).items()}
+        if isinstance(o, TensorRef):
+            return f"tensor(shape={list(o.shape)}, dtype={o.dtype})"
+        if isinstance(o, (DType, Device, pathlib.PurePath)):
+            return str(o)
+        if isinstance(o, (datetime.date, datetime.time)):
+            return o.isoformat()
+        if isinstance(o, bytes):
+            return o[:1000].decode("utf-8", "replace")
+        f = scalar(o)
+        if f is not None:
+            return f
+        text = repr(o) if isinstance(o, Placeholder) else f"<{type(o).__name__}>"
+        return text[:200]
+
+    return conv(obj, 0)
 
 
 def _key(k: Any) -> str:
@@ -246,7 +258,7 @@ def _key(k: Any) -> str:
         return k
     if isinstance(k, (PlaceholderType, Placeholder)):
         return k.qualname
-    return repr(k) if not isinstance(k, (int, float, bool)) else str(k)
+    return safe_repr(k) if not isinstance(k, (int, float, bool)) else str(k)
 
 
 def parse_callback_key(key: Any) -> tuple[str, dict[str, Any]]:
@@ -258,9 +270,9 @@ def parse_callback_key(key: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(key, (PlaceholderType, Placeholder)):
         return key.name, {}
     if not isinstance(key, str):
-        return repr(key), {}
+        return safe_repr(key), {}
     name, brace, rest = key.partition("{")
-    if not brace:
+    if not brace or len(key) > 10_000:
         return key, {}
     try:
         state = ast.literal_eval("{" + rest)
@@ -276,7 +288,7 @@ def _model_checkpoint(key: str, info: dict[str, Any], state: dict[str, Any]) -> 
         mode=_str(info.get("mode", state.get("mode"))),
         best_model_score=scalar(state.get("best_model_score")),
         best_model_path=_str(state.get("best_model_path")) or None,
-        best_k_models={str(k): scalar(v) for k, v in best_k.items()} if isinstance(best_k, dict) else {},
+        best_k_models={_key(k): scalar(v) for k, v in best_k.items()} if isinstance(best_k, dict) else {},
         kth_best_model_path=_str(state.get("kth_best_model_path")) or None,
         kth_value=scalar(state.get("kth_value")),
         last_model_path=_str(state.get("last_model_path")) or None,

@@ -17,6 +17,7 @@ from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, FormatError, UnsupportedError
 from ..opcodes import Limits
 from ..source import ByteSource
+from ..standins import safe_repr
 from ..tensor import StorageRef
 from ..torch_types import StorageType
 from ..zipdir import ZipDirectory
@@ -103,9 +104,10 @@ class ZipStorageReader:
                 raise FormatError(f"storage {key!r} has no member {member!r}",
                                   code="missing-storage", path=self.path)
             if m.size < numel * stype.dtype.itemsize:
-                raise FormatError(f"storage {key!r} claims {numel} x {stype.dtype} but its member "
-                                  f"holds {m.size} bytes", code="storage-too-small",
-                                  path=self.path, member=member)
+                # located at the persistent id in the pickle; the message names the member
+                raise FormatError(f"storage {key!r} claims {numel} x {stype.dtype} but member "
+                                  f"{member!r} holds {m.size} bytes", code="storage-too-small",
+                                  path=self.path)
             ref = StorageRef(key, stype.dtype, numel, location, self)
             self._storages[key] = ref
         return ref
@@ -140,8 +142,7 @@ def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> by
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return safe_repr(value)
 
 
 def read(source: ByteSource, directory: ZipDirectory, *, strict: bool, engine: Any,

@@ -1,0 +1,191 @@
+"""What both pickle engines share besides the opcode table: the object-level semantics.
+
+Resolving a global, calling a known constructor, BUILD, persistent ids, hashing guards,
+string decoding, and every error message live here, so the pure loop
+(``pickle_vm.py``) and the Cython loop (``native/_pickle_vm_c.pyx``) cannot drift:
+they differ only in how they walk the bytes and keep the stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from . import registry
+from .errors import CheckpointError, FormatError, LimitError, UnsafePickleError
+from .opcodes import BY_CODE, Limits
+from .standins import KnownGlobal, Placeholder, PlaceholderType, apply_build, check_key_depth
+
+__all__ = ("Context", "PickleResult", "BAD_OPERAND", "error", "opname")
+
+# Errors that a stand-in constructor or a container operation raises on arguments of
+# the wrong type; the engines turn them into FormatError at the opcode's offset.
+BAD_OPERAND: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError,
+                      OverflowError, UnicodeError, RecursionError, MemoryError)
+
+
+class PickleResult:
+    """What a run produced: the unpickled object and every global the pickle named."""
+
+    __slots__ = ("value", "globals", "complete")
+
+    def __init__(self, value: Any, globals_: dict[tuple[str, str], bool],
+                 complete: bool = True) -> None:
+        self.value = value
+        self.globals = globals_  # (module, name) -> known-safe?
+        self.complete = complete
+
+
+def opname(code: int) -> str:
+    op = BY_CODE.get(code)
+    return op.name if op else f"opcode 0x{code:02x}"
+
+
+def error(cls: type[CheckpointError], code: str, msg: str, pos: int) -> CheckpointError:
+    return cls(msg, code=code, offset=pos)
+
+
+# -- the messages of the hot-path checks (both engines raise exactly these) -----------
+def truncated(what: str, n: int, remain: int, pos: int) -> CheckpointError:
+    return error(FormatError, "truncated",
+                 f"pickle is truncated: {what} needs {n} bytes, {remain} remain", pos)
+
+
+def no_newline(what: str, pos: int) -> CheckpointError:
+    return error(FormatError, "truncated",
+                 f"pickle is truncated: {what} has no terminating newline", pos)
+
+
+def no_stop(pos: int) -> CheckpointError:
+    return error(FormatError, "truncated", "pickle ends before its STOP opcode", pos)
+
+
+def underflow(code: int, pos: int) -> CheckpointError:
+    return error(FormatError, "stack-underflow",
+                 f"{opname(code)} needs more items than the stack holds", pos)
+
+
+def mark_missing(code: int, pos: int) -> CheckpointError:
+    return error(FormatError, "mark-missing", f"{opname(code)} without a MARK", pos)
+
+
+def unknown_opcode(code: int, pos: int) -> CheckpointError:
+    return error(FormatError, "unknown-opcode", f"unknown opcode 0x{code:02x}", pos)
+
+
+def memo_missing(idx: int, pos: int) -> CheckpointError:
+    return error(FormatError, "memo-missing", f"memo key {idx} has never been stored into", pos)
+
+
+def memo_full(limit: int, pos: int) -> CheckpointError:
+    return error(LimitError, "limit-memo", f"memo grows past {limit} entries", pos)
+
+
+def bad_argument(msg: str, pos: int) -> CheckpointError:
+    return error(FormatError, "bad-argument", msg, pos)
+
+
+def bad_operand(msg: str, pos: int) -> CheckpointError:
+    return error(FormatError, "bad-operand", msg, pos)
+
+
+def wrong_target(code: int, target: Any, what: str, pos: int) -> CheckpointError:
+    return bad_operand(f"{opname(code)} on a {type(target).__name__}, not a {what}", pos)
+
+
+def int_text(raw: bytes, what: str, pos: int) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_argument(f"{what} argument {raw[:40]!r} is not an int", pos) from None
+
+
+def decode_text(raw: bytes, what: str, pos: int) -> str:
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise bad_argument(f"{what} is not valid UTF-8: {exc.reason}", pos) from None
+
+
+class Context:
+    """Per-run state and the object-level operations of the interpreter."""
+
+    __slots__ = ("persistent_load", "strict", "limits", "encoding", "globals")
+
+    def __init__(self, persistent_load: Callable[[Any], Any] | None, strict: bool,
+                 limits: Limits, encoding: str) -> None:
+        self.persistent_load = persistent_load
+        self.strict = strict
+        self.limits = limits
+        self.encoding = encoding
+        self.globals: dict[tuple[str, str], bool] = {}
+
+    def py2_string(self, raw: bytes) -> Any:
+        """A Python 2 ``str``: text in the pickle's encoding, or bytes if it is not text."""
+        if self.encoding == "bytes":
+            return raw
+        try:
+            return raw.decode(self.encoding)
+        except UnicodeDecodeError:
+            return raw
+
+    def check_hashable(self, key: Any, pos: int) -> None:
+        """Refuse keys whose hashing would recurse deeper than the limit (deep tuples)."""
+        if type(key) in (tuple, frozenset):
+            try:
+                check_key_depth(key, self.limits.max_depth)
+            except RecursionError:
+                raise error(LimitError, "limit-depth",
+                            f"a key nests deeper than {self.limits.max_depth}", pos) from None
+
+    def find_global(self, module: str, name: str, pos: int) -> Any:
+        """GLOBAL / STACK_GLOBAL: a registry entry, or a placeholder type. Never imports."""
+        value = registry.resolve(module, name)
+        self.globals[registry.normalise(module, name)] = value is not None
+        if value is not None:
+            return value
+        if self.strict:
+            raise error(UnsafePickleError, "forbidden-global",
+                        f"global {module}.{name} is not known to be safe; open with "
+                        f"strict=False to get a Placeholder for it instead", pos)
+        return PlaceholderType(module, name)
+
+    def instantiate(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                    how: str, pos: int) -> Any:
+        """REDUCE / NEWOBJ / INST / OBJ on a resolved global."""
+        if type(cls) is KnownGlobal:
+            fn = cls.new if kwargs is not None else cls.call
+            if fn is None:
+                raise error(UnsafePickleError, "forbidden-reduce",
+                            f"{how} of {cls.qualname} is not allowed", pos)
+            try:
+                return fn(args, kwargs) if kwargs is not None else fn(args)  # type: ignore[call-arg]
+            except CheckpointError as exc:
+                if exc.offset is None:
+                    exc.offset = pos
+                raise
+            except BAD_OPERAND as exc:
+                raise error(FormatError, "bad-call",
+                            f"{how} of {cls.qualname} with bad arguments: {exc}", pos) from None
+        if type(cls) is PlaceholderType:
+            return Placeholder(cls.module, cls.name, args, kwargs)
+        raise bad_operand(f"{how} needs a class or function, got {type(cls).__name__}", pos)
+
+    def build(self, obj: Any, state: Any, pos: int) -> None:
+        try:
+            apply_build(obj, state)
+        except BAD_OPERAND as exc:
+            raise error(FormatError, "bad-build", f"BUILD refused: {exc}", pos) from None
+
+    def persistent(self, pid: Any, pos: int) -> Any:
+        if self.persistent_load is None:
+            raise error(FormatError, "bad-persistent-id",
+                        "persistent id in a pickle that has no storages", pos)
+        try:
+            return self.persistent_load(pid)
+        except CheckpointError as exc:
+            if exc.offset is None:
+                exc.offset = pos
+            raise
+        except BAD_OPERAND as exc:
+            raise error(FormatError, "bad-persistent-id", f"bad persistent id: {exc}", pos) from None
