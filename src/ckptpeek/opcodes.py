@@ -156,3 +156,18 @@ def _digest() -> str:
 
 
 SPEC_DIGEST: Final = _digest()
+
+
+def write_pxi(path: str) -> None:
+    """Write ``native/_opcodes.pxi``: the table as a Cython enum, and the digest.
+
+    Called by ``setup.py`` at build time, so the native engine is always compiled from
+    this table; the file is generated, never edited (and not committed).
+    """
+    lines = [f"# GENERATED from src/ckptpeek/opcodes.py by setup.py: do not edit.",
+             "cdef enum:"]
+    lines += [f"    OP_{op.name} = {op.code}" for op in OPCODES]
+    lines += ["", f"SPEC_DIGEST = {SPEC_DIGEST!r}",
+              f"cdef int HIGHEST_PROTO = {HIGHEST_PROTOCOL}", ""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))

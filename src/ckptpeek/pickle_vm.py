@@ -11,7 +11,6 @@ Object-level semantics and messages are shared with the Cython engine
 
 from __future__ import annotations
 
-import codecs
 import struct
 from collections.abc import Callable
 from typing import Any, Final
@@ -224,10 +223,7 @@ class _VM:
 
     def op_FLOAT(self, pos: int) -> int:
         raw, end = self.line(pos, "FLOAT")
-        try:
-            self.stack.append(float(raw))
-        except ValueError:
-            raise S.bad_argument(f"FLOAT argument {raw[:40]!r} is not a float", self.op_pos) from None
+        self.stack.append(S.float_text(raw, self.op_pos))
         return end
 
     def op_BINFLOAT(self, pos: int) -> int:
@@ -264,10 +260,7 @@ class _VM:
 
     def op_UNICODE(self, pos: int) -> int:
         raw, end = self.line(pos, "UNICODE")
-        try:
-            self.stack.append(raw.decode("raw-unicode-escape"))
-        except UnicodeDecodeError as exc:
-            raise S.bad_argument(f"UNICODE argument does not decode: {exc.reason}", self.op_pos) from None
+        self.stack.append(S.unicode_text(raw, self.op_pos))
         return end
 
     def op_SHORT_BINBYTES(self, pos: int) -> int:
@@ -305,13 +298,7 @@ class _VM:
 
     def op_STRING(self, pos: int) -> int:
         raw, end = self.line(pos, "STRING")
-        if not (len(raw) >= 2 and raw[0] == raw[-1] and raw[:1] in (b'"', b"'")):
-            raise S.bad_argument("STRING argument is not quoted", self.op_pos)
-        try:
-            value = codecs.escape_decode(raw[1:-1])[0]
-        except ValueError as exc:
-            raise S.bad_argument(f"STRING argument: {exc}", self.op_pos) from None
-        self.stack.append(self.ctx.py2_string(value))
+        self.stack.append(self.ctx.py2_string(S.quoted_bytes(raw, self.op_pos)))
         return end
 
     def op_NEXT_BUFFER(self, pos: int) -> int:
@@ -580,5 +567,6 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
                          f"{limits.max_pickle_bytes}", code="limit-pickle-size")
     ctx = S.Context(persistent_load, strict, limits, encoding)
     vm = _VM(bytes(data), ctx)
-    value = vm.run()
+    with S.gc_paused():
+        value = vm.run()
     return PickleResult(value, ctx.globals)

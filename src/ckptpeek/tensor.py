@@ -17,7 +17,7 @@ from .torch_types import DType, Device, Size
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ("StorageRef", "StorageReader", "TensorRef")
+__all__ = ("StorageRef", "StorageReader", "TensorRef", "new_dense")
 
 #: ``tolist()`` and ``repr`` refuse to materialise more elements than this
 MAX_TOLIST: int = 1_000_000
@@ -86,6 +86,31 @@ def _numpy_dtype(dtype: DType) -> np.dtype[Any]:
                                code="needs-ml-dtypes") from None
 
 
+def _fill(t: TensorRef, storage: StorageRef | None, dtype: DType, shape: Size,
+          stride: tuple[int, ...], offset: int, requires_grad: bool, kind: str,
+          metadata: dict[str, Any] | None) -> None:
+    t.storage = storage
+    t.dtype = dtype
+    t.shape = shape
+    t._stride = stride
+    t._offset = offset
+    t.requires_grad = requires_grad
+    t.is_parameter = False
+    t.kind = kind
+    t.attrs = {}
+    t.type_name = "torch.Tensor"
+    t.metadata = metadata or {}
+
+
+def new_dense(storage: StorageRef, dtype: DType, shape: tuple[int, ...],
+              stride: tuple[int, ...], offset: int, requires_grad: bool,
+              metadata: dict[str, Any] | None) -> TensorRef:
+    """A TensorRef from arguments already checked (the rebuild functions' fast path)."""
+    t = TensorRef.__new__(TensorRef)
+    _fill(t, storage, dtype, Size(shape), stride, offset, requires_grad, "dense", metadata)
+    return t
+
+
 class TensorRef:
     """A tensor described, not loaded. Uses ``torch.Tensor``'s names for its metadata.
 
@@ -106,17 +131,8 @@ class TensorRef:
     def __init__(self, *, storage: StorageRef | None, dtype: DType, shape: tuple[int, ...],
                  stride: tuple[int, ...], storage_offset: int, requires_grad: bool = False,
                  kind: str = "dense", metadata: dict[str, Any] | None = None) -> None:
-        self.storage = storage
-        self.dtype = dtype
-        self.shape = Size(shape)
-        self._stride = tuple(stride)
-        self._offset = storage_offset
-        self.requires_grad = bool(requires_grad)
-        self.is_parameter = False
-        self.kind = kind
-        self.attrs: dict[str, Any] = {}
-        self.type_name = "torch.Tensor"
-        self.metadata = metadata or {}
+        _fill(self, storage, dtype, Size(shape), tuple(stride), storage_offset,
+              bool(requires_grad), kind, metadata)
 
     # -- metadata, with torch's names ---------------------------------------------------
     @property

@@ -8,37 +8,89 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .standins import KnownGlobal, PlaceholderType
-from .tensor import StorageRef, TensorRef
-from .torch_types import DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Size
+from .errors import FormatError, UnsupportedError
+from .standins import KnownGlobal, PlaceholderType, safe_repr
+from .tensor import StorageRef, TensorRef, new_dense
+from .torch_types import (DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Size,
+                          StorageType)
 
-__all__ = ("TORCH_GLOBALS",)
+__all__ = ("TORCH_GLOBALS", "StorageResolver")
+
+
+class StorageResolver:
+    """torch's persistent ids, ``('storage', StorageType, key, location, numel)``, to
+    :class:`StorageRef`, one per key, each checked against the bytes the file holds.
+
+    A format reader makes one per file with ``sizes`` (key -> bytes available) and
+    passes it to the engine as ``persistent_load``. The native engine recognises this
+    type and runs the common case in C with the same checks, calling back here for
+    anything else, so both engines build the same storages and raise the same errors.
+    """
+
+    __slots__ = ("cache", "sizes", "reader", "where")
+
+    def __init__(self, sizes: dict[str, int], reader: Any, where: str) -> None:
+        self.cache: dict[str, StorageRef] = {}
+        self.sizes = sizes
+        self.reader = reader  # the StorageReader the StorageRefs read through
+        self.where = where    # where a key's bytes live, for messages ("archive/data/")
+
+    def __call__(self, pid: Any) -> StorageRef:
+        path = self.reader.path
+        if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
+            raise UnsupportedError(f"unknown persistent id {safe_repr(pid)}",
+                                   code="bad-persistent-id", path=path)
+        _tag, stype, key, location, numel = pid
+        ref = self.cache.get(key) if type(key) is str else None
+        if ref is not None:
+            return ref
+        if type(stype) is not StorageType:
+            raise FormatError(f"persistent id names {safe_repr(stype)}, not a storage type",
+                              code="bad-persistent-id", path=path)
+        if not (type(key) is str and type(location) is str and type(numel) is int
+                and numel >= 0):
+            raise FormatError(f"malformed storage persistent id {safe_repr(pid)}",
+                              code="bad-persistent-id", path=path)
+        size = self.sizes.get(key)
+        if size is None:
+            raise FormatError(f"storage {key!r} has no data at {self.where}{key}",
+                              code="missing-storage", path=path)
+        if size < numel * stype.dtype.itemsize:
+            # located at the persistent id in the pickle; the message names where the bytes are
+            raise FormatError(f"storage {key!r} claims {numel} x {stype.dtype} but "
+                              f"{self.where}{key} holds {size} bytes",
+                              code="storage-too-small", path=path)
+        ref = self.cache[key] = StorageRef(key, stype.dtype, numel, location, self.reader)
+        return ref
 
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
-        raise TypeError(f"{what} must be a tuple of ints")
-    return tuple(value)
+    """A tuple of non-negative ints (sizes, strides)."""
+    if type(value) is not tuple:
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(f"{what} must be a tuple of ints")
+        value = tuple(value)
+    for v in value:
+        if type(v) is not int or v < 0:
+            raise TypeError(f"{what} must be a tuple of non-negative ints")
+    return value
 
 
 def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: DType | None = None,
             requires_grad: Any = False, metadata: Any = None) -> TensorRef:
-    if not isinstance(storage, StorageRef):
+    if type(storage) is not StorageRef:
         raise TypeError(f"expected a storage, got {type(storage).__name__}")
     if type(offset) is not int or offset < 0:
         raise TypeError("storage offset must be a non-negative int")
     shape, strides = _ints(size, "size"), _ints(stride, "stride")
     if len(shape) != len(strides):
         raise TypeError(f"size {shape} and stride {strides} differ in length")
-    if any(d < 0 for d in shape) or any(s < 0 for s in strides):
-        raise TypeError("sizes and strides must be non-negative")
     if type(requires_grad) is not bool:
         raise TypeError("requires_grad must be a bool")
-    if metadata is not None and not isinstance(metadata, dict):
+    if metadata is not None and type(metadata) is not dict:
         raise TypeError("tensor metadata must be a dict")
-    return TensorRef(storage=storage, dtype=dtype or storage.dtype, shape=shape,
-                     stride=strides, storage_offset=offset, requires_grad=requires_grad,
-                     metadata=metadata)
+    return new_dense(storage, dtype or storage.dtype, shape, strides, offset, requires_grad,
+                     metadata)
 
 
 def _rebuild_tensor(args: tuple[Any, ...]) -> TensorRef:

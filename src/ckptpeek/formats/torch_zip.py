@@ -17,9 +17,8 @@ from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, FormatError, UnsupportedError
 from ..opcodes import Limits
 from ..source import ByteSource
-from ..standins import safe_repr
 from ..tensor import StorageRef
-from ..torch_types import StorageType
+from ..torch_rebuild import StorageResolver
 from ..zipdir import ZipDirectory
 
 __all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read")
@@ -52,8 +51,12 @@ class ZipStorageReader:
         self.prefix = prefix
         self.path = directory.source.path
         self._byteorder: str | None = None
-        self._storages: dict[str, StorageRef] = {}
         self._size = directory.source.size
+        data = f"{prefix}/data/"
+        #: the pickle's persistent_load: storage ids -> StorageRef, checked against the members
+        self.persistent_load = StorageResolver(
+            {name[len(data):]: m.size for name, m in directory.members.items()
+             if name.startswith(data)}, self, data)
 
     def _source(self) -> ByteSource:
         src = self.directory.source
@@ -82,35 +85,6 @@ class ZipStorageReader:
             else:
                 self._byteorder = "little"  # files from torch < 2.1 have no record
         return self._byteorder
-
-    def persistent_load(self, pid: Any) -> StorageRef:
-        """Turn ``('storage', StorageType, key, location, numel)`` into a StorageRef."""
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise UnsupportedError(f"unknown persistent id {_short(pid)}", code="bad-persistent-id",
-                                   path=self.path)
-        _tag, stype, key, location, numel = pid
-        if not isinstance(stype, StorageType):
-            raise FormatError(f"persistent id names {stype!r}, not a storage type",
-                              code="bad-persistent-id", path=self.path)
-        if not (isinstance(key, str) and isinstance(location, str) and type(numel) is int
-                and numel >= 0):
-            raise FormatError(f"malformed storage persistent id {_short(pid)}",
-                              code="bad-persistent-id", path=self.path)
-        ref = self._storages.get(key)
-        if ref is None:
-            member = f"{self.prefix}/data/{key}"
-            m = self.directory.members.get(member)
-            if m is None:
-                raise FormatError(f"storage {key!r} has no member {member!r}",
-                                  code="missing-storage", path=self.path)
-            if m.size < numel * stype.dtype.itemsize:
-                # located at the persistent id in the pickle; the message names the member
-                raise FormatError(f"storage {key!r} claims {numel} x {stype.dtype} but member "
-                                  f"{member!r} holds {m.size} bytes", code="storage-too-small",
-                                  path=self.path)
-            ref = StorageRef(key, stype.dtype, numel, location, self)
-            self._storages[key] = ref
-        return ref
 
     def storage_location(self, storage: StorageRef) -> tuple[str, int, int]:
         member = f"{self.prefix}/data/{storage.key}"
@@ -141,8 +115,7 @@ def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> by
         raise exc.located(member=name)
 
 
-def _short(value: Any) -> str:
-    return safe_repr(value)
+
 
 
 def read(source: ByteSource, directory: ZipDirectory, *, strict: bool, engine: Any,

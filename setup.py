@@ -1,0 +1,51 @@
+"""Builds the optional Cython engine ``ckptpeek._pickle_vm_c`` from ``native/``.
+
+Everything else is in pyproject.toml. Environment switches (read at build time):
+  CKPTPEEK_NO_EXTENSIONS=1       build no extension (pure-Python install)
+  CKPTPEEK_REQUIRE_EXTENSIONS=1  a failed or impossible build fails the install
+Otherwise a missing Cython or compiler, or a failed compile, is a warning and the
+package installs with the pure engine.
+"""
+
+import importlib.util
+import os
+import pathlib
+import sys
+
+from setuptools import setup
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _truthy(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _extensions():
+    if _truthy("CKPTPEEK_NO_EXTENSIONS"):
+        return []
+    required = _truthy("CKPTPEEK_REQUIRE_EXTENSIONS")
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError:
+        if required:
+            raise
+        print("ckptpeek: Cython is not installed; installing the pure-Python engine only",
+              file=sys.stderr)
+        return []
+    # the opcode table is the single specification: generate the Cython enum from it
+    spec = importlib.util.spec_from_file_location("_ckptpeek_opcodes",
+                                                  HERE / "src" / "ckptpeek" / "opcodes.py")
+    opcodes = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = opcodes  # dataclasses look their module up while building
+    spec.loader.exec_module(opcodes)
+    opcodes.write_pxi(str(HERE / "native" / "_opcodes.pxi"))
+    ext = Extension("ckptpeek._pickle_vm_c", ["native/_pickle_vm_c.pyx"],
+                    extra_compile_args=["-O2"] if os.name != "nt" else [])
+    (ext,) = cythonize([ext], language_level=3, quiet=True)
+    ext.optional = not required  # cythonize() drops Extension(optional=...): set it after
+    return [ext]
+
+
+setup(ext_modules=_extensions())

@@ -1,0 +1,13 @@
+"""Type stub of the optional Cython engine (same contract as ``pickle_vm.run_pickle``)."""
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from .opcodes import Limits
+from .vm_support import PickleResult
+
+ENGINE: Final[str]
+SPEC_DIGEST: Final[str]
+
+def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = ...,
+               strict: bool = ..., limits: Limits = ..., encoding: str = ...) -> PickleResult: ...
