@@ -31,6 +31,20 @@ ENGINE = "native"
 
 cdef object _BAD_OPERAND = S.BAD_OPERAND
 cdef object _UNSET = object()
+cdef object _SKIPPED = S.SKIPPED
+
+
+cdef inline bint _is_fill_op(int code) noexcept:
+    return (code == OP_SETITEMS or code == OP_APPENDS or code == OP_ADDITEMS
+            or code == OP_SETITEM or code == OP_APPEND)
+
+
+cdef inline bint _is_text_op(int code) noexcept:
+    # opcodes after which a text on top of the stack may be a root key
+    return (code == OP_SHORT_BINUNICODE or code == OP_BINUNICODE or code == OP_BINUNICODE8
+            or code == OP_UNICODE or code == OP_SHORT_BINSTRING or code == OP_BINSTRING
+            or code == OP_STRING or code == OP_BINGET or code == OP_LONG_BINGET
+            or code == OP_GET)
 cdef tuple _LIST_LIKE = (list, Placeholder)
 cdef tuple _DICT_LIKE = (dict, Placeholder)
 cdef tuple _SET_LIKE = (set, Placeholder)
@@ -147,8 +161,14 @@ cdef class _CVM:
     cdef Py_ssize_t memo_count
     cdef object ctx
     cdef Py_ssize_t max_memo
+    # selective runs (see pickle_vm._VM.run_selective, which this mirrors)
+    cdef object select
+    cdef bint selective
+    cdef bint skipping
+    cdef list base
+    cdef dict fills
 
-    def __cinit__(self, bytes data, ctx):
+    def __cinit__(self, bytes data, ctx, select=None):
         self.data = data
         self.buf = <const unsigned char*>data
         self.n = len(data)
@@ -160,6 +180,11 @@ cdef class _CVM:
         self.memo_dict = {}
         self.memo_count = 0
         self.op_pos = 0
+        self.select = select
+        self.selective = select is not None
+        self.skipping = False
+        self.base = None
+        self.fills = {}
 
     # -- helpers (mirror pickle_vm._VM's) ----------------------------------------------
     cdef inline int code(self):
@@ -287,6 +312,95 @@ cdef class _CVM:
             k = _u8(self.buf + pos)
         return self.need_u64(start[0], k, what)
 
+    # -- selective runs ------------------------------------------------------------------
+    cdef Py_ssize_t fill_size(self, int code):
+        """Items the fill op about to run adds to a root-level container (else -1)."""
+        cdef Py_ssize_t depth = len(self.metastack)
+        if code == OP_SETITEM or code == OP_APPEND:
+            return 1 if depth == 1 and self.metastack[0] is self.base else -1
+        if depth == 2 and self.metastack[0] is self.base:
+            return len(self.stack) // 2 if code == OP_SETITEMS else len(self.stack)
+        return -1
+
+    cdef int post_op(self, int code, Py_ssize_t filled) except -1:
+        """Track the root's keys after an op (pickle_vm._VM.run_selective's bookkeeping)."""
+        cdef list stack
+        cdef Py_ssize_t size
+        if len(self.metastack) > 1:
+            return 0
+        if self.base is None:
+            if code == OP_EMPTY_DICT and len(self.stack) == 1 and not self.metastack:
+                self.base = self.stack
+        elif not self.metastack:
+            self.skipping = False
+        elif self.metastack[0] is self.base:
+            stack = self.stack
+            size = len(stack)
+            if filled >= 0 and size:
+                self.fills[id(stack[size - 1])] = filled
+            elif size & 1 and _is_text_op(code) and type(stack[size - 1]) is str:
+                if size == 1 or not S.maybe_open(stack[size - 2], self.fills):
+                    self.skipping = stack[size - 1] not in self.select
+        return 0
+
+    cdef Py_ssize_t skip_op(self, int code, Py_ssize_t pos) except -3:
+        """The skipped variant of an op (pickle_vm._VM.skip_*): the same operands are
+        consumed and SKIPPED pushed. Returns the next offset, or -2 to run the op as usual
+        (BUILD and fills of real objects), or -1 if the op has no skipped variant."""
+        cdef Py_ssize_t end
+        cdef list below
+        cdef int npop
+        if (code == OP_EMPTY_DICT or code == OP_EMPTY_LIST or code == OP_EMPTY_SET
+                or code == OP_EMPTY_TUPLE):
+            pass
+        elif (code == OP_TUPLE or code == OP_LIST or code == OP_DICT or code == OP_FROZENSET
+                or code == OP_OBJ):
+            self.pop_mark()
+        elif code == OP_TUPLE1 or code == OP_BINPERSID:
+            self.pop()
+        elif code == OP_TUPLE2 or code == OP_REDUCE or code == OP_NEWOBJ:
+            self.pop()
+            self.pop()
+        elif code == OP_TUPLE3 or code == OP_NEWOBJ_EX:
+            self.pop()
+            self.pop()
+            self.pop()
+        elif code == OP_PERSID:
+            pos = self.line_end(pos, "PERSID") + 1
+        elif code == OP_INST:
+            end = self.line_end(pos, "INST")
+            a = self.data[pos:end]
+            pos = end + 1
+            end = self.line_end(pos, "INST")
+            b = self.data[pos:end]
+            pos = end + 1
+            self.ctx.find_global(S.decode_text(a, "INST", self.op_pos),
+                                 S.decode_text(b, "INST", self.op_pos), self.op_pos)
+            self.pop_mark()
+        elif code == OP_BUILD:
+            if len(self.stack) >= 2 and self.stack[len(self.stack) - 2] is _SKIPPED:
+                self.pop()
+                return pos
+            return -2
+        elif code == OP_APPEND or code == OP_SETITEM:
+            npop = 1 if code == OP_APPEND else 2
+            if len(self.stack) >= npop + 1 and self.stack[len(self.stack) - npop - 1] is _SKIPPED:
+                del self.stack[len(self.stack) - npop:]
+                return pos
+            return -2
+        elif code == OP_APPENDS or code == OP_SETITEMS or code == OP_ADDITEMS:
+            if not self.metastack:
+                raise S.mark_missing(code, self.op_pos)
+            below = self.metastack[len(self.metastack) - 1]
+            if below and below[len(below) - 1] is _SKIPPED:
+                self.pop_mark()
+                return pos
+            return -2
+        else:
+            return -1
+        self.stack.append(_SKIPPED)
+        return pos
+
     # -- the loop ------------------------------------------------------------------------
     cdef object run(self):
         try:
@@ -307,10 +421,23 @@ cdef class _CVM:
         cdef object a, b, c, value, key, t, ctx = self.ctx
         cdef object fast_storages = (ctx.persistent_load
                                      if type(ctx.persistent_load) is StorageResolver else None)
+        cdef bint selective = self.selective
+        cdef Py_ssize_t depth, filled = -1, skipped
         while pos < n:
             self.op_pos = pos
             code = buf[pos]
             pos += 1
+            if selective:
+                depth = len(self.metastack)
+                filled = -1
+                if depth <= 2 and self.base is not None and _is_fill_op(code):
+                    filled = self.fill_size(code)
+                if self.skipping and depth >= 2:
+                    skipped = self.skip_op(code, pos)
+                    if skipped >= 0:
+                        pos = skipped
+                        self.post_op(code, filled)
+                        continue
             # --- the hot opcodes of torch pickles first -----------------------------
             if code == OP_BINPUT:
                 end = self.need(pos, 1, "BINPUT")
@@ -639,17 +766,31 @@ cdef class _CVM:
                 self.stack.append(ctx.persistent(a.decode("ascii", "replace"), self.op_pos))
             else:
                 raise S.unknown_opcode(code, self.op_pos)
+            if selective:
+                self.post_op(code, filled)
         raise S.no_stop(n)
 
 
 def run_pickle(data, *, persistent_load=None, strict=False, limits=DEFAULT_LIMITS,
-               encoding="utf-8"):
-    """Same contract as ``ckptpeek.pickle_vm.run_pickle``."""
+               encoding="utf-8", select=None):
+    """Same contract as ``ckptpeek.pickle_vm.run_pickle`` (and the same steps)."""
     if len(data) > limits.max_pickle_bytes:
         raise LimitError(f"pickle of {len(data)} bytes is over the limit of "
                          f"{limits.max_pickle_bytes}", code="limit-pickle-size")
-    ctx = S.Context(persistent_load, strict, limits, encoding)
-    vm = _CVM(bytes(data), ctx)
+    data = bytes(data)
     with S.gc_paused():
-        value = vm.run()
+        if select is not None:
+            select = frozenset(select)
+            ctx = S.Context(persistent_load, strict, limits, encoding)
+            try:
+                value = S.selected_result(_CVM(data, ctx, select).run(), select, limits)
+            except CheckpointError:
+                value = _SKIPPED  # the full run below reports the error, if it is real
+            if value is not _SKIPPED:
+                return PickleResult(value, ctx.globals, complete=False)
+        ctx = S.Context(persistent_load, strict, limits, encoding)
+        value = _CVM(data, ctx).run()
+    if select is not None:
+        return PickleResult(S.filter_root(value, select), ctx.globals,
+                            complete=type(value) not in (dict, S.OrderedDict))
     return PickleResult(value, ctx.globals)

@@ -36,8 +36,9 @@ class _VM:
     """One run over one pickle. Handlers take the offset after the opcode byte and
     return the offset of the next opcode (or -1 at STOP)."""
 
-    def __init__(self, data: bytes, ctx: S.Context) -> None:
+    def __init__(self, data: bytes, ctx: S.Context, select: frozenset[Any] | None = None) -> None:
         self.data = data
+        self.select = select
         self.n = len(data)
         self.ctx = ctx
         self.max_memo = ctx.limits.max_memo
@@ -123,6 +124,158 @@ class _VM:
             raise S.bad_operand(f"{S.opname(self.code())} cannot be applied here: {exc}",
                                 self.op_pos) from None
         raise S.no_stop(n)
+
+    def run_selective(self) -> Any:
+        """The loop of a selective run: values of unselected top-level keys are skipped.
+
+        The root dict's items are pushed after its MARK: key, value, key, value. While
+        the value of a key outside ``select`` is being built, everything nested in it
+        (mark depth >= 2) is skipped: containers, calls and persistent ids become
+        SKIPPED; text, numbers and globals are still built, because later values may
+        fetch them from the memo. ``run_pickle`` checks the selected values for SKIPPED
+        and re-runs in full if any reached them, so the result is always exact; the
+        key tracking below only decides how much is skipped. Mirrors ``_CVM.run``.
+        """
+        data = self.data
+        table = _TABLE
+        skip_table = _SKIP_TABLE
+        select = self.select
+        pos = 0
+        n = self.n
+        base: list[Any] | None = None  # the stack that holds the root dict
+        skipping = False
+        fills: dict[int, int] = {}  # id(root-level container) -> items in its last fill
+        try:
+            while pos < n:
+                self.op_pos = pos
+                code = data[pos]
+                handler = table[code]
+                if handler is None:
+                    raise S.unknown_opcode(code, pos)
+                depth = len(self.metastack)
+                filled = -1
+                if depth <= 2 and base is not None and code in _FILL_OPS:
+                    filled = self._fill_size(code, base)
+                if skipping and depth >= 2 and skip_table[code] is not None:
+                    handler = skip_table[code]
+                pos = handler(self, pos + 1)
+                if pos < 0:
+                    return self.result
+                if len(self.metastack) > 1:
+                    continue
+                if base is None:
+                    if code == _EMPTY_DICT and len(self.stack) == 1 and not self.metastack:
+                        base = self.stack
+                elif not self.metastack:
+                    skipping = False
+                elif self.metastack[0] is base:
+                    stack = self.stack
+                    if filled >= 0 and stack:
+                        fills[id(stack[-1])] = filled
+                    elif len(stack) & 1 and code in _TEXT_OPS and type(stack[-1]) is str:
+                        # a text at an odd count is the next key, unless the item below
+                        # is a container that may still get a one-item SETITEM/APPEND
+                        # (then it is that container's key, and nothing changes)
+                        if len(stack) == 1 or not S.maybe_open(stack[-2], fills):
+                            skipping = stack[-1] not in select  # type: ignore[operator]
+        except CheckpointError:
+            raise
+        except S.BAD_OPERAND as exc:
+            raise S.bad_operand(f"{S.opname(self.code())} cannot be applied here: {exc}",
+                                self.op_pos) from None
+        raise S.no_stop(n)
+
+    def _fill_size(self, code: int, base: list[Any]) -> int:
+        """Items the fill op about to run adds to a root-level container (else -1)."""
+        depth = len(self.metastack)
+        if code in _SINGLE_FILLS:
+            return 1 if depth == 1 and self.metastack[0] is base else -1
+        if depth == 2 and self.metastack[0] is base:
+            return len(self.stack) // 2 if code == _SETITEMS else len(self.stack)
+        return -1
+
+    # skipped variants: same operands consumed, SKIPPED pushed, nothing built or called
+    def skip_push(self, pos: int) -> int:
+        self.stack.append(S.SKIPPED)
+        return pos
+
+    def skip_mark(self, pos: int) -> int:
+        self.pop_mark()
+        self.stack.append(S.SKIPPED)
+        return pos
+
+    def skip_pop1(self, pos: int) -> int:
+        self.pop()
+        self.stack.append(S.SKIPPED)
+        return pos
+
+    def skip_pop2(self, pos: int) -> int:
+        self.pop()
+        self.pop()
+        self.stack.append(S.SKIPPED)
+        return pos
+
+    def skip_pop3(self, pos: int) -> int:
+        self.pop()
+        self.pop()
+        self.pop()
+        self.stack.append(S.SKIPPED)
+        return pos
+
+    def skip_inst(self, pos: int) -> int:
+        module, pos = self.line(pos, "INST")
+        name, end = self.line(pos, "INST")
+        self.ctx.find_global(S.decode_text(module, "INST", self.op_pos),
+                             S.decode_text(name, "INST", self.op_pos), self.op_pos)
+        self.pop_mark()
+        self.stack.append(S.SKIPPED)
+        return end
+
+    def skip_persid(self, pos: int) -> int:
+        _raw, end = self.line(pos, "PERSID")
+        self.stack.append(S.SKIPPED)
+        return end
+
+    def skip_build(self, pos: int) -> int:
+        if len(self.stack) >= 2 and self.stack[-2] is S.SKIPPED:
+            self.pop()  # the state of a skipped object
+            return pos
+        return self.op_BUILD(pos)
+
+    def _skip_into(self, npop: int, full: Callable[[_VM, int], int], pos: int) -> int:
+        """Fill a container: a skipped one swallows its items, a real one is filled.
+
+        ``npop`` items sit above the container (APPEND 1, SETITEM 2); 0 means the items
+        are above a MARK and the container is on the stack below it.
+        """
+        if npop:
+            below, at = self.stack, -(npop + 1)
+        else:
+            if not self.metastack:
+                raise S.mark_missing(self.code(), self.op_pos)
+            below, at = self.metastack[-1], -1
+        if len(below) >= -at and below[at] is S.SKIPPED:
+            if npop:
+                del self.stack[at + 1:]
+            else:
+                self.pop_mark()
+            return pos
+        return full(self, pos)
+
+    def skip_APPEND(self, pos: int) -> int:
+        return self._skip_into(1, _VM.op_APPEND, pos)
+
+    def skip_SETITEM(self, pos: int) -> int:
+        return self._skip_into(2, _VM.op_SETITEM, pos)
+
+    def skip_APPENDS(self, pos: int) -> int:
+        return self._skip_into(0, _VM.op_APPENDS, pos)
+
+    def skip_SETITEMS(self, pos: int) -> int:
+        return self._skip_into(0, _VM.op_SETITEMS, pos)
+
+    def skip_ADDITEMS(self, pos: int) -> int:
+        return self._skip_into(0, _VM.op_ADDITEMS, pos)
 
     # -- opcodes (named as in pickle.py; the table below is built from these names) -----
     def op_PROTO(self, pos: int) -> int:
@@ -541,13 +694,33 @@ class _VM:
 
 _TABLE: Final[tuple[Callable[[_VM, int], int] | None, ...]] = tuple(
     getattr(_VM, f"op_{BY_CODE[code].name}") if code in BY_CODE else None for code in range(256))
+_SKIP_BY_NAME: Final = {
+    "EMPTY_DICT": _VM.skip_push, "EMPTY_LIST": _VM.skip_push, "EMPTY_SET": _VM.skip_push,
+    "EMPTY_TUPLE": _VM.skip_push, "TUPLE": _VM.skip_mark, "LIST": _VM.skip_mark,
+    "DICT": _VM.skip_mark, "FROZENSET": _VM.skip_mark, "OBJ": _VM.skip_mark,
+    "TUPLE1": _VM.skip_pop1, "TUPLE2": _VM.skip_pop2, "TUPLE3": _VM.skip_pop3,
+    "REDUCE": _VM.skip_pop2, "NEWOBJ": _VM.skip_pop2, "NEWOBJ_EX": _VM.skip_pop3,
+    "BINPERSID": _VM.skip_pop1, "PERSID": _VM.skip_persid, "INST": _VM.skip_inst,
+    "BUILD": _VM.skip_build, "APPEND": _VM.skip_APPEND, "APPENDS": _VM.skip_APPENDS,
+    "SETITEM": _VM.skip_SETITEM, "SETITEMS": _VM.skip_SETITEMS, "ADDITEMS": _VM.skip_ADDITEMS,
+}
+_SKIP_TABLE: Final = tuple(_SKIP_BY_NAME.get(BY_CODE[c].name) if c in BY_CODE else None
+                           for c in range(256))
+_EMPTY_DICT: Final = BY_NAME["EMPTY_DICT"].code
+_SETITEMS: Final = BY_NAME["SETITEMS"].code
+_SINGLE_FILLS: Final = frozenset(BY_NAME[n].code for n in ("SETITEM", "APPEND"))
+_FILL_OPS: Final = _SINGLE_FILLS | {BY_NAME[n].code for n in ("SETITEMS", "APPENDS", "ADDITEMS")}
+#: opcodes after which a text on top of the stack may be a root key
+_TEXT_OPS: Final = frozenset(BY_NAME[n].code for n in (
+    "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+    "BINSTRING", "STRING", "BINGET", "LONG_BINGET", "GET"))
 #: opcode names the pure engine implements (a test checks this equals the table)
 SUPPORTED: Final = frozenset(name for name in BY_NAME if hasattr(_VM, f"op_{name}"))
 
 
 def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = None,
                strict: bool = False, limits: Limits = DEFAULT_LIMITS,
-               encoding: str = "utf-8") -> PickleResult:
+               encoding: str = "utf-8", select: Any = None) -> PickleResult:
     """Interpret one pickle and return what it builds, without executing anything.
 
     Args:
@@ -557,6 +730,9 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
             building a ``Placeholder``.
         limits: resource guards.
         encoding: how Python 2 ``str`` values are decoded (``"bytes"`` keeps them bytes).
+        select: top-level keys to build (the root must be a dict); the values of the
+            others are skipped at opcode speed and left out of the result. The result is
+            what a full run would give for those keys, restricted to them.
 
     Raises:
         FormatError, LimitError, UnsupportedError, UnsafePickleError with ``offset`` set
@@ -565,8 +741,20 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
     if len(data) > limits.max_pickle_bytes:
         raise LimitError(f"pickle of {len(data)} bytes is over the limit of "
                          f"{limits.max_pickle_bytes}", code="limit-pickle-size")
-    ctx = S.Context(persistent_load, strict, limits, encoding)
-    vm = _VM(bytes(data), ctx)
+    data = bytes(data)
     with S.gc_paused():
-        value = vm.run()
+        if select is not None:
+            select = frozenset(select)
+            ctx = S.Context(persistent_load, strict, limits, encoding)
+            try:
+                value = S.selected_result(_VM(data, ctx, select).run_selective(), select, limits)
+            except CheckpointError:
+                value = S.SKIPPED  # the full run below reports the error, if it is real
+            if value is not S.SKIPPED:
+                return PickleResult(value, ctx.globals, complete=False)
+        ctx = S.Context(persistent_load, strict, limits, encoding)
+        value = _VM(data, ctx).run()
+    if select is not None:
+        return PickleResult(S.filter_root(value, select), ctx.globals,
+                            complete=type(value) not in (dict, S.OrderedDict))
     return PickleResult(value, ctx.globals)

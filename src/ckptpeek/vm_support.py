@@ -12,12 +12,14 @@ import codecs
 import contextlib
 import gc
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from . import registry
 from .errors import CheckpointError, FormatError, LimitError, UnsafePickleError
 from .opcodes import BY_CODE, Limits
+from .tensor import TensorRef
 from .standins import KnownGlobal, Placeholder, PlaceholderType, apply_build, check_key_depth
 
 __all__ = ("Context", "PickleResult", "BAD_OPERAND", "error", "opname")
@@ -67,6 +69,92 @@ def gc_paused() -> Iterator[None]:
             _gc_holders -= 1
             if _gc_holders == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+class _Skipped:
+    """What a selective run builds instead of a value nobody asked for."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<skipped>"
+
+
+SKIPPED: Final = _Skipped()
+
+
+def _contains_skipped(value: Any, limits: Limits) -> bool:
+    """Whether SKIPPED appears anywhere under ``value`` (iterative, each container once)."""
+    seen: set[int] = set()
+    todo = [value]
+    budget = limits.max_nodes
+    while todo:
+        obj = todo.pop()
+        if obj is SKIPPED:
+            return True
+        budget -= 1
+        if budget < 0:
+            return True  # too big to check: let the full run decide
+        if id(obj) in seen:
+            continue
+        t = type(obj)
+        if isinstance(obj, dict):
+            seen.add(id(obj))
+            todo.extend(obj.keys())
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            seen.add(id(obj))
+            todo.extend(obj)
+        elif t is Placeholder:
+            seen.add(id(obj))
+            todo.extend(obj.args)
+            todo.extend((obj.kwargs, obj.state, obj.items, obj.dictitems))
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            seen.add(id(obj))
+            todo.extend(vars(obj).values())
+        elif t is TensorRef:
+            seen.add(id(obj))
+            todo.extend((obj.attrs, obj.metadata))
+    return False
+
+
+#: the pickler fills containers in batches of this many items (pickle._BATCHSIZE)
+PICKLE_BATCH: Final = 1000
+
+
+def maybe_open(obj: Any, fills: dict[int, int]) -> bool:
+    """Whether a root-level item may still receive a one-item SETITEM/APPEND.
+
+    The pickler fills a container in batches of 1000 and writes a last single item
+    with SETITEM/APPEND: a container is done once a batch smaller than that came, or
+    if it is non-empty and was built whole. Only decides how much a selective run skips.
+    """
+    if type(obj) is Placeholder:
+        return fills.get(id(obj), PICKLE_BATCH) >= PICKLE_BATCH
+    if not isinstance(obj, (dict, list, set)):
+        return False
+    size = fills.get(id(obj))
+    return len(obj) == 0 if size is None else size >= PICKLE_BATCH
+
+
+def filter_root(value: Any, select: frozenset[Any]) -> Any:
+    """The root dict with only the selected top-level keys (other roots: unchanged)."""
+    if type(value) not in (dict, OrderedDict):
+        return value
+    out = type(value)()
+    for key, item in value.items():
+        if key in select:
+            out[key] = item
+    return out
+
+
+def selected_result(value: Any, select: frozenset[Any], limits: Limits) -> Any:
+    """The filtered root of a selective run, or SKIPPED if it cannot be trusted (the root
+    is no dict, or a skipped value reached a selected one): then the full run decides."""
+    if type(value) not in (dict, OrderedDict):
+        return SKIPPED
+    out = filter_root(value, select)
+    return SKIPPED if _contains_skipped(out, limits) else out
 
 
 def opname(code: int) -> str:
