@@ -13,7 +13,7 @@ extension built from another table.
 
 from libc.string cimport memchr, memcpy
 from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 
 include "_opcodes.pxi"
 
@@ -436,7 +436,8 @@ cdef class _CVM:
                     skipped = self.skip_op(code, pos)
                     if skipped >= 0:
                         pos = skipped
-                        self.post_op(code, filled)
+                        if len(self.metastack) <= 1:
+                            self.post_op(code, filled)
                         continue
             # --- the hot opcodes of torch pickles first -----------------------------
             if code == OP_BINPUT:
@@ -766,7 +767,7 @@ cdef class _CVM:
                 self.stack.append(ctx.persistent(a.decode("ascii", "replace"), self.op_pos))
             else:
                 raise S.unknown_opcode(code, self.op_pos)
-            if selective:
+            if selective and len(self.metastack) <= 1:
                 self.post_op(code, filled)
         raise S.no_stop(n)
 
@@ -794,3 +795,40 @@ def run_pickle(data, *, persistent_load=None, strict=False, limits=DEFAULT_LIMIT
         return PickleResult(S.filter_root(value, select), ctx.globals,
                             complete=type(value) not in (dict, S.OrderedDict))
     return PickleResult(value, ctx.globals)
+
+
+def parse_central_directory(bytes cd, Py_ssize_t count, Py_ssize_t file_size, member_cls):
+    """``zipdir._parse_central_directory`` for the common case, in C (APPNOTE §4.3.12).
+
+    Returns ``{name: member_cls(name, method, compressed_size, size, header_offset,
+    flags)}``, or ``None`` at anything unusual - a bad signature or length, a ZIP64
+    field, a non-ASCII name, a header past the end - so that the pure parser handles
+    (and reports) it exactly as without the extension.
+    """
+    cdef const unsigned char* p = <const unsigned char*>cd
+    cdef Py_ssize_t n = len(cd), pos = 0, k, i, nlen, xlen, clen
+    cdef uint32_t csize, usize, hoff
+    cdef dict members = {}
+    for k in range(count):
+        if n - pos < 46 or p[pos] != 0x50 or p[pos + 1] != 0x4B or p[pos + 2] != 1 or p[pos + 3] != 2:
+            return None
+        nlen = _u2(p + pos + 28)
+        xlen = _u2(p + pos + 30)
+        clen = _u2(p + pos + 32)
+        if 46 + nlen + xlen + clen > n - pos:
+            return None
+        csize = _u4(p + pos + 20)
+        usize = _u4(p + pos + 24)
+        hoff = _u4(p + pos + 42)
+        if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF or hoff == 0xFFFFFFFF:
+            return None
+        if <Py_ssize_t>hoff + 30 > file_size:
+            return None
+        for i in range(pos + 46, pos + 46 + nlen):
+            if p[i] >= 0x80:
+                return None
+        name = PyUnicode_DecodeASCII(<const char*>p + pos + 46, nlen, NULL)
+        members[name] = tuple.__new__(member_cls, (name, _u2(p + pos + 10), csize, usize,
+                                                   hoff, _u2(p + pos + 8)))
+        pos += 46 + nlen + xlen + clen
+    return members

@@ -22,7 +22,7 @@ def _raised_codes() -> set[str]:
         codes |= set(re.findall(r'(?:self\.error|self\._error)\([^"]*?"([a-z0-9-]+)"', text))
         codes |= set(re.findall(r'Error, "([a-z0-9-]+)",', text))
     for pyx in (ROOT / "native").glob("*.pyx"):
-        codes |= set(re.findall(r'"([a-z]+(?:-[a-z0-9]+)+)"', pyx.read_text()) & set(ERROR_CODES))
+        codes |= set(re.findall(r"\"([a-z]+(?:-[a-z0-9]+)+)\"", pyx.read_text())) & set(ERROR_CODES)
     return codes
 
 

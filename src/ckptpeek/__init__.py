@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._backend import BACKEND
 from .api import load_checkpoint, open_checkpoint
-from .checkpoint import Checkpoint, GlobalInfo
+from .checkpoint import SUMMARY_KEYS, Checkpoint, GlobalInfo
 from .errors import CheckpointError, FormatError, LimitError, UnsafePickleError, UnsupportedError
 from .opcodes import DEFAULT_LIMITS, SPEC_DIGEST, Limits
 from .standins import Placeholder
@@ -33,6 +33,7 @@ __all__ = (
     "Limits",
     "Placeholder",
     "SPEC_DIGEST",
+    "SUMMARY_KEYS",
     "Size",
     "StorageRef",
     "TensorRef",

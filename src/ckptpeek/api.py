@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 from . import _backend
@@ -26,7 +27,8 @@ _NOT_YET = {
 
 
 def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None = None,
-                    limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
+                    limits: Limits = DEFAULT_LIMITS,
+                    select: Iterable[Any] | None = None) -> Checkpoint:
     """Open a checkpoint header-only: the ZIP directory and the pickle, no tensor data.
 
     Args:
@@ -35,6 +37,11 @@ def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None 
             instead of recording a ``Placeholder``.
         engine: ``"python"`` or ``"native"``; ``None`` picks ``ckptpeek.BACKEND``.
         limits: resource guards (``ckptpeek.Limits``).
+        select: top-level keys to read (e.g. ``ckptpeek.SUMMARY_KEYS`` or
+            ``["epoch", "global_step", "callbacks"]``). The values of other keys are
+            skipped at opcode speed - not built, not validated - and absent from
+            ``root``; ``Checkpoint.selected`` records the selection. What is read is
+            exactly what a full read gives for those keys.
 
     Raises:
         FormatError: not a checkpoint, or corrupt/truncated (``code`` says which).
@@ -48,8 +55,10 @@ def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None 
     try:
         kind = sniff(src)
         if kind == "zip":
-            directory = read_directory(src, max_members=limits.max_zip_members)
-            return torch_zip.read(src, directory, strict=strict, engine=vm, limits=limits)
+            directory = read_directory(src, max_members=limits.max_zip_members,
+                                       fast_parse=getattr(vm, "parse_central_directory", None))
+            return torch_zip.read(src, directory, strict=strict, engine=vm, limits=limits,
+                                  select=None if select is None else frozenset(select))
         raise UnsupportedError(f"{_NOT_YET[kind]} cannot be read yet", code=f"{kind}-format",
                                path=src.path)
     except CheckpointError as exc:

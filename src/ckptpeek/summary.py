@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from .standins import Placeholder, PlaceholderType, safe_repr
+from .checkpoint import SUMMARY_KEYS  # noqa: F401 - re-exported
 from .tensor import TensorRef
 from .torch_types import DType, Device
 
@@ -80,7 +81,8 @@ class SchedulerInfo(_Model):
 
 
 class CheckpointSummary(_Model):
-    """What a catalog shows about one checkpoint."""
+    """What a catalog shows about one checkpoint. ``selected`` lists the top-level keys
+    that were read when the checkpoint was opened with ``select=`` (else ``None``)."""
 
     path: str | None
     format: str
@@ -104,6 +106,7 @@ class CheckpointSummary(_Model):
     dtypes: dict[str, int]
     total_tensor_bytes: int
     unknown_globals: list[str] = Field(default_factory=list)
+    selected: list[str] | None = None
 
     @property
     def best_model_score(self) -> float | None:
@@ -390,4 +393,5 @@ def summarize(ckpt: Checkpoint) -> CheckpointSummary:
         parameter_count=sum(t.numel() for t in sd_tensors),
         dtypes=dict(Counter(str(t.dtype) for _, t in tensors).most_common()),
         total_tensor_bytes=sum(storages.values()),
-        unknown_globals=[str(g) for g in ckpt.globals() if not g.safe])
+        unknown_globals=[str(g) for g in ckpt.globals() if not g.safe],
+        selected=None if ckpt.selected is None else sorted(map(str, ckpt.selected)))

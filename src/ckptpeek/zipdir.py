@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 from .errors import FormatError, LimitError, UnsupportedError
 from .source import ByteSource
@@ -38,8 +38,7 @@ _DEFLATED: Final = 8
 _TAIL_READ: Final = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class ZipMember:
+class ZipMember(NamedTuple):
     """One central-directory entry (sizes and offsets as the directory states them)."""
 
     name: str
@@ -134,8 +133,14 @@ class ZipDirectory:
                                code="zip-compression", path=self.source.path, member=name)
 
 
-def read_directory(source: ByteSource, *, max_members: int = 10_000_000) -> ZipDirectory:
+def read_directory(source: ByteSource, *, max_members: int = 10_000_000,
+                   fast_parse: Callable[..., dict[str, ZipMember] | None] | None = None,
+                   ) -> ZipDirectory:
     """Find the end-of-central-directory record and parse the central directory.
+
+    ``fast_parse`` is the native engine's ``parse_central_directory``: it parses
+    well-formed directories in C and returns ``None`` at anything unusual (ZIP64 fields,
+    non-ASCII names, any inconsistency), which this module then parses - and reports.
 
     Raises:
         FormatError: ``zip-no-eocd``, ``zip-bad-central-dir``, ``truncated``.
@@ -189,7 +194,12 @@ def read_directory(source: ByteSource, *, max_members: int = 10_000_000) -> ZipD
         cd = tail[cd_start - tail_start:cd_start - tail_start + cd_size]
     else:
         cd = source.read_at(cd_start, cd_size, what="central directory")
-    return ZipDirectory(source, _parse_central_directory(cd, n_total, source, cd_start), base)
+    members = None
+    if fast_parse is not None:
+        members = fast_parse(cd, n_total, source.size, ZipMember)
+    if members is None:
+        members = _parse_central_directory(cd, n_total, source, cd_start)
+    return ZipDirectory(source, members, base)
 
 
 def _parse_central_directory(cd: bytes, count: int, source: ByteSource,

@@ -54,9 +54,10 @@ class ZipStorageReader:
         self._size = directory.source.size
         data = f"{prefix}/data/"
         #: the pickle's persistent_load: storage ids -> StorageRef, checked against the members
+        cut = len(data)
         self.persistent_load = StorageResolver(
-            {name[len(data):]: m.size for name, m in directory.members.items()
-             if name.startswith(data)}, self, data)
+            {name[cut:]: m.size for name, m in directory.members.items()
+             if name[:cut] == data}, self, data)
 
     def _source(self) -> ByteSource:
         src = self.directory.source
@@ -119,11 +120,10 @@ def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> by
 
 
 def read(source: ByteSource, directory: ZipDirectory, *, strict: bool, engine: Any,
-         limits: Limits) -> Checkpoint:
+         limits: Limits, select: frozenset[Any] | None = None) -> Checkpoint:
     """Read the pickle of a torch zip checkpoint into a :class:`Checkpoint`."""
     prefix = find_prefix(directory)
-    if f"{prefix}/constants.pkl" in directory or any(
-            n.startswith(f"{prefix}/code/") for n in directory.names()):
+    if f"{prefix}/constants.pkl" in directory:  # torch.jit.save writes it, torch.save never
         raise UnsupportedError("this is a TorchScript archive (torch.jit.save); it cannot be "
                                "read yet", code="torchscript-archive", path=source.path)
     member = f"{prefix}/data.pkl"
@@ -131,9 +131,10 @@ def read(source: ByteSource, directory: ZipDirectory, *, strict: bool, engine: A
     storages = ZipStorageReader(directory, prefix)
     try:
         result = engine.run_pickle(data, persistent_load=storages.persistent_load,
-                                   strict=strict, limits=limits)
+                                   strict=strict, limits=limits, select=select)
     except CheckpointError as exc:
         raise exc.located(path=source.path, member=member) from None
     return Checkpoint(format="torch-zip", backend=engine.ENGINE, root=result.value,
                       source=source, globals_=result.globals, limits=limits,
-                      members={"pickle": member, "prefix": prefix})
+                      members={"pickle": member, "prefix": prefix},
+                      selected=None if result.complete else select)
