@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.util
 import os
 from types import ModuleType
-from typing import Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Final
 
 from . import pickle_vm
 from .opcodes import SPEC_DIGEST

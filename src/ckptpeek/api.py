@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any, BinaryIO
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 from . import _backend
 from .checkpoint import Checkpoint
@@ -17,7 +19,8 @@ from .zipdir import read_directory
 
 __all__ = ("open_checkpoint", "load_checkpoint")
 
-Source = str | os.PathLike[str] | BinaryIO
+if TYPE_CHECKING:
+    Source = str | os.PathLike[str] | BinaryIO
 
 _NOT_YET = {
     "torch-legacy": "a legacy (pre-1.6 / _use_new_zipfile_serialization=False) torch.save file",

@@ -7,9 +7,11 @@ tensors), the globals the file named, and the open file for lazy tensor reads.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
 
+from ._frozen import Frozen
 from .opcodes import DEFAULT_LIMITS, Limits
 from .source import ByteSource
 from .tensor import TensorRef
@@ -33,14 +35,17 @@ SUMMARY_KEYS: frozenset[str] = frozenset({
     "early_stop_callback_wait", "early_stop_callback_patience"})
 
 
-@dataclass(frozen=True, slots=True)
-class GlobalInfo:
+class GlobalInfo(Frozen):
     """A global the pickle names; ``safe`` is True when ckptpeek's registry knows it
     (torch.load with ``weights_only=False`` would have imported every one of them)."""
 
+    __slots__ = ("module", "name", "safe")
     module: str
     name: str
     safe: bool
+
+    def __init__(self, module: str, name: str, safe: bool) -> None:
+        super().__init__(module, name, safe)
 
     def __str__(self) -> str:
         return f"{self.module}.{self.name}"

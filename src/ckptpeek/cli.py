@@ -12,11 +12,14 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import BACKEND, __version__
 from .api import open_checkpoint
 from .errors import CheckpointError
+from .facts import collect
 from .standins import Placeholder, safe_repr
 from .tensor import TensorRef
 from .walk import children
@@ -53,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with open_checkpoint(path, strict=args.strict, engine=args.engine) as ckpt:
                 if args.json:
-                    results.append(ckpt.summary().model_dump(mode="json"))
+                    results.append(collect(ckpt))
                     continue
                 if i:
                     print()
@@ -66,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for g in ckpt.globals():
                         print(f"  {'safe   ' if g.safe else 'UNKNOWN'}  {g}")
                 else:
-                    print(format_summary(ckpt.summary()))
+                    print(format_summary(collect(ckpt)))
         except CheckpointError as exc:
             failures += 1
             if args.json:
@@ -94,35 +97,37 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def format_summary(s: Any) -> str:
-    """The human-readable block for one ``CheckpointSummary``."""
-    lines = [f"{s.path or '<file>'}  [{s.format}, {_human(s.file_size)}, read {_human(s.bytes_read)}]"]
+def format_summary(s: dict[str, Any]) -> str:
+    """The human-readable block for one summary (``facts.collect``'s data)."""
+    lines = [f"{s['path'] or '<file>'}  [{s['format']}, {_human(s['file_size'])}, "
+             f"read {_human(s['bytes_read'])}]"]
     facts = [f"{name} {value}" for name, value in (
-        ("epoch", s.epoch), ("global_step", s.global_step), ("lightning", s.lightning_version))
-        if value is not None]
+        ("epoch", s["epoch"]), ("global_step", s["global_step"]),
+        ("lightning", s["lightning_version"])) if value is not None]
     if facts:
         lines.append("  " + ", ".join(facts))
-    for mc in s.model_checkpoints:
-        lines.append(f"  ModelCheckpoint: monitor={mc.monitor} mode={mc.mode} "
-                     f"best={mc.best_model_score} path={mc.best_model_path}")
-        if mc.last_model_path:
-            lines.append(f"    last={mc.last_model_path}")
-    for es in s.early_stopping:
-        lines.append(f"  EarlyStopping: monitor={es.monitor} best={es.best_score} "
-                     f"wait={es.wait_count}/{es.patience}")
-    for opt in s.optimizers:
-        lines.append(f"  optimizer: {opt.type or '?'} ({opt.params} params in {opt.param_groups} "
-                     f"group(s), lr={opt.lr})")
-    for sch in s.lr_schedulers:
-        lines.append(f"  lr scheduler: {sch.type or '?'} (last_epoch={sch.last_epoch})")
-    if s.hyper_parameters:
-        text = json.dumps(s.hyper_parameters, default=str)
+    for mc in s["model_checkpoints"]:
+        lines.append(f"  ModelCheckpoint: monitor={mc['monitor']} mode={mc['mode']} "
+                     f"best={mc['best_model_score']} path={mc['best_model_path']}")
+        if mc["last_model_path"]:
+            lines.append(f"    last={mc['last_model_path']}")
+    for es in s["early_stopping"]:
+        lines.append(f"  EarlyStopping: monitor={es['monitor']} best={es['best_score']} "
+                     f"wait={es['wait_count']}/{es['patience']}")
+    for opt in s["optimizers"]:
+        lines.append(f"  optimizer: {opt['type'] or '?'} ({opt['params']} params in "
+                     f"{opt['param_groups']} group(s), lr={opt['lr']})")
+    for sch in s["lr_schedulers"]:
+        lines.append(f"  lr scheduler: {sch['type'] or '?'} (last_epoch={sch['last_epoch']})")
+    if s["hyper_parameters"]:
+        text = json.dumps(s["hyper_parameters"], default=str)
         lines.append(f"  hyper_parameters: {text if len(text) <= 200 else text[:197] + '...'}")
-    dtypes = ", ".join(f"{k.removeprefix('torch.')} x{v}" for k, v in s.dtypes.items())
-    lines.append(f"  tensors: {s.tensor_count} ({dtypes or 'none'}), {_human(s.total_tensor_bytes)}; "
-                 f"state_dict: {s.state_dict_tensors} tensors, {s.parameter_count:,} parameters")
-    if s.unknown_globals:
-        lines.append(f"  unknown globals (placeholders): {', '.join(s.unknown_globals)}")
+    dtypes = ", ".join(f"{k.removeprefix('torch.')} x{v}" for k, v in s["dtypes"].items())
+    lines.append(f"  tensors: {s['tensor_count']} ({dtypes or 'none'}), "
+                 f"{_human(s['total_tensor_bytes'])}; state_dict: {s['state_dict_tensors']} "
+                 f"tensors, {s['parameter_count']:,} parameters")
+    if s["unknown_globals"]:
+        lines.append(f"  unknown globals (placeholders): {', '.join(s['unknown_globals'])}")
     return "\n".join(lines)
 
 

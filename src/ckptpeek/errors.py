@@ -9,7 +9,9 @@ the problem was found. The message is rendered in one place, tomli-style::
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "CheckpointError",

@@ -11,19 +11,21 @@ does any reference that does not resolve or loops.
 
 from __future__ import annotations
 
-import re
-from typing import Any, Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    import re
+    from typing import Any, Final
 
 __all__ = ("resolve_interpolations",)
 
-_REF: Final = re.compile(r"(?<!\\)\$\{(\.*)([A-Za-z0-9_\-\.\[\]]*)\}")
-_ESCAPED: Final = re.compile(r"\\\$\{")
+_REF_PATTERN: Final = r"(?<!\\)\$\{(\.*)([A-Za-z0-9_\-\.\[\]]*)\}"
+_ESCAPED_PATTERN: Final = r"\\\$\{"
 _MISSING: Final = object()
 _MAX_HOPS: Final = 32
 
 
 def _split(key: str) -> list[str]:
-    return [p for p in re.split(r"[.\[\]]", key) if p]
+    return [p for p in key.replace("[", ".").replace("]", ".").split(".") if p]
 
 
 def _step(node: Any, part: str) -> Any:
@@ -36,6 +38,10 @@ def _step(node: Any, part: str) -> Any:
 
 def resolve_interpolations(root: Any) -> None:
     """Replace resolvable interpolation strings in ``root`` (a dict/list tree) in place."""
+    import re  # noqa: PLC0415 - only configs need it; keeps `import ckptpeek` light
+
+    ref = re.compile(_REF_PATTERN)
+    escaped = re.compile(_ESCAPED_PATTERN)
     parents: dict[int, Any] = {}
     todo = [root]
     containers = []
@@ -67,7 +73,7 @@ def resolve_interpolations(root: Any) -> None:
     def value_of(text: str, container: Any, hops: int = 0) -> Any:
         if hops > _MAX_HOPS:
             return _MISSING
-        whole = _REF.fullmatch(text)
+        whole = ref.fullmatch(text)
         if whole:
             return lookup(container, whole.group(1), whole.group(2), hops)
         failed = False
@@ -80,10 +86,10 @@ def resolve_interpolations(root: Any) -> None:
                 return m.group(0)
             return str(value)
 
-        out = _REF.sub(sub, text)
+        out = ref.sub(sub, text)
         if failed:
             return _MISSING
-        return _ESCAPED.sub("${", out)
+        return escaped.sub("${", out)
 
     for container in containers:
         items = container.items() if isinstance(container, dict) else enumerate(container)

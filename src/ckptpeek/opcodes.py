@@ -10,16 +10,17 @@ built from an older table is detected at import.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import astuple, dataclass, fields
+import collections
+import zlib
 from types import MappingProxyType
-from typing import Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ("Opcode", "OPCODES", "BY_CODE", "BY_NAME", "Limits", "DEFAULT_LIMITS", "SPEC_DIGEST")
 
 
-@dataclass(frozen=True, slots=True)
-class Opcode:
+class Opcode(collections.namedtuple("Opcode", "name code arg proto doc")):
     """One pickle opcode.
 
     ``arg`` names the inline argument encoding (``pickletools`` ArgumentDescriptor
@@ -27,11 +28,7 @@ class Opcode:
     length then UTF-8 bytes, ``stringnl_noescape`` text up to a newline.
     """
 
-    name: str
-    code: int
-    arg: str
-    proto: int
-    doc: str
+    __slots__ = ()
 
 
 # fmt: off
@@ -123,10 +120,12 @@ if len(BY_CODE) != len(OPCODES) or len(BY_NAME) != len(OPCODES):  # pragma: no c
 HIGHEST_PROTOCOL: Final = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Resource guards for one file. Every length a file claims is also checked
-    against the bytes really present, so these bound what a *valid-looking* file costs.
+class Limits(collections.namedtuple(
+        "Limits", "max_pickle_bytes max_memo max_depth max_nodes max_zip_members",
+        defaults=(1 << 30, 50_000_000, 200, 50_000_000, 10_000_000))):
+    """Resource guards for one file (immutable; ``DEFAULT_LIMITS._replace(max_depth=50)``
+    makes a changed copy). Every length a file claims is also checked against the bytes
+    really present, so these bound what a *valid-looking* file costs.
 
     Attributes:
         max_pickle_bytes: the largest pickle member read into memory.
@@ -136,23 +135,18 @@ class Limits:
         max_zip_members: central-directory entries.
     """
 
-    max_pickle_bytes: int = 1 << 30
-    max_memo: int = 50_000_000
-    max_depth: int = 200
-    max_nodes: int = 50_000_000
-    max_zip_members: int = 10_000_000
+    __slots__ = ()
 
 
 DEFAULT_LIMITS: Final = Limits()
 
 
 def _digest() -> str:
-    h = hashlib.sha256()
-    for op in OPCODES:
-        h.update(repr((op.name, op.code, op.arg, op.proto)).encode())
-    h.update(repr(tuple(f.name for f in fields(Limits))).encode())
-    h.update(repr(astuple(DEFAULT_LIMITS)).encode())
-    return h.hexdigest()[:16]
+    # two CRC-32s over the table and the limits: a fingerprint to detect an extension
+    # built from another table (not a security check; zlib imports faster than hashlib)
+    text = repr([(op.name, op.code, op.arg, op.proto) for op in OPCODES]
+                + [Limits._fields, tuple(DEFAULT_LIMITS)]).encode()
+    return f"{zlib.crc32(text):08x}{zlib.crc32(text[::-1]):08x}"
 
 
 SPEC_DIGEST: Final = _digest()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 from . import vm_support as S
 from .errors import CheckpointError, LimitError, UnsupportedError

@@ -8,7 +8,9 @@ returns ``None`` and the interpreter makes a placeholder (or, in strict mode, ra
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any, Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 from .standins import STDLIB_GLOBALS
 from .torch_rebuild import TORCH_GLOBALS

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import struct
-from typing import Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Final
 
 from .errors import FormatError
 from .source import ByteSource

@@ -12,7 +12,9 @@ import io
 import mmap
 import os
 import threading
-from typing import BinaryIO
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 from .errors import FormatError
 

@@ -10,48 +10,59 @@ Anything unknown becomes a :class:`Placeholder` that records what the file asked
 
 from __future__ import annotations
 
-import argparse
 import collections
-import datetime
 import os
-import pathlib
-import reprlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    import argparse
+    import datetime
+    from typing import Any, Final
 
+from ._frozen import Frozen
 from .omegaconf_resolve import resolve_interpolations
 
 __all__ = ("KnownGlobal", "Placeholder", "PlaceholderType", "AttributeDict", "OmegaDict",
            "OmegaList", "STDLIB_GLOBALS", "BUILDERS", "apply_build")
 
-Call = Callable[[tuple[Any, ...]], Any]
+if TYPE_CHECKING:
+    Call = Callable[[tuple[Any, ...]], Any]
+    New = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
+_REPR: list[Any] = []  # one reprlib.Repr, made on first use (reprlib costs import time)
 
 
 def safe_repr(obj: Any) -> str:
     """A repr of bounded size and depth, whatever a file built (shared or deep graphs)."""
-    return _REPR.repr(obj)
-New = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+    if not _REPR:
+        import reprlib  # noqa: PLC0415 - only error messages and displays need it
+
+        r = reprlib.Repr()
+        r.maxlevel, r.maxstring, r.maxother = 3, 60, 60
+        r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = 6
+        _REPR.append(r)
+    return str(_REPR[0].repr(obj))
 
 
-@dataclass(frozen=True, slots=True)
-class KnownGlobal:
+class KnownGlobal(Frozen):
     """A name from the registry: ``call`` serves REDUCE/INST/OBJ, ``new`` serves NEWOBJ.
 
     A record with neither is a marker (``builtins.object``, ``torch.Tensor``) that other
-    constructors accept as an argument but that cannot be called.
+    constructors accept as an argument but that cannot be called. Immutable: every load
+    shares these records.
     """
 
+    __slots__ = ("module", "name", "call", "new", "marker")
     module: str
     name: str
-    call: Call | None = None
-    new: New | None = None
-    marker: Any = None  # the real type/object this marker stands for, if any is safe to expose
+    call: Call | None
+    new: New | None
+    marker: Any  # the real type this marker stands for, where one is safe to expose
+
+    def __init__(self, module: str, name: str, call: Call | None = None,
+                 new: New | None = None, marker: Any = None) -> None:
+        super().__init__(module, name, call, new, marker)
 
     @property
     def qualname(self) -> str:
@@ -289,17 +300,18 @@ def _build_np_dtype(dt: Any, state: Any) -> None:
     dt.__setstate__(state[:8])
 
 
-#: BUILD for real classes we hand to pickles (our own stand-ins define ``_ckpt_build``)
-BUILDERS: Final[dict[type, Callable[[Any, Any], None]]] = {
-    collections.OrderedDict: _set_attributes,  # state_dict's ``_metadata``
-    argparse.Namespace: _set_attributes,
-    AttributeDict: _set_attributes,
+#: BUILD for real classes we hand to pickles (our own stand-ins define ``_ckpt_build``),
+#: by (module, name) of the type, so that argparse is imported only when a file uses it
+BUILDERS: Final[dict[tuple[str, str], Callable[[Any, Any], None]]] = {
+    ("collections", "OrderedDict"): _set_attributes,  # state_dict's ``_metadata``
+    ("argparse", "Namespace"): _set_attributes,
+    (__name__, "AttributeDict"): _set_attributes,
 }
 
 
 def apply_build(obj: Any, state: Any) -> None:
     """The BUILD opcode: only on objects created for this load, never on shared ones."""
-    builder = BUILDERS.get(type(obj))
+    builder = BUILDERS.get((type(obj).__module__, type(obj).__qualname__))
     if builder is not None:
         builder(obj, state)
         return
@@ -429,35 +441,49 @@ def _new_via_call(call: Call) -> New:
 
 
 def _namespace(args: tuple[Any, ...]) -> argparse.Namespace:
+    import argparse  # noqa: PLC0415 - stdlib modules load when a file names them
+
     _check_items(args, 0, "Namespace")
     return argparse.Namespace()
 
 
 def _namespace_new(args: tuple[Any, ...], kwargs: dict[str, Any]) -> argparse.Namespace:
+    import argparse  # noqa: PLC0415
+
     ns = argparse.Namespace()
     _set_attributes(ns, kwargs)
     return ns
 
 
-def _path(kind: type) -> Call:
+def _path(name: str) -> Call:
     def make(args: tuple[Any, ...]) -> Any:
+        import pathlib  # noqa: PLC0415 - stdlib modules load when a file names them
+
         if not all(isinstance(a, str) for a in args):
             raise TypeError("path parts must be strings")
+        if name == "PosixPath":  # a concrete PosixPath never touches the file system
+            kind = pathlib.PosixPath if os.name == "posix" else pathlib.PurePosixPath
+        else:
+            kind = getattr(pathlib, name)
         return kind(*args)
     return make
 
 
-def _datetime(kind: type) -> Call:
+def _datetime(name: str) -> Call:
     def make(args: tuple[Any, ...]) -> Any:
-        _check_items(args, 8, kind.__name__)
+        import datetime  # noqa: PLC0415
+
+        _check_items(args, 8, name)
         if not all(isinstance(a, (int, float, bytes, str, datetime.tzinfo)) or a is None
                    for a in args):
-            raise TypeError(f"{kind.__name__}() arguments are of the wrong types")
-        return kind(*args)
+            raise TypeError(f"{name}() arguments are of the wrong types")
+        return getattr(datetime, name)(*args)
     return make
 
 
 def _timezone(args: tuple[Any, ...]) -> datetime.timezone:
+    import datetime  # noqa: PLC0415
+
     if not (1 <= len(args) <= 2 and isinstance(args[0], datetime.timedelta)):
         raise TypeError("timezone(timedelta[, name]) expected")
     return datetime.timezone(*args)
@@ -562,18 +588,17 @@ def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
         _simple("copyreg", "_reconstructor", _reconstructor),
         _g("argparse", "Namespace", call=_namespace, new=_namespace_new),
         # a concrete PosixPath never touches the file system until asked to
-        _simple("pathlib", "PosixPath", _path(pathlib.PosixPath if os.name == "posix"
-                                             else pathlib.PurePosixPath)),
-        _simple("pathlib", "PurePosixPath", _path(pathlib.PurePosixPath)),
-        _simple("pathlib", "WindowsPath", _path(pathlib.PureWindowsPath)),
-        _simple("pathlib", "PureWindowsPath", _path(pathlib.PureWindowsPath)),
-        _simple("pathlib", "Path", _path(pathlib.PurePath)),
-        _simple("datetime", "datetime", _datetime(datetime.datetime)),
-        _simple("datetime", "date", _datetime(datetime.date)),
-        _simple("datetime", "time", _datetime(datetime.time)),
-        _simple("datetime", "timedelta", _datetime(datetime.timedelta)),
+        _simple("pathlib", "PosixPath", _path("PosixPath")),
+        _simple("pathlib", "PurePosixPath", _path("PurePosixPath")),
+        _simple("pathlib", "WindowsPath", _path("PureWindowsPath")),
+        _simple("pathlib", "PureWindowsPath", _path("PureWindowsPath")),
+        _simple("pathlib", "Path", _path("PurePath")),
+        _simple("datetime", "datetime", _datetime("datetime")),
+        _simple("datetime", "date", _datetime("date")),
+        _simple("datetime", "time", _datetime("time")),
+        _simple("datetime", "timedelta", _datetime("timedelta")),
         _simple("datetime", "timezone", _timezone),
-        _g("typing", "Any", marker=Any),
+        _g("typing", "Any"),  # a marker: OmegaConf metadata names it as a type
     ]
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out.append(_simple(mod, "scalar", _np_scalar))

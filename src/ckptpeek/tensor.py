@@ -8,8 +8,11 @@ called, and then only the span of the storage this tensor covers.
 
 from __future__ import annotations
 
+import struct
 import sys
-from typing import TYPE_CHECKING, Any, Protocol
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 from .errors import FormatError, UnsupportedError
 from .torch_types import DType, Device, Size
@@ -19,11 +22,17 @@ if TYPE_CHECKING:
 
 __all__ = ("StorageRef", "StorageReader", "TensorRef", "new_dense")
 
+#: struct formats of the dtypes whose single values item() reads without numpy
+_STRUCT_FORMATS = {"float32": "f", "float64": "d", "float16": "e", "bfloat16": "H",
+                   "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i",
+                   "uint32": "I", "int64": "q", "uint64": "Q", "bool": "?",
+                   "complex64": "f", "complex128": "d"}
+
 #: ``tolist()`` and ``repr`` refuse to materialise more elements than this
 MAX_TOLIST: int = 1_000_000
 
 
-class StorageReader(Protocol):
+class StorageReader:
     """What a format reader gives its storages: where their bytes are, and how to read them."""
 
     path: str | None
@@ -278,8 +287,34 @@ class TensorRef:
         """The single value of a one-element tensor, as a Python number."""
         if self.numel() != 1:
             raise ValueError(f"a tensor with {self.numel()} elements cannot be converted to a Python scalar")
+        fmt = _STRUCT_FORMATS.get(self.dtype.name)
+        storage = self.storage
+        if fmt is not None and storage is not None and storage.reader is not None:
+            # metric values are one-element tensors: read them without numpy
+            item = self.dtype.itemsize
+            first, stop = self._element_span()
+            if stop * item > storage.nbytes:
+                raise FormatError(
+                    f"tensor spans storage bytes {first * item}..{stop * item} but storage "
+                    f"{storage.key!r} holds {storage.nbytes}", code="tensor-out-of-storage",
+                    path=storage.reader.path)
+            raw = bytes(storage.reader.storage_view(storage, first * item, stop * item))
+            order = "<" if storage.reader.byteorder == "little" else ">"
+            if self.dtype.name == "bfloat16":  # the top half of a float32
+                (bits,) = struct.unpack(order + "H", raw)
+                value = struct.unpack("<f", (bits << 16).to_bytes(4, "little"))[0]
+            elif self.dtype.kind == "c":
+                re, im = struct.unpack(order + fmt * 2, raw)
+                value = complex(re, im)
+            else:
+                (value,) = struct.unpack(order + fmt, raw)
+            if self.metadata.get("conj") and isinstance(value, complex):
+                value = value.conjugate()
+            if self.metadata.get("neg"):
+                value = -value
+            return value
         value = self.numpy().reshape(()).item()
-        if self.dtype.name in ("bfloat16",) or self.dtype.name.startswith("float8"):
+        if self.dtype.name == "bfloat16" or self.dtype.name.startswith("float8"):
             return float(value)
         return value
 

@@ -6,7 +6,9 @@ Each takes the arguments ``Tensor.__reduce_ex__`` wrote (see ``torch/_tensor.py`
 
 from __future__ import annotations
 
-from typing import Any, Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 from .errors import FormatError, UnsupportedError
 from .standins import KnownGlobal, PlaceholderType, safe_repr
@@ -130,16 +132,17 @@ def _as_parameter(data: Any, requires_grad: Any, state: Any = None) -> TensorRef
 
 
 def _set_state(ref: TensorRef, state: Any) -> None:
-    """A tensor's Python ``__dict__`` (and slots), kept as data in ``ref.attrs``."""
+    """A tensor's Python ``__dict__`` (and slots: ``(dict, slots_dict)``), kept as data in
+    ``ref.attrs``. Not recursive: a file cannot nest states to exhaust the stack."""
     if state is None:
         return
-    if isinstance(state, tuple) and len(state) == 2:
-        for part in state:
-            _set_state(ref, part)
-        return
-    if not isinstance(state, dict):
-        raise TypeError("tensor state must be a dict")
-    ref.attrs.update(state)
+    parts = state if type(state) is tuple and len(state) == 2 else (state,)
+    for part in parts:
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise TypeError("tensor state must be a dict")
+        ref.attrs.update(part)
 
 
 def _rebuild_parameter(args: tuple[Any, ...]) -> TensorRef:
@@ -159,8 +162,11 @@ def _rebuild_from_type_v2(args: tuple[Any, ...]) -> Any:
     if len(args) != 4:
         raise TypeError("_rebuild_from_type_v2 takes 4 arguments")
     func, new_type, fargs, state = args
-    if not (isinstance(func, KnownGlobal) and func.call is not None and isinstance(fargs, tuple)):
-        raise TypeError("_rebuild_from_type_v2 needs a known rebuild function")
+    if not (isinstance(func, KnownGlobal) and func.qualname in _TENSOR_FUNCTIONS
+            and isinstance(fargs, tuple)):
+        # torch passes a tensor rebuild function here, never itself: refusing nesting
+        # keeps a file from recursing through this constructor
+        raise TypeError("_rebuild_from_type_v2 needs a tensor rebuild function")
     ref = func.call(fargs)
     if not isinstance(ref, TensorRef):
         return ref
@@ -175,6 +181,12 @@ def _rebuild_from_type_v2(args: tuple[Any, ...]) -> Any:
         raise TypeError("_rebuild_from_type_v2 needs a type")
     _set_state(ref, state)
     return ref
+
+
+_TENSOR_FUNCTIONS: Final = frozenset(
+    f"torch._utils.{name}" for name in (
+        "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+        "_rebuild_parameter_with_state", "_rebuild_meta_tensor_no_storage"))
 
 
 def _rebuild_meta_tensor_no_storage(args: tuple[Any, ...]) -> TensorRef:

@@ -9,16 +9,18 @@ follow ``torch/_utils.py`` (``_element_size``) and ``torch/storage.py``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+
+from ._frozen import Frozen
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = ("DType", "DTYPES", "Size", "Device", "StorageType", "STORAGE_TYPES", "Layout",
            "MemoryFormat", "QScheme", "TORCH_CONSTANTS")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class DType:
+class DType(Frozen):
     """A torch dtype: ``str(d) == "torch.float32"``, ``d.itemsize == 4``.
 
     Compares equal to the real ``torch.float32`` (by name) so code written against
@@ -26,10 +28,14 @@ class DType:
     the same bits, or ``None`` when there is none (quantized, sub-byte, complex32).
     """
 
+    __slots__ = ("name", "itemsize", "kind", "numpy_name")
     name: str
     itemsize: int
     kind: str  # "f" float, "c" complex, "i" signed, "u" unsigned, "b" bool, "q" quantized, "x" other
-    numpy_name: str | None = None
+    numpy_name: str | None
+
+    def __init__(self, name: str, itemsize: int, kind: str, numpy_name: str | None = None) -> None:
+        super().__init__(name, itemsize, kind, numpy_name)
 
     @property
     def is_floating_point(self) -> bool:
@@ -130,12 +136,15 @@ class Size(tuple):  # type: ignore[type-arg]
         return f"torch.Size({list(self)!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class Device:
+class Device(Frozen):
     """``torch.device``: ``str(Device("cuda", 0)) == "cuda:0"``; equal to that string."""
 
+    __slots__ = ("type", "index")
     type: str
-    index: int | None = None
+    index: int | None
+
+    def __init__(self, type: str, index: int | None = None) -> None:  # noqa: A002 - torch's name
+        super().__init__(type, index)
 
     @classmethod
     def parse(cls, spec: str | Device, index: int | None = None) -> Device:
@@ -168,13 +177,16 @@ class Device:
         return f"device(type={self.type!r}{idx})"
 
 
-@dataclass(frozen=True, slots=True)
-class StorageType:
+class StorageType(Frozen):
     """A storage class named in a persistent id: ``torch.FloatStorage`` (typed, its
     count is in elements) or ``torch.UntypedStorage`` (bytes)."""
 
+    __slots__ = ("name", "dtype")
     name: str
     dtype: DType
+
+    def __init__(self, name: str, dtype: DType) -> None:
+        super().__init__(name, dtype)
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -193,11 +205,14 @@ STORAGE_TYPES: Final = MappingProxyType(
     {name: StorageType(name, DTYPES[dt]) for name, dt in _STORAGE_DTYPES.items()})
 
 
-@dataclass(frozen=True, slots=True)
-class _Named:
+class _Named(Frozen):
     """An enum-like torch constant (layout, memory format, qscheme): compares by name."""
 
+    __slots__ = ("name",)
     name: str
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
 
     def __str__(self) -> str:
         return f"torch.{self.name}"

@@ -14,13 +14,16 @@ import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 from . import registry
 from .errors import CheckpointError, FormatError, LimitError, UnsafePickleError
 from .opcodes import BY_CODE, Limits
 from .tensor import TensorRef
-from .standins import KnownGlobal, Placeholder, PlaceholderType, apply_build, check_key_depth
+from .standins import (MAX_KEY_DEPTH, KnownGlobal, Placeholder, PlaceholderType, apply_build,
+                       check_key_depth)
 
 __all__ = ("Context", "PickleResult", "BAD_OPERAND", "error", "opname")
 
@@ -275,13 +278,18 @@ class Context:
             return raw
 
     def check_hashable(self, key: Any, pos: int) -> None:
-        """Refuse keys whose hashing would recurse deeper than the limit (deep tuples)."""
+        """Refuse keys whose hashing or comparison would recurse deeper than the limit.
+
+        CPython hashes and compares nested tuples recursively in C, so a key is held to
+        ``MAX_KEY_DEPTH`` even when ``Limits.max_depth`` allows deeper containers.
+        """
         if type(key) in (tuple, frozenset):
+            limit = min(self.limits.max_depth, MAX_KEY_DEPTH)
             try:
-                check_key_depth(key, self.limits.max_depth)
+                check_key_depth(key, limit)
             except RecursionError:
                 raise error(LimitError, "limit-depth",
-                            f"a key nests deeper than {self.limits.max_depth}", pos) from None
+                            f"a key nests deeper than {limit}", pos) from None
 
     def find_global(self, module: str, name: str, pos: int) -> Any:
         """GLOBAL / STACK_GLOBAL: a registry entry, or a placeholder type. Never imports."""

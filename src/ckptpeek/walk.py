@@ -7,9 +7,11 @@ most once, and stop with a ``LimitError`` past the configured depth or node coun
 
 from __future__ import annotations
 
-import argparse
+import sys
 from collections.abc import Iterator
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
 
 from .errors import LimitError
 from .opcodes import DEFAULT_LIMITS, Limits
@@ -18,7 +20,7 @@ from .tensor import TensorRef
 
 __all__ = ("children", "iter_tensors")
 
-Key = Any
+Key = object  # a dict key or list index
 
 
 def children(obj: Any) -> Iterator[tuple[Key, Any]]:
@@ -27,7 +29,8 @@ def children(obj: Any) -> Iterator[tuple[Key, Any]]:
         return iter(obj.items())
     if isinstance(obj, (list, tuple)):
         return enumerate(obj)
-    if isinstance(obj, argparse.Namespace):
+    ns = sys.modules.get("argparse")  # no Namespace exists unless argparse was imported
+    if ns is not None and isinstance(obj, ns.Namespace):
         return iter(vars(obj).items())
     if isinstance(obj, Placeholder):
         parts: list[tuple[Key, Any]] = list(enumerate(obj.args))
@@ -42,7 +45,10 @@ def children(obj: Any) -> Iterator[tuple[Key, Any]]:
 
 
 def _is_container(obj: Any) -> bool:
-    return isinstance(obj, (dict, list, tuple, argparse.Namespace, Placeholder))
+    if isinstance(obj, (dict, list, tuple, Placeholder)):
+        return True
+    ns = sys.modules.get("argparse")
+    return ns is not None and isinstance(obj, ns.Namespace)
 
 
 def iter_tensors(root: Any, *, limits: Limits = DEFAULT_LIMITS,

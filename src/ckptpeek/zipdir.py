@@ -10,10 +10,13 @@ be read; storage members in torch files are always STORED (and 64-byte aligned).
 
 from __future__ import annotations
 
+import collections
 import struct
 import zlib
 from collections.abc import Callable
-from typing import Final, NamedTuple
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Final
 
 from .errors import FormatError, LimitError, UnsupportedError
 from .source import ByteSource
@@ -38,15 +41,9 @@ _DEFLATED: Final = 8
 _TAIL_READ: Final = 64 * 1024
 
 
-class ZipMember(NamedTuple):
-    """One central-directory entry (sizes and offsets as the directory states them)."""
-
-    name: str
-    method: int
-    compressed_size: int
-    size: int
-    header_offset: int
-    flags: int
+ZipMember = collections.namedtuple(
+    "ZipMember", "name method compressed_size size header_offset flags")
+ZipMember.__doc__ = "One central-directory entry (sizes and offsets as the directory states them)."
 
 
 class ZipDirectory:

@@ -11,7 +11,9 @@ and the file's stem otherwise, dots and ``=`` included.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, FormatError, UnsupportedError
