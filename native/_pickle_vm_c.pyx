@@ -18,7 +18,7 @@ from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 include "_opcodes.pxi"
 
 from . import vm_support as S
-from .errors import CheckpointError, LimitError, UnsupportedError
+from .errors import CheckpointError, UnsupportedError
 from .opcodes import DEFAULT_LIMITS
 from .registry import KNOWN_GLOBALS
 from .standins import Placeholder
@@ -774,28 +774,14 @@ cdef class _CVM:
 
 def run_pickle(data, *, persistent_load=None, strict=False, limits=DEFAULT_LIMITS,
                encoding="utf-8", select=None):
-    """Same contract as ``ckptpeek.pickle_vm.run_pickle`` (and the same steps)."""
-    if len(data) > limits.max_pickle_bytes:
-        raise LimitError(f"pickle of {len(data)} bytes is over the limit of "
-                         f"{limits.max_pickle_bytes}", code="limit-pickle-size")
-    data = bytes(data)
-    with S.gc_paused():
-        if select is not None:
-            select = frozenset(select)
-            ctx = S.Context(persistent_load, strict, limits, encoding)
-            try:
-                value = S.selected_result(_CVM(data, ctx, select).run(), select, limits)
-            except CheckpointError:
-                value = _SKIPPED  # the full run below reports the error, if it is real
-            if value is not _SKIPPED:
-                return PickleResult(value, ctx.globals, complete=False)
-        ctx = S.Context(persistent_load, strict, limits, encoding)
-        value = _CVM(data, ctx).run()
-    if select is not None:
-        return PickleResult(S.filter_root(value, select), ctx.globals,
-                            complete=type(value) not in (dict, S.OrderedDict))
-    return PickleResult(value, ctx.globals)
+    """Same contract as ``ckptpeek.pickle_vm.run_pickle`` (both go through
+    ``vm_support.drive``)."""
+    return S.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
+                   encoding=encoding, select=select)
 
+
+def _run(bytes data, ctx, select):
+    return (<_CVM>_CVM(data, ctx, select)).run()
 
 def parse_central_directory(bytes cd, Py_ssize_t count, Py_ssize_t file_size, member_cls):
     """``zipdir._parse_central_directory`` for the common case, in C (APPNOTE §4.3.12).

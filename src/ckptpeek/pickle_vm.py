@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 from . import vm_support as S
-from .errors import CheckpointError, LimitError, UnsupportedError
+from .errors import CheckpointError, UnsupportedError
 from .opcodes import BY_CODE, BY_NAME, DEFAULT_LIMITS, HIGHEST_PROTOCOL, Limits
 from .standins import Placeholder
 from .vm_support import PickleResult
@@ -740,23 +740,10 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
         FormatError, LimitError, UnsupportedError, UnsafePickleError with ``offset`` set
         to the opcode's position in ``data``.
     """
-    if len(data) > limits.max_pickle_bytes:
-        raise LimitError(f"pickle of {len(data)} bytes is over the limit of "
-                         f"{limits.max_pickle_bytes}", code="limit-pickle-size")
-    data = bytes(data)
-    with S.gc_paused():
-        if select is not None:
-            select = frozenset(select)
-            ctx = S.Context(persistent_load, strict, limits, encoding)
-            try:
-                value = S.selected_result(_VM(data, ctx, select).run_selective(), select, limits)
-            except CheckpointError:
-                value = S.SKIPPED  # the full run below reports the error, if it is real
-            if value is not S.SKIPPED:
-                return PickleResult(value, ctx.globals, complete=False)
-        ctx = S.Context(persistent_load, strict, limits, encoding)
-        value = _VM(data, ctx).run()
-    if select is not None:
-        return PickleResult(S.filter_root(value, select), ctx.globals,
-                            complete=type(value) not in (dict, S.OrderedDict))
-    return PickleResult(value, ctx.globals)
+    return S.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
+                   encoding=encoding, select=select)
+
+
+def _run(data: bytes, ctx: S.Context, select: frozenset[Any] | None) -> Any:
+    vm = _VM(data, ctx, select)
+    return vm.run() if select is None else vm.run_selective()

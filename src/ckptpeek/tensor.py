@@ -222,12 +222,9 @@ class TensorRef:
         return start + first * item, start + stop * item
 
     # -- data --------------------------------------------------------------------------
-    def _span(self) -> np.ndarray[Any, Any]:
-        """The storage elements this tensor spans, first to last, as raw bits in native
-        byte order: a read-only 1-D array of ``uint8/16/32/64`` (``complex128`` for
-        16-byte elements). ``numpy()`` and ``to_torch()`` stride and view it."""
-        import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
-
+    def _raw(self) -> memoryview:
+        """The bytes of the storage elements this tensor spans (first to last), checked
+        against the storage; empty for an empty tensor."""
         storage = self.storage
         if storage is None or storage.reader is None:
             raise UnsupportedError(f"a {self.kind} tensor has no data to read",
@@ -239,12 +236,23 @@ class TensorRef:
                 f"tensor spans storage bytes {first * item}..{stop * item} but storage "
                 f"{storage.key!r} holds {storage.nbytes}", code="tensor-out-of-storage",
                 path=storage.reader.path)
+        if self.numel() == 0:
+            return memoryview(b"")
+        return storage.reader.storage_view(storage, first * item, stop * item)
+
+    def _span(self) -> np.ndarray[Any, Any]:
+        """The storage elements this tensor spans, first to last, as raw bits in native
+        byte order: a read-only 1-D array of ``uint8/16/32/64`` (``complex128`` for
+        16-byte elements). ``numpy()`` and ``to_torch()`` stride and view it."""
+        import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
+
+        item = self.dtype.itemsize
         carrier = np.dtype(f"u{item}") if item <= 8 else np.dtype("c16")
+        buf = self._raw()
         if self.numel() == 0:
             return np.empty((0,), dtype=carrier)
-        buf = storage.reader.storage_view(storage, first * item, stop * item)
         unit = item // 2 if self.dtype.kind == "c" else item  # complex: swap each half
-        order = storage.reader.byteorder
+        order = self.storage.reader.byteorder  # type: ignore[union-attr] # _raw() checked
         if order != sys.byteorder and unit > 1:
             # written on a machine of the other byte order: torch swaps on load, so do we
             flat = np.frombuffer(buf, dtype=("<" if order == "little" else ">") + f"u{unit}")
@@ -291,14 +299,7 @@ class TensorRef:
         storage = self.storage
         if fmt is not None and storage is not None and storage.reader is not None:
             # metric values are one-element tensors: read them without numpy
-            item = self.dtype.itemsize
-            first, stop = self._element_span()
-            if stop * item > storage.nbytes:
-                raise FormatError(
-                    f"tensor spans storage bytes {first * item}..{stop * item} but storage "
-                    f"{storage.key!r} holds {storage.nbytes}", code="tensor-out-of-storage",
-                    path=storage.reader.path)
-            raw = bytes(storage.reader.storage_view(storage, first * item, stop * item))
+            raw = bytes(self._raw())
             order = "<" if storage.reader.byteorder == "little" else ">"
             if self.dtype.name == "bfloat16":  # the top half of a float32
                 (bits,) = struct.unpack(order + "H", raw)

@@ -342,3 +342,34 @@ class Context:
             raise
         except BAD_OPERAND as exc:
             raise error(FormatError, "bad-persistent-id", f"bad persistent id: {exc}", pos) from None
+
+
+def drive(run: Callable[[bytes, Context, frozenset[Any] | None], Any], data: bytes, *,
+          persistent_load: Callable[[Any], Any] | None, strict: bool, limits: Limits,
+          encoding: str, select: Any) -> PickleResult:
+    """``run_pickle`` for either engine: ``run(data, ctx, select)`` interprets once.
+
+    With ``select``, a selective run comes first; if it fails, or a skipped value
+    reached a selected one, a full run decides (and reports any error), so the result
+    is always that of a full read restricted to the selected keys.
+    """
+    if len(data) > limits.max_pickle_bytes:
+        raise LimitError(f"pickle of {len(data)} bytes is over the limit of "
+                         f"{limits.max_pickle_bytes}", code="limit-pickle-size")
+    data = bytes(data)
+    with gc_paused():
+        if select is not None:
+            select = frozenset(select)
+            ctx = Context(persistent_load, strict, limits, encoding)
+            try:
+                value = selected_result(run(data, ctx, select), select, limits)
+            except CheckpointError:
+                value = SKIPPED
+            if value is not SKIPPED:
+                return PickleResult(value, ctx.globals, complete=False)
+        ctx = Context(persistent_load, strict, limits, encoding)
+        value = run(data, ctx, None)
+    if select is not None:
+        return PickleResult(filter_root(value, select), ctx.globals,
+                            complete=type(value) not in (dict, OrderedDict))
+    return PickleResult(value, ctx.globals)
