@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
@@ -10,8 +11,8 @@ if TYPE_CHECKING:
 
 from . import _backend
 from .checkpoint import Checkpoint
-from .errors import CheckpointError, UnsupportedError
-from .formats import torch_zip
+from .errors import CheckpointError, FormatError, UnsupportedError
+from .formats import ReadOptions, torch_zip
 from .opcodes import DEFAULT_LIMITS, Limits
 from .sniff import sniff
 from .source import ByteSource
@@ -22,20 +23,19 @@ __all__ = ("open_checkpoint", "load_checkpoint")
 if TYPE_CHECKING:
     Source = str | os.PathLike[str] | BinaryIO
 
-_NOT_YET = {
-    "torch-legacy": "a legacy (pre-1.6 / _use_new_zipfile_serialization=False) torch.save file",
-    "safetensors": "a safetensors file",
-    "tar": "a tar-based torch.save file (torch < 0.4)",
-}
-
-
 def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None = None,
                     limits: Limits = DEFAULT_LIMITS,
                     select: Iterable[Any] | None = None) -> Checkpoint:
-    """Open a checkpoint header-only: the ZIP directory and the pickle, no tensor data.
+    """Open a checkpoint header-only: its directory and pickles, no tensor data.
+
+    The format is recognised from the bytes (``Checkpoint.format``): ``torch-zip``
+    (``torch.save``), ``torch-legacy`` (``torch.save`` before 1.6 or with
+    ``_use_new_zipfile_serialization=False``), ``torchscript`` (``torch.jit.save``),
+    ``safetensors``, ``sharded`` (a Hugging Face ``*.index.json``, or a directory holding
+    one) and ``torch-dcp`` (a ``torch.distributed.checkpoint`` directory).
 
     Args:
-        source: a path or a seekable binary file object.
+        source: a path (file or checkpoint directory) or a seekable binary file object.
         strict: raise ``UnsafePickleError`` for any global outside the registry
             instead of recording a ``Placeholder``.
         engine: ``"python"`` or ``"native"``; ``None`` picks ``ckptpeek.BACKEND``.
@@ -53,23 +53,66 @@ def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None 
         LimitError: a resource guard tripped.
         OSError: the file cannot be opened.
     """
-    vm = _backend.engine(engine)
+    opts = ReadOptions(strict, _backend.engine(engine), limits,
+                       None if select is None else frozenset(select))
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        return _read_directory_checkpoint(os.fspath(source), opts)
     src = ByteSource(source)
     try:
         kind = sniff(src)
         if kind == "zip":
-            directory = read_directory(src, max_members=limits.max_zip_members,
-                                       fast_parse=getattr(vm, "parse_central_directory", None))
-            return torch_zip.read(src, directory, strict=strict, engine=vm, limits=limits,
-                                  select=None if select is None else frozenset(select))
-        raise UnsupportedError(f"{_NOT_YET[kind]} cannot be read yet", code=f"{kind}-format",
-                               path=src.path)
+            directory = read_directory(
+                src, max_members=limits.max_zip_members,
+                fast_parse=getattr(opts.engine, "parse_central_directory", None))
+            if torch_zip.is_torchscript(directory, torch_zip.find_prefix(directory)):
+                from .formats import torchscript  # noqa: PLC0415 - loaded for its format only
+
+                return torchscript.read(src, directory, opts)
+            return torch_zip.read(src, directory, opts)
+        if kind == "json":
+            src.close()
+            from .formats import sharded  # noqa: PLC0415
+
+            return sharded.read_path(_path_of(source, "a sharded checkpoint index"), opts)
+        reader = _FILE_READERS[kind]
+        module = importlib.import_module(f".formats.{reader}", __package__)
+        return module.read(src, opts)  # type: ignore[no-any-return]
     except CheckpointError as exc:
         src.close()
         raise exc.located(path=src.path)
     except BaseException:
         src.close()
         raise
+
+
+#: sniffed kind -> module in formats/ with a ``read(source, opts)``
+_FILE_READERS = {"torch-legacy": "torch_legacy", "tar": "torch_legacy",
+                 "safetensors": "safetensors"}
+
+
+def _path_of(source: Source, what: str) -> str:
+    if not isinstance(source, (str, os.PathLike)):
+        raise UnsupportedError(f"{what} refers to other files: open it by path",
+                               code="needs-path")
+    return os.fspath(source)
+
+
+def _read_directory_checkpoint(path: str, opts: ReadOptions) -> Checkpoint:
+    """A directory: a torch.distributed.checkpoint (``.metadata``) or a directory that
+    holds one Hugging Face ``*.index.json``."""
+    if os.path.isfile(os.path.join(path, ".metadata")):
+        from .formats import dcp  # noqa: PLC0415
+
+        return dcp.read_path(path, opts)
+    indexes = sorted(n for n in os.listdir(path) if n.endswith(".index.json"))
+    if len(indexes) == 1:
+        from .formats import sharded  # noqa: PLC0415
+
+        return sharded.read_path(os.path.join(path, indexes[0]), opts)
+    raise FormatError(
+        f"directory is no checkpoint ckptpeek knows: no .metadata (torch.distributed."
+        f"checkpoint) and {'several' if indexes else 'no'} *.index.json (Hugging Face)",
+        code="unknown-format", path=path)
 
 
 def load_checkpoint(path: Source, *, strict: bool = False, engine: str | None = None,

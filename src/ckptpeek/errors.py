@@ -117,6 +117,9 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "safetensors-format": (UnsupportedError, "safetensors file: not read yet"),
     "tar-format": (UnsupportedError, "tar-based torch.save file (torch < 0.4): not read yet"),
     "torchscript-archive": (UnsupportedError, "TorchScript archive (torch.jit.save): not read yet"),
+    "sharded-format": (UnsupportedError, "Hugging Face sharded checkpoint: not read yet"),
+    "dcp-format": (UnsupportedError, "torch.distributed.checkpoint directory: not read yet"),
+    "needs-path": (UnsupportedError, "a checkpoint that refers to other files, opened as a file object"),
     # ZIP
     "zip-no-eocd": (FormatError, "no end-of-central-directory record"),
     "zip-bad-central-dir": (FormatError, "central directory is inconsistent with the file"),

@@ -12,7 +12,7 @@ Object-level semantics and messages are shared with the Cython engine
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any, Final
@@ -295,6 +295,7 @@ class _VM:
 
     def op_STOP(self, pos: int) -> int:
         self.result = self.pop()
+        self.ctx.end = pos
         return -1
 
     def op_MARK(self, pos: int) -> int:
@@ -722,7 +723,8 @@ SUPPORTED: Final = frozenset(name for name in BY_NAME if hasattr(_VM, f"op_{name
 
 def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = None,
                strict: bool = False, limits: Limits = DEFAULT_LIMITS,
-               encoding: str = "utf-8", select: Any = None) -> PickleResult:
+               encoding: str = "utf-8", select: Any = None,
+               extra_globals: Mapping[tuple[str, str], Any] | None = None) -> PickleResult:
     """Interpret one pickle and return what it builds, without executing anything.
 
     Args:
@@ -735,13 +737,16 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
         select: top-level keys to build (the root must be a dict); the values of the
             others are skipped at opcode speed and left out of the result. The result is
             what a full run would give for those keys, restricted to them.
+        extra_globals: more known names, ``(module, name) -> KnownGlobal`` or an
+            immutable value, for this run only (a format's own classes); the registry
+            is consulted first, so they cannot replace a registered name.
 
     Raises:
         FormatError, LimitError, UnsupportedError, UnsafePickleError with ``offset`` set
         to the opcode's position in ``data``.
     """
     return S.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
-                   encoding=encoding, select=select)
+                   encoding=encoding, select=select, extra_globals=extra_globals)
 
 
 def _run(data: bytes, ctx: S.Context, select: frozenset[Any] | None) -> Any:

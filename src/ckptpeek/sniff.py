@@ -19,7 +19,8 @@ _LEGACY_MAGIC: Final = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 def sniff(source: ByteSource) -> str:
-    """Return ``"zip"``, ``"torch-legacy"``, ``"safetensors"`` or ``"tar"``.
+    """Return ``"zip"``, ``"torch-legacy"``, ``"safetensors"``, ``"tar"`` or ``"json"``
+    (a Hugging Face sharded-checkpoint index).
 
     Raises:
         FormatError: ``empty-file`` or ``unknown-format`` (the message says what the
@@ -38,6 +39,9 @@ def sniff(source: ByteSource) -> str:
             return "safetensors"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
+    if head.lstrip()[:1] == b"{" and b'"weight_map"' in source.read_at(
+            0, min(source.size, 1 << 20), what="JSON index"):
+        return "json"
     raise FormatError(f"not a checkpoint format I know: the file starts with {_describe(head)}",
                       code="unknown-format", path=source.path, offset=0)
 

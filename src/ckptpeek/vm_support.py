@@ -13,7 +13,7 @@ import contextlib
 import gc
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any, Final
@@ -34,15 +34,18 @@ BAD_OPERAND: Final = (TypeError, ValueError, AttributeError, KeyError, IndexErro
 
 
 class PickleResult:
-    """What a run produced: the unpickled object and every global the pickle named."""
+    """What a run produced: the unpickled object, every global the pickle named, whether
+    the value is complete (not restricted by ``select``), and ``end``, the offset just
+    past the STOP opcode (files that hold several pickles in a row need it)."""
 
-    __slots__ = ("value", "globals", "complete")
+    __slots__ = ("value", "globals", "complete", "end")
 
     def __init__(self, value: Any, globals_: dict[tuple[str, str], bool],
-                 complete: bool = True) -> None:
+                 complete: bool = True, end: int = -1) -> None:
         self.value = value
         self.globals = globals_  # (module, name) -> known-safe?
         self.complete = complete
+        self.end = end
 
 
 _gc_lock = threading.Lock()
@@ -258,15 +261,18 @@ def decode_text(raw: bytes, what: str, pos: int) -> str:
 class Context:
     """Per-run state and the object-level operations of the interpreter."""
 
-    __slots__ = ("persistent_load", "strict", "limits", "encoding", "globals")
+    __slots__ = ("persistent_load", "strict", "limits", "encoding", "globals", "end", "extra")
 
     def __init__(self, persistent_load: Callable[[Any], Any] | None, strict: bool,
-                 limits: Limits, encoding: str) -> None:
+                 limits: Limits, encoding: str,
+                 extra_globals: Mapping[tuple[str, str], Any] | None = None) -> None:
+        self.extra = extra_globals  # a format's own known names (after the registry)
         self.persistent_load = persistent_load
         self.strict = strict
         self.limits = limits
         self.encoding = encoding
         self.globals: dict[tuple[str, str], bool] = {}
+        self.end = -1  # set by the engine at STOP: the offset after it
 
     def py2_string(self, raw: bytes) -> Any:
         """A Python 2 ``str``: text in the pickle's encoding, or bytes if it is not text."""
@@ -294,6 +300,8 @@ class Context:
     def find_global(self, module: str, name: str, pos: int) -> Any:
         """GLOBAL / STACK_GLOBAL: a registry entry, or a placeholder type. Never imports."""
         value = registry.resolve(module, name)
+        if value is None and self.extra is not None:
+            value = self.extra.get(registry.normalise(module, name))
         self.globals[registry.normalise(module, name)] = value is not None
         if value is not None:
             return value
@@ -346,7 +354,8 @@ class Context:
 
 def drive(run: Callable[[bytes, Context, frozenset[Any] | None], Any], data: bytes, *,
           persistent_load: Callable[[Any], Any] | None, strict: bool, limits: Limits,
-          encoding: str, select: Any) -> PickleResult:
+          encoding: str, select: Any,
+          extra_globals: Mapping[tuple[str, str], Any] | None = None) -> PickleResult:
     """``run_pickle`` for either engine: ``run(data, ctx, select)`` interprets once.
 
     With ``select``, a selective run comes first; if it fails, or a skipped value
@@ -360,16 +369,16 @@ def drive(run: Callable[[bytes, Context, frozenset[Any] | None], Any], data: byt
     with gc_paused():
         if select is not None:
             select = frozenset(select)
-            ctx = Context(persistent_load, strict, limits, encoding)
+            ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
             try:
                 value = selected_result(run(data, ctx, select), select, limits)
             except CheckpointError:
                 value = SKIPPED
             if value is not SKIPPED:
-                return PickleResult(value, ctx.globals, complete=False)
-        ctx = Context(persistent_load, strict, limits, encoding)
+                return PickleResult(value, ctx.globals, complete=False, end=ctx.end)
+        ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
         value = run(data, ctx, None)
     if select is not None:
         return PickleResult(filter_root(value, select), ctx.globals,
-                            complete=type(value) not in (dict, OrderedDict))
-    return PickleResult(value, ctx.globals)
+                            complete=type(value) not in (dict, OrderedDict), end=ctx.end)
+    return PickleResult(value, ctx.globals, end=ctx.end)

@@ -18,12 +18,13 @@ if TYPE_CHECKING:
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, FormatError, UnsupportedError
 from ..opcodes import Limits
+from . import ReadOptions
 from ..source import ByteSource
 from ..tensor import StorageRef
 from ..torch_rebuild import StorageResolver
 from ..zipdir import ZipDirectory
 
-__all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read")
+__all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read", "is_torchscript")
 
 
 def find_prefix(directory: ZipDirectory) -> str:
@@ -121,22 +122,22 @@ def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> by
 
 
 
-def read(source: ByteSource, directory: ZipDirectory, *, strict: bool, engine: Any,
-         limits: Limits, select: frozenset[Any] | None = None) -> Checkpoint:
+def is_torchscript(directory: ZipDirectory, prefix: str) -> bool:
+    """torch.jit.save writes ``constants.pkl`` (and ``code/``); torch.save never does."""
+    return f"{prefix}/constants.pkl" in directory
+
+
+def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:
     """Read the pickle of a torch zip checkpoint into a :class:`Checkpoint`."""
     prefix = find_prefix(directory)
-    if f"{prefix}/constants.pkl" in directory:  # torch.jit.save writes it, torch.save never
-        raise UnsupportedError("this is a TorchScript archive (torch.jit.save); it cannot be "
-                               "read yet", code="torchscript-archive", path=source.path)
     member = f"{prefix}/data.pkl"
-    data = read_pickle_member(directory, member, limits)
+    data = read_pickle_member(directory, member, opts.limits)
     storages = ZipStorageReader(directory, prefix)
     try:
-        result = engine.run_pickle(data, persistent_load=storages.persistent_load,
-                                   strict=strict, limits=limits, select=select)
+        result = opts.run_pickle(data, storages.persistent_load)
     except CheckpointError as exc:
         raise exc.located(path=source.path, member=member) from None
-    return Checkpoint(format="torch-zip", backend=engine.ENGINE, root=result.value,
-                      source=source, globals_=result.globals, limits=limits,
+    return Checkpoint(format="torch-zip", backend=opts.engine.ENGINE, root=result.value,
+                      source=source, globals_=result.globals, limits=opts.limits,
                       members={"pickle": member, "prefix": prefix},
-                      selected=None if result.complete else select)
+                      selected=None if result.complete else opts.select)
