@@ -120,6 +120,7 @@ cdef object _fast_reduce(object func, tuple args):
         t.attrs = {}
         t.type_name = "torch.Tensor"
         t.metadata = metadata or {}
+        t.components = {}
         return t
     if func is _ORDERED_DICT and na == 0:
         return _OrderedDict()
@@ -547,7 +548,9 @@ cdef class _CVM:
                 value = self.pop()
                 self.target(_LIST_LIKE, "list").append(value)
             elif code == OP_STOP:
-                return self.pop()
+                value = self.pop()
+                ctx.end = pos
+                return value
             elif code == OP_GLOBAL:
                 end = self.line_end(pos, "GLOBAL")
                 a = self.data[pos:end]
@@ -773,11 +776,11 @@ cdef class _CVM:
 
 
 def run_pickle(data, *, persistent_load=None, strict=False, limits=DEFAULT_LIMITS,
-               encoding="utf-8", select=None):
+               encoding="utf-8", select=None, extra_globals=None):
     """Same contract as ``ckptpeek.pickle_vm.run_pickle`` (both go through
     ``vm_support.drive``)."""
     return S.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
-                   encoding=encoding, select=select)
+                   encoding=encoding, select=select, extra_globals=extra_globals)
 
 
 def _run(bytes data, ctx, select):

@@ -44,7 +44,7 @@ with ckptpeek.open(path) as ckpt:
     s = ckpt.summary()
     list(ckpt.tensors())
     [t.numpy() for _, t in ckpt.tensors()]
-root = ckptpeek.load_checkpoint(path)
+root = ckptpeek.load_checkpoint(path, fallback=None)
 root["state_dict"]["net.0.weight"].numpy()
 bad = [m for m in sys.modules if m == "torch" or m.startswith(("torch.", "lightning"))]
 print(bad)

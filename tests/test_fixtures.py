@@ -19,7 +19,8 @@ import pytest
 import ckptpeek
 
 DATA = pathlib.Path(__file__).parent / "data"
-FIXTURES = sorted(p.name for p in DATA.iterdir() if p.suffix in (".pt", ".ckpt"))
+FIXTURES = sorted(p.name for p in DATA.iterdir() if p.suffix in (".pt", ".ckpt")
+                  and (DATA / f"{p.name}.expected.json").exists())
 
 
 def _expected(name: str) -> dict:

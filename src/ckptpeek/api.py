@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     Source = str | os.PathLike[str] | BinaryIO
 
 def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None = None,
-                    limits: Limits = DEFAULT_LIMITS,
-                    select: Iterable[Any] | None = None) -> Checkpoint:
+                    limits: Limits = DEFAULT_LIMITS, select: Iterable[Any] | None = None,
+                    fallback: str | None = None, trust: bool = False) -> Checkpoint:
     """Open a checkpoint header-only: its directory and pickles, no tensor data.
 
     The format is recognised from the bytes (``Checkpoint.format``): ``torch-zip``
@@ -45,6 +45,12 @@ def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None 
             skipped at opcode speed - not built, not validated - and absent from
             ``root``; ``Checkpoint.selected`` records the selection. What is read is
             exactly what a full read gives for those keys.
+        fallback: ``"torch"``: when ckptpeek meets a format or feature it does not read
+            (``UnsupportedError``, never corrupt or unsafe input), use
+            ``torch.load(mmap=True, weights_only=True, map_location="cpu")`` instead;
+            the result has ``backend == "torch"``. Needs torch installed.
+        trust: with ``fallback="torch"``, allow ``weights_only=False`` - which runs the
+            pickle's code. Only for files you trust.
 
     Raises:
         FormatError: not a checkpoint, or corrupt/truncated (``code`` says which).
@@ -53,8 +59,20 @@ def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None 
         LimitError: a resource guard tripped.
         OSError: the file cannot be opened.
     """
-    opts = ReadOptions(strict, _backend.engine(engine), limits,
-                       None if select is None else frozenset(select))
+    if fallback not in (None, "torch"):
+        raise ValueError(f"fallback must be None or 'torch', not {fallback!r}")
+    try:
+        return _open(source, ReadOptions(strict, _backend.engine(engine), limits,
+                                         None if select is None else frozenset(select)))
+    except UnsupportedError as exc:
+        if fallback != "torch":
+            raise
+        from .torch_bridge import load_with_torch  # noqa: PLC0415 - the last resort only
+
+        return load_with_torch(source, trust=trust, limits=limits, format="torch", cause=exc)
+
+
+def _open(source: Source, opts: ReadOptions) -> Checkpoint:
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         return _read_directory_checkpoint(os.fspath(source), opts)
     src = ByteSource(source)
@@ -62,7 +80,7 @@ def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None 
         kind = sniff(src)
         if kind == "zip":
             directory = read_directory(
-                src, max_members=limits.max_zip_members,
+                src, max_members=opts.limits.max_zip_members,
                 fast_parse=getattr(opts.engine, "parse_central_directory", None))
             if torch_zip.is_torchscript(directory, torch_zip.find_prefix(directory)):
                 from .formats import torchscript  # noqa: PLC0415 - loaded for its format only
@@ -116,12 +134,20 @@ def _read_directory_checkpoint(path: str, opts: ReadOptions) -> Checkpoint:
 
 
 def load_checkpoint(path: Source, *, strict: bool = False, engine: str | None = None,
-                    limits: Limits = DEFAULT_LIMITS, map_location: Any = None) -> Any:
+                    limits: Limits = DEFAULT_LIMITS, map_location: Any = None,
+                    fallback: str | None = "auto", trust: bool = False) -> Any:
     """Drop-in for ``torch.load(path, map_location="cpu")`` in catalog code.
 
     Returns the same nested structure and non-tensor values torch returns, with a
     ``TensorRef`` wherever torch gives a tensor. ``map_location`` is accepted for
     signature compatibility and ignored: nothing is loaded onto any device.
+    ``fallback="auto"`` (the default) means ``"torch"`` when torch is installed, so a
+    file ckptpeek does not read still loads; see ``open_checkpoint``.
     """
-    with open_checkpoint(path, strict=strict, engine=engine, limits=limits) as ckpt:
+    if fallback == "auto":
+        from .torch_bridge import torch_available  # noqa: PLC0415
+
+        fallback = "torch" if torch_available() else None
+    with open_checkpoint(path, strict=strict, engine=engine, limits=limits,
+                         fallback=fallback, trust=trust) as ckpt:
         return ckpt.root

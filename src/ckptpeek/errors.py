@@ -119,6 +119,7 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "torchscript-archive": (UnsupportedError, "TorchScript archive (torch.jit.save): not read yet"),
     "sharded-format": (UnsupportedError, "Hugging Face sharded checkpoint: not read yet"),
     "dcp-format": (UnsupportedError, "torch.distributed.checkpoint directory: not read yet"),
+    "torch-refused": (UnsupportedError, "fallback='torch': torch.load could not read the file either"),
     "needs-path": (UnsupportedError, "a checkpoint that refers to other files, opened as a file object"),
     # ZIP
     "zip-no-eocd": (FormatError, "no end-of-central-directory record"),
@@ -150,6 +151,8 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "tensor-out-of-storage": (FormatError, "a tensor's shape/stride/offset reach past its storage"),
     "bad-byteorder": (FormatError, "the byteorder record is neither little nor big"),
     "no-storage": (UnsupportedError, "numpy() of a tensor with no data (meta)"),
+    "not-dense": (UnsupportedError, "numpy() of a quantized, sparse, nested or data-less tensor "
+                  "(int_repr()/dequantize(), to_dense(), unbind() instead)"),
     "unsupported-dtype": (UnsupportedError, "a dtype numpy cannot hold (complex32, quantized, sub-byte)"),
     "needs-ml-dtypes": (UnsupportedError, "bfloat16/float8 values need the ml_dtypes package"),
     # limits

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
 from .errors import FormatError, UnsupportedError
-from .torch_types import DType, Device, Size
+from .torch_types import DTYPES, DType, Device, Size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +27,18 @@ _STRUCT_FORMATS = {"float32": "f", "float64": "d", "float16": "e", "bfloat16": "
                    "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i",
                    "uint32": "I", "int64": "q", "uint64": "Q", "bool": "?",
                    "complex64": "f", "complex128": "d"}
+
+_QUANT_INT = {"qint8": DTYPES["int8"], "quint8": DTYPES["uint8"], "qint32": DTYPES["int32"]}
+
+_NOT_DENSE = {
+    "quantized": "numpy() of a quantized tensor: use int_repr() for its integers or "
+                 "dequantize() for its values (torch's numpy() refuses it too)",
+    "nested": "numpy() of a nested tensor: unbind() gives its components",
+    "meta": "a meta tensor has no data",
+    "wrapper": "a wrapper-subclass tensor was saved without data",
+    **{k: f"numpy() of a {k} tensor: to_dense() gives its values" for k in (
+        "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc")},
+}
 
 #: ``tolist()`` and ``repr`` refuse to materialise more elements than this
 MAX_TOLIST: int = 1_000_000
@@ -109,6 +121,7 @@ def _fill(t: TensorRef, storage: StorageRef | None, dtype: DType, shape: Size,
     t.attrs = {}
     t.type_name = "torch.Tensor"
     t.metadata = metadata or {}
+    t.components = {}
 
 
 def new_dense(storage: StorageRef, dtype: DType, shape: tuple[int, ...],
@@ -129,13 +142,20 @@ class TensorRef:
         requires_grad: as saved.
         is_parameter: the tensor was an ``nn.Parameter``.
         storage: the ``StorageRef`` it views (``None`` for meta tensors).
-        kind: ``"dense"``, or what else it is (``"meta"``, ...).
+        kind: ``"dense"``, or what else it is: ``"meta"`` and ``"wrapper"`` (no data),
+            ``"quantized"``, ``"sparse_coo"``/``"sparse_csr"``/``"sparse_csc"``/
+            ``"sparse_bsr"``/``"sparse_bsc"``, ``"nested"``.
+        components: the parts of a non-dense tensor, as saved: quantizer parameters
+            (``qscheme``, ``scale``, ``zero_point``, ``axis``), sparse ``indices``/
+            ``values`` (or ``compressed_indices``/``plain_indices``/``values``), nested
+            ``buffer``/``sizes``/``strides``/``offsets``.
         attrs: extra Python state saved with the tensor (parameter/subclass ``__dict__``).
         type_name: the tensor's class as saved (``torch.Tensor``, ``torch.nn.parameter.Parameter``, ...).
     """
 
     __slots__ = ("shape", "dtype", "_stride", "_offset", "requires_grad", "is_parameter",
-                 "storage", "kind", "attrs", "type_name", "metadata", "__weakref__")
+                 "storage", "kind", "attrs", "type_name", "metadata", "components",
+                 "__weakref__")
 
     def __init__(self, *, storage: StorageRef | None, dtype: DType, shape: tuple[int, ...],
                  stride: tuple[int, ...], storage_offset: int, requires_grad: bool = False,
@@ -284,6 +304,9 @@ class TensorRef:
         """
         import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
 
+        if self.kind != "dense":
+            raise UnsupportedError(_NOT_DENSE.get(self.kind, f"a {self.kind} tensor has no "
+                                   f"values of its own to read"), code="not-dense")
         arr = self._bits().view(_numpy_dtype(self.dtype))
         if self.metadata.get("conj"):
             arr = np.conj(arr)
@@ -291,13 +314,89 @@ class TensorRef:
             arr = np.negative(arr)
         return arr
 
+    def _dense_view(self, kind: str) -> TensorRef:
+        """This tensor's storage view as a dense tensor of its own dtype (internal)."""
+        if self.kind != kind:
+            raise UnsupportedError(f"only a {kind} tensor has this (this one is {self.kind})",
+                                   code="not-dense")
+        view = TensorRef(storage=self.storage, dtype=self.dtype, shape=self.shape,
+                         stride=self._stride, storage_offset=self._offset)
+        return view
+
+    def int_repr(self) -> np.ndarray[Any, Any]:
+        """The stored integers of a quantized tensor (``torch.Tensor.int_repr()``)."""
+        import numpy as np  # noqa: PLC0415
+
+        view = self._dense_view("quantized")
+        view.dtype = _QUANT_INT[self.dtype.name]
+        return np.asarray(view.numpy())
+
+    def dequantize(self) -> np.ndarray[Any, Any]:
+        """The values of a quantized tensor as float32: ``(q - zero_point) * scale``,
+        per tensor or per channel along ``components["axis"]``."""
+        import numpy as np  # noqa: PLC0415
+
+        q = self.int_repr().astype(np.float32)
+        scale, zero = self.components["scale"], self.components["zero_point"]
+        if "axis" in self.components:
+            shape = [1] * q.ndim
+            shape[self.components["axis"]] = -1
+            scale = np.asarray(scale.numpy() if isinstance(scale, TensorRef) else scale,
+                               dtype=np.float64).reshape(shape)
+            zero = np.asarray(zero.numpy() if isinstance(zero, TensorRef) else zero,
+                              dtype=np.float64).reshape(shape)
+        return ((q - zero) * scale).astype(np.float32)
+
+    def to_dense(self) -> np.ndarray[Any, Any]:
+        """The values of a sparse tensor (COO, CSR, CSC) as a dense numpy array; the
+        values of a dense one."""
+        import numpy as np  # noqa: PLC0415
+
+        if self.kind == "dense":
+            return self.numpy()
+        parts = self.components
+        if self.kind == "sparse_coo":
+            indices, values = parts["indices"].numpy(), parts["values"].numpy()
+            out = np.zeros(tuple(self.shape), dtype=values.dtype)
+            np.add.at(out, tuple(indices.astype(np.intp)), values)  # duplicates add up
+            return out
+        if self.kind in ("sparse_csr", "sparse_csc"):
+            compressed = parts["compressed_indices"].numpy().astype(np.intp)
+            plain = parts["plain_indices"].numpy().astype(np.intp)
+            values = parts["values"].numpy()
+            if compressed.ndim != 1 or values.ndim != 1 or len(self.shape) != 2:
+                raise UnsupportedError("to_dense() of batched or hybrid compressed sparse "
+                                       "tensors is not supported", code="not-dense")
+            major = np.repeat(np.arange(len(compressed) - 1), np.diff(compressed))
+            rows, cols = (major, plain) if self.kind == "sparse_csr" else (plain, major)
+            out = np.zeros(tuple(self.shape), dtype=values.dtype)
+            np.add.at(out, (rows, cols), values)
+            return out
+        raise UnsupportedError(f"to_dense() of a {self.kind} tensor is not supported",
+                               code="not-dense")
+
+    def unbind(self) -> list[TensorRef]:
+        """The components of a nested tensor, each a view into its buffer."""
+        if self.kind != "nested":
+            raise UnsupportedError(f"unbind() is for nested tensors (this one is {self.kind})",
+                                   code="not-dense")
+        parts = self.components
+        buffer = parts["buffer"]
+        sizes, strides = parts["sizes"].tolist(), parts["strides"].tolist()
+        offsets = parts["offsets"].tolist()
+        return [TensorRef(storage=buffer.storage, dtype=self.dtype, shape=tuple(size),
+                          stride=tuple(stride), storage_offset=buffer.storage_offset() + offset,
+                          requires_grad=self.requires_grad)
+                for size, stride, offset in zip(sizes, strides, offsets)]
+
     def item(self) -> Any:
         """The single value of a one-element tensor, as a Python number."""
         if self.numel() != 1:
             raise ValueError(f"a tensor with {self.numel()} elements cannot be converted to a Python scalar")
         fmt = _STRUCT_FORMATS.get(self.dtype.name)
         storage = self.storage
-        if fmt is not None and storage is not None and storage.reader is not None:
+        if fmt is not None and self.kind == "dense" and storage is not None \
+                and storage.reader is not None:
             # metric values are one-element tensors: read them without numpy
             raw = bytes(self._raw())
             order = "<" if storage.reader.byteorder == "little" else ">"
@@ -352,6 +451,8 @@ class TensorRef:
         import torch  # noqa: PLC0415 - optional dependency, only here
 
         torch_dtype = getattr(torch, self.dtype.name)
+        if self.kind != "dense" and self.kind != "meta":
+            return self._to_torch_composite(torch)
         if self.storage is None:
             t = torch.empty_strided(tuple(self.shape), self._stride, dtype=torch_dtype,
                                     device="meta")
@@ -370,12 +471,38 @@ class TensorRef:
             return torch.nn.Parameter(t, requires_grad=self.requires_grad)
         return t.requires_grad_(self.requires_grad) if self.requires_grad else t
 
+    def _to_torch_composite(self, torch: Any) -> Any:
+        """to_torch() of quantized, sparse and nested tensors, from their parts."""
+        parts = self.components
+        if self.kind == "quantized":
+            ints = torch.from_numpy(self.int_repr().copy())
+            if "axis" in parts:
+                scale, zero = (p.to_torch() if isinstance(p, TensorRef) else torch.tensor(p)
+                               for p in (parts["scale"], parts["zero_point"]))
+                return torch._make_per_channel_quantized_tensor(ints, scale, zero, parts["axis"])
+            return torch._make_per_tensor_quantized_tensor(ints, parts["scale"],
+                                                           int(parts["zero_point"]))
+        if self.kind == "sparse_coo":
+            return torch.sparse_coo_tensor(parts["indices"].to_torch(), parts["values"].to_torch(),
+                                           tuple(self.shape), is_coalesced=parts["is_coalesced"])
+        if self.kind.startswith("sparse_"):
+            return torch.sparse_compressed_tensor(
+                parts["compressed_indices"].to_torch(), parts["plain_indices"].to_torch(),
+                parts["values"].to_torch(), tuple(self.shape),
+                layout=getattr(torch, self.kind))
+        if self.kind == "nested":
+            return torch.nested.nested_tensor([t.to_torch() for t in self.unbind()])
+        raise UnsupportedError(f"to_torch() of a {self.kind} tensor is not supported",
+                               code="not-dense")
+
     def __repr__(self) -> str:
         extra = ""
         if self.storage is not None and str(self.device) != "cpu":
             extra += f", device='{self.device}'"
         if self.requires_grad:
             extra += ", requires_grad=True"
+        if self.kind != "dense":
+            extra += f", kind={self.kind!r}"
         name = "Parameter" if self.is_parameter else "TensorRef"
         return f"{name}(shape={list(self.shape)}, dtype={self.dtype}{extra})"
 

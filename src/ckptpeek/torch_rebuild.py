@@ -6,6 +6,8 @@ Each takes the arguments ``Tensor.__reduce_ex__`` wrote (see ``torch/_tensor.py`
 
 from __future__ import annotations
 
+import sys
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any, Final
@@ -13,8 +15,8 @@ if TYPE_CHECKING:
 from .errors import FormatError, UnsupportedError
 from .standins import KnownGlobal, PlaceholderType, safe_repr
 from .tensor import StorageRef, TensorRef, new_dense
-from .torch_types import (DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Size,
-                          StorageType)
+from .torch_types import (DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Layout,
+                          QScheme, Size, StorageType)
 
 __all__ = ("TORCH_GLOBALS", "StorageResolver")
 
@@ -125,6 +127,7 @@ def _as_parameter(data: Any, requires_grad: Any, state: Any = None) -> TensorRef
     ref = TensorRef(storage=data.storage, dtype=data.dtype, shape=data.shape,
                     stride=data.stride(), storage_offset=data.storage_offset(),
                     requires_grad=requires_grad, kind=data.kind, metadata=data.metadata)
+    ref.components = data.components
     ref.is_parameter = True
     ref.type_name = "torch.nn.parameter.Parameter"
     _set_state(ref, state)
@@ -186,7 +189,10 @@ def _rebuild_from_type_v2(args: tuple[Any, ...]) -> Any:
 _TENSOR_FUNCTIONS: Final = frozenset(
     f"torch._utils.{name}" for name in (
         "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-        "_rebuild_parameter_with_state", "_rebuild_meta_tensor_no_storage"))
+        "_rebuild_parameter_with_state", "_rebuild_meta_tensor_no_storage", "_rebuild_qtensor",
+        "_rebuild_sparse_tensor", "_rebuild_nested_tensor", "_rebuild_wrapper_subclass",
+        "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_device_tensor_from_numpy",
+        "_rebuild_xla_tensor"))
 
 
 def _rebuild_meta_tensor_no_storage(args: tuple[Any, ...]) -> TensorRef:
@@ -195,6 +201,167 @@ def _rebuild_meta_tensor_no_storage(args: tuple[Any, ...]) -> TensorRef:
     shape, strides = _ints(args[1], "size"), _ints(args[2], "stride")
     return TensorRef(storage=None, dtype=args[0], shape=shape, stride=strides,
                      storage_offset=0, requires_grad=bool(args[3]), kind="meta")
+
+
+# -- tensors that are not one dense storage view (torch/_tensor.py __reduce_ex_internal)
+
+def _rebuild_qtensor(args: tuple[Any, ...]) -> TensorRef:
+    # (storage, storage_offset, size, stride, quantizer_params, requires_grad, hooks)
+    if len(args) != 7:
+        raise TypeError("_rebuild_qtensor takes 7 arguments")
+    storage, offset, size, stride, qparams, requires_grad, _hooks = args
+    ref = _tensor(storage, offset, size, stride, requires_grad=requires_grad)
+    if not (type(qparams) is tuple and qparams and isinstance(qparams[0], QScheme)):
+        raise TypeError("quantizer parameters must start with a qscheme")
+    scheme = qparams[0].name
+    if scheme in ("per_tensor_affine", "per_tensor_symmetric") and len(qparams) == 3:
+        scale, zero_point = qparams[1:]
+        if not (isinstance(scale, (int, float)) and isinstance(zero_point, (int, float))):
+            raise TypeError("per-tensor scale and zero point must be numbers")
+        ref.components = {"qscheme": qparams[0], "scale": float(scale),
+                          "zero_point": zero_point}
+    elif scheme.startswith("per_channel") and len(qparams) == 4:
+        scales, zero_points, axis = qparams[1:]
+        if type(axis) is not int or not 0 <= axis < len(ref.shape):
+            raise TypeError(f"per-channel axis {axis!r} out of range for size {tuple(ref.shape)}")
+        for part in (scales, zero_points):
+            count = part.numel() if isinstance(part, TensorRef) else (
+                len(part) if isinstance(part, list) else -1)
+            if count != ref.shape[axis]:
+                raise TypeError("per-channel scales and zero points must have size[axis] entries")
+        ref.components = {"qscheme": qparams[0], "scale": scales, "zero_point": zero_points,
+                          "axis": axis}
+    else:
+        raise TypeError(f"quantizer parameters for {scheme} are malformed")
+    ref.kind = "quantized"
+    return ref
+
+
+_SPARSE_PARTS: Final = {
+    "sparse_coo": ("indices", "values", "size", "is_coalesced"),
+    "sparse_csr": ("compressed_indices", "plain_indices", "values", "size"),
+    "sparse_csc": ("compressed_indices", "plain_indices", "values", "size"),
+    "sparse_bsr": ("compressed_indices", "plain_indices", "values", "size"),
+    "sparse_bsc": ("compressed_indices", "plain_indices", "values", "size"),
+}
+
+
+def _rebuild_sparse_tensor(args: tuple[Any, ...]) -> TensorRef:
+    # (layout, (indices, values, size[, is_coalesced])) or compressed layouts
+    if len(args) != 2 or not isinstance(args[0], Layout) or type(args[1]) is not tuple:
+        raise TypeError("_rebuild_sparse_tensor(layout, data) expected")
+    layout, data = args
+    names = _SPARSE_PARTS.get(layout.name)
+    if names is None:
+        raise TypeError(f"no sparse layout {layout}")
+    if layout.name == "sparse_coo" and len(data) == 3:
+        data = (*data, None)
+    if len(data) != len(names):
+        raise TypeError(f"{layout} data has {len(data)} parts, expected {len(names)}")
+    parts = dict(zip(names, data))
+    shape = _ints(parts.pop("size"), "size")
+    for name, value in parts.items():
+        if name != "is_coalesced" and not isinstance(value, TensorRef):
+            raise TypeError(f"sparse {name} must be a tensor")
+    values = parts["values"]
+    ref = TensorRef(storage=None, dtype=values.dtype, shape=shape, stride=(),
+                    storage_offset=0, requires_grad=values.requires_grad, kind=layout.name)
+    ref.components = parts
+    return ref
+
+
+def _rebuild_nested_tensor(args: tuple[Any, ...]) -> TensorRef:
+    # (buffer, sizes, strides, storage_offsets): one flat buffer, a row per component
+    if len(args) != 4 or not all(isinstance(a, TensorRef) for a in args):
+        raise TypeError("_rebuild_nested_tensor(buffer, sizes, strides, offsets) expected")
+    buffer, sizes, strides, offsets = args
+    if sizes.ndim != 2 or strides.shape != sizes.shape or offsets.ndim != 1 \
+            or offsets.shape[0] != sizes.shape[0]:
+        raise TypeError("nested tensor sizes/strides/offsets do not agree")
+    ref = TensorRef(storage=None, dtype=buffer.dtype, shape=(sizes.shape[0],), stride=(),
+                    storage_offset=0, requires_grad=buffer.requires_grad, kind="nested")
+    ref.components = {"buffer": buffer, "sizes": sizes, "strides": strides, "offsets": offsets}
+    return ref
+
+
+def _rebuild_wrapper_subclass(args: tuple[Any, ...]) -> TensorRef:
+    # (cls, dtype, size, stride, storage_offset, layout, device, requires_grad): no data
+    if len(args) != 8 or not isinstance(args[1], DType):
+        raise TypeError("_rebuild_wrapper_subclass takes 8 arguments, the 2nd a dtype")
+    cls, dtype, size, stride, offset, _layout, device, requires_grad = args
+    ref = TensorRef(storage=None, dtype=dtype, shape=_ints(size, "size"),
+                    stride=_ints(stride, "stride"), storage_offset=int(offset),
+                    requires_grad=bool(requires_grad), kind="wrapper")
+    ref.type_name = getattr(cls, "qualname", "torch.Tensor")
+    ref.components = {"device": str(device)}
+    return ref
+
+
+def _rebuild_device_tensor_from_cpu_tensor(args: tuple[Any, ...]) -> TensorRef:
+    # (cpu tensor, dtype, device, requires_grad): the data is the CPU copy torch saved
+    if len(args) != 4 or not isinstance(args[0], TensorRef) or not isinstance(args[1], DType):
+        raise TypeError("_rebuild_device_tensor_from_cpu_tensor(data, dtype, device, "
+                        "requires_grad) expected")
+    data, dtype, device, requires_grad = args
+    if dtype != data.dtype:
+        raise TypeError(f"device tensor of {dtype} saved from a {data.dtype} copy")
+    if data.storage is None:
+        raise TypeError("device tensor without data")
+    storage = StorageRef(data.storage.key, data.storage.dtype, data.storage.numel,
+                         str(device), data.storage.reader)
+    return new_dense(storage, dtype, tuple(data.shape), data.stride(), data.storage_offset(),
+                     bool(requires_grad), data.metadata)
+
+
+def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
+    # (numpy array, dtype, device, requires_grad): XLA and other storage-less devices
+    if len(args) != 4 or not isinstance(args[1], DType):
+        raise TypeError("_rebuild_device_tensor_from_numpy(data, dtype, device, "
+                        "requires_grad) expected")
+    data, dtype, device, requires_grad = args
+    if type(data).__name__ != "ndarray" or type(data).__module__ != "numpy":
+        raise TypeError("device tensor data must be a numpy array")
+    array = data.astype(data.dtype.newbyteorder("="), copy=False)
+    raw = array.tobytes()
+    item = dtype.itemsize
+    storage = StorageRef("numpy", dtype, len(raw) // item if item else 0, str(device),
+                         BytesStorageReader(raw))
+    shape = tuple(array.shape)
+    strides = []
+    step = 1
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= dim
+    if array.dtype.itemsize != item:
+        raise TypeError(f"numpy data of {array.dtype} for a {dtype} tensor")
+    return new_dense(storage, dtype, shape, tuple(reversed(strides)), 0, bool(requires_grad),
+                     None)
+
+
+class BytesStorageReader:
+    """Storage bytes held in memory (tensors that pickles carry inline)."""
+
+    path = None
+    byteorder = sys.byteorder
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
+        return memoryview(self.data)[start:stop]
+
+    def storage_location(self, storage: StorageRef) -> tuple[None, int, int]:
+        return None, 0, len(self.data)
+
+
+def _get_layout(args: tuple[Any, ...]) -> Layout:
+    """``torch.serialization._get_layout("torch.sparse_coo")``: how layouts are pickled."""
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise TypeError("_get_layout(name) expected")
+    layout = TORCH_CONSTANTS.get(args[0].removeprefix("torch."))
+    if not isinstance(layout, Layout):
+        raise TypeError(f"no layout named {args[0]!r}")
+    return layout
 
 
 def _size(args: tuple[Any, ...]) -> Size:
@@ -220,10 +387,19 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
                        ("_rebuild_tensor_v3", _rebuild_tensor_v3),
                        ("_rebuild_parameter", _rebuild_parameter),
                        ("_rebuild_parameter_with_state", _rebuild_parameter_with_state),
-                       ("_rebuild_meta_tensor_no_storage", _rebuild_meta_tensor_no_storage)):
+                       ("_rebuild_meta_tensor_no_storage", _rebuild_meta_tensor_no_storage),
+                       ("_rebuild_qtensor", _rebuild_qtensor),
+                       ("_rebuild_sparse_tensor", _rebuild_sparse_tensor),
+                       ("_rebuild_nested_tensor", _rebuild_nested_tensor),
+                       ("_rebuild_wrapper_subclass", _rebuild_wrapper_subclass),
+                       ("_rebuild_device_tensor_from_cpu_tensor",
+                        _rebuild_device_tensor_from_cpu_tensor),
+                       ("_rebuild_device_tensor_from_numpy", _rebuild_device_tensor_from_numpy),
+                       ("_rebuild_xla_tensor", _rebuild_device_tensor_from_numpy)):
         fn("torch._utils", name, call)
     fn("torch._tensor", "_rebuild_from_type_v2", _rebuild_from_type_v2)
     fn("torch", "Size", _size)
+    fn("torch.serialization", "_get_layout", _get_layout)
     fn("torch", "device", _device)
     g[("torch", "Tensor")] = KnownGlobal("torch", "Tensor")
     g[("torch._tensor", "Tensor")] = KnownGlobal("torch", "Tensor")

@@ -1,14 +1,341 @@
-"""safetensors files (being written)."""
+"""safetensors files: an 8-byte header length, a JSON header, then the raw tensor bytes.
+
+Layout (huggingface/safetensors ``tensor.rs``)::
+
+    [8 bytes: N, little-endian u64][N bytes: UTF-8 JSON][data]
+
+The JSON is an object ``{name: {"dtype": "F32", "shape": [..], "data_offsets": [b, e]},
+"__metadata__": {str: str}}``; offsets are relative to the start of the data (``8 + N``),
+tensors are C-contiguous and little-endian. Only the ``8 + N`` header bytes are read;
+each tensor gets its own ``StorageRef`` (key = its name) whose reader memory-maps exactly
+``[b, e)`` on demand.
+
+Validation mirrors the Rust reader of safetensors 0.8, check for check, so a file is
+accepted here exactly when ``safe_open`` accepts it (the tests check this
+differentially): ``N <= 100_000_000``; ``8 + N <= file size``; UTF-8; JSON that serde
+would accept (whitespace around it is fine, ``NaN`` and lone surrogates are not, sizes
+are integers in ``0..2**64-1``, a tensor entry may be an object or a 3-element array,
+extra fields are ignored, a repeated tensor name keeps its last entry, a repeated
+``__metadata__`` is an error); then, tensors sorted by ``(begin, end)``, each must start
+where the previous one ended (``begin == end_prev``, ``begin <= end``: no gaps, no
+overlaps), hold exactly ``prod(shape) * bits / 8`` bytes (sub-byte types must fill whole
+bytes; overflow past ``2**64`` is an error), and the last must end at the end of the file.
+Errors carry ``st-`` codes named after ``SafeTensorError`` variants. The one deliberate
+difference: a dtype this module does not know is ``UnsupportedError(st-unknown-dtype)``
+(Rust: a JSON error) - new dtypes are how the format evolves, so such a file is
+"valid but newer", not corrupt.
+
+Where things go:
+
+- ``Checkpoint.root`` is ``{name: TensorRef}`` in data-offset order - the dict
+  ``safetensors.torch.load_file`` returns (same keys, same order), nothing else in it.
+- ``Checkpoint.members["metadata"]`` is the ``__metadata__`` dict (``str -> str``), or
+  ``None`` when the header has none - what ``safe_open(...).metadata()`` returns.
+  ``members`` is the per-format record of what the file says about itself and where;
+  putting the metadata in ``root`` would make ``root`` differ from ``load_file`` (and
+  ``tensors()``/summaries would have to skip it), and ``Checkpoint`` has no metadata field.
+- ``members["header_bytes"]`` is ``str(8 + N)``: where the data starts.
+
+dtypes: every safetensors 0.8 dtype maps to the torch dtype ``safetensors.torch`` uses
+(``F8_E4M3`` -> ``float8_e4m3fn``, ``F8_E8M0`` -> ``float8_e8m0fnu``, ``C64`` ->
+``complex64``, ...). ``F4`` (4-bit e2m1) becomes torch's packed ``float4_e2m1fn_x2`` with
+the last dimension halved, as ``load_file`` does. Two cases have no torch dtype:
+``F6_E2M3`` / ``F6_E3M2`` (6-bit floats) and ``F4`` whose last dimension is odd (or 0-d).
+Those become a 1-D ``torch.bits8`` tensor over the raw bytes (so ``byte_range`` and the
+byte count are right; ``numpy()`` refuses, as for any raw-bits dtype) with the file's
+dtype and shape in ``TensorRef.attrs["safetensors_dtype"]`` / ``["safetensors_shape"]``.
+
+Why not use the ``safetensors`` package here (it is a dependency): its Python API does
+not expose ``data_offsets`` (``byte_range`` and lazy reads need them, so the header would
+be parsed twice); ``safe_open`` takes only paths (ckptpeek also reads file objects);
+its single ``SafetensorError`` would have to be mapped to codes by message text; and
+reading through :class:`ByteSource` keeps ``bytes_read`` exact. The package is the
+reference the tests compare against instead.
+"""
 
 from __future__ import annotations
 
-from ..errors import UnsupportedError
+import json
+import struct
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
-    from . import ReadOptions
+    from typing import Any
+
+from ..checkpoint import Checkpoint
+from ..errors import FormatError, LimitError, UnsupportedError
+from ..source import ByteSource
+from ..tensor import StorageRef, new_dense
+from ..torch_types import DTYPES, DType
+from . import ReadOptions
+
+__all__ = ("read", "read_header", "SafetensorsStorageReader", "MAX_HEADER_SIZE", "ST_DTYPES")
+
+#: the largest header safetensors accepts (``MAX_HEADER_SIZE`` in tensor.rs)
+MAX_HEADER_SIZE = 100_000_000
+_U64_MAX = (1 << 64) - 1
+
+#: safetensors dtype -> (ckptpeek/torch dtype name, or None when torch has none; bits)
+ST_DTYPES: dict[str, tuple[str | None, int]] = {
+    "BOOL": ("bool", 8),
+    "F4": ("float4_e2m1fn_x2", 4),  # packed in pairs along the last dimension
+    "F6_E2M3": (None, 6),
+    "F6_E3M2": (None, 6),
+    "U8": ("uint8", 8),
+    "I8": ("int8", 8),
+    "F8_E5M2": ("float8_e5m2", 8),
+    "F8_E4M3": ("float8_e4m3fn", 8),
+    "F8_E8M0": ("float8_e8m0fnu", 8),
+    "F8_E4M3FNUZ": ("float8_e4m3fnuz", 8),
+    "F8_E5M2FNUZ": ("float8_e5m2fnuz", 8),
+    "I16": ("int16", 16),
+    "U16": ("uint16", 16),
+    "F16": ("float16", 16),
+    "BF16": ("bfloat16", 16),
+    "I32": ("int32", 32),
+    "U32": ("uint32", 32),
+    "F32": ("float32", 32),
+    "C64": ("complex64", 64),
+    "F64": ("float64", 64),
+    "I64": ("int64", 64),
+    "U64": ("uint64", 64),
+}
+
+_RAW = DTYPES["bits8"]
 
 
-def read(source: object, opts: ReadOptions) -> Checkpoint:
-    raise UnsupportedError("a safetensors file cannot be read yet", code="safetensors-format")
+class _Entry:
+    __slots__ = ("name", "code", "shape", "begin", "end")
+
+    def __init__(self, name: str, code: str, shape: tuple[int, ...], begin: int, end: int) -> None:
+        self.name = name
+        self.code = code
+        self.shape = shape
+        self.begin = begin
+        self.end = end
+
+
+class SafetensorsStorageReader:
+    """Reads one file's tensors lazily: the storage with key ``name`` is the file's bytes
+    ``[data_start + begin, data_start + end)``. Reopens the file by path when closed."""
+
+    byteorder = "little"
+
+    def __init__(self, source: ByteSource, data_start: int,
+                 spans: dict[str, tuple[int, int]]) -> None:
+        self.source = source
+        self.path = source.path
+        self.data_start = data_start
+        self._size = source.size
+        self._spans = spans
+
+    def _source(self) -> ByteSource:
+        src = self.source
+        if src.closed:
+            if self.path is None:
+                raise ValueError("the checkpoint's file object is closed")
+            src = ByteSource(self.path)
+            if src.size != self._size:
+                src.close()
+                raise FormatError("file changed size since it was opened", code="file-changed",
+                                  path=self.path)
+            self.source = src
+        return src
+
+    def storage_location(self, storage: StorageRef) -> tuple[None, int, int]:
+        begin, end = self._spans[storage.key]
+        return None, self.data_start + begin, end - begin
+
+    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
+        _, base, size = self.storage_location(storage)
+        if not 0 <= start <= stop <= size:
+            raise FormatError(f"bytes {start}..{stop} are outside tensor {storage.key!r} "
+                              f"({size} bytes)", code="tensor-out-of-storage", path=self.path)
+        return self._source().view(base + start, stop - start, what=f"tensor {storage.key!r}")
+
+
+def _bad_json(msg: str, path: str | None, offset: int | None = None) -> FormatError:
+    return FormatError(f"safetensors header: {msg}", code="st-invalid-json", path=path,
+                       offset=offset)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _size(value: Any, what: str, path: str | None) -> int:
+    """A serde ``usize``: a JSON integer in 0..2**64-1 (not a bool, not a float)."""
+    if type(value) is not int or not 0 <= value <= _U64_MAX:
+        raise _bad_json(f"{what} must be an integer in 0..2**64-1, got {value!r:.40}", path)
+    return value
+
+
+def _utf8(text: str, what: str, path: str | None) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \\ud800 escape: serde refuses it
+        raise _bad_json(f"{what} holds a lone surrogate escape", path) from None
+    return text
+
+
+def _parse(text: str, path: str | None) -> dict[str, Any]:
+    try:
+        header = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        offset = 8 + len(text[:exc.pos].encode("utf-8", "surrogatepass"))
+        raise _bad_json(f"not valid JSON: {exc.msg}", path, offset) from None
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity, 4300+ digit ints, deep nesting
+        raise _bad_json(f"not valid JSON: {type(exc).__name__}: {str(exc)[:80]}", path,
+                        8) from None
+    if not isinstance(header, dict):
+        raise _bad_json(f"the header is a JSON {type(header).__name__}, not an object", path, 8)
+    if text.count('"__metadata__"') > 1:  # rare: find out whether it is a repeated top key
+        pairs = json.loads(text, object_pairs_hook=lambda p: p)
+        if sum(1 for k, _ in pairs if k == "__metadata__") > 1:
+            raise _bad_json("duplicate field __metadata__", path, 8)
+    return header
+
+
+def _entry(name: str, info: Any, path: str | None) -> _Entry:
+    _utf8(name, "a tensor name", path)
+    if isinstance(info, dict):
+        missing = [f for f in ("dtype", "shape", "data_offsets") if f not in info]
+        if missing:
+            raise _bad_json(f"tensor {name!r} has no {missing[0]!r}", path)
+        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    elif isinstance(info, list) and len(info) == 3:  # serde also reads a struct from a sequence
+        code, shape, offsets = info
+    else:
+        raise _bad_json(f"tensor {name!r} is a JSON {type(info).__name__}, not an object", path)
+    if isinstance(code, dict) and len(code) == 1 and next(iter(code.values())) is None:
+        (code,) = code  # serde's map form of a unit enum variant: {"F32": null}
+    if not isinstance(code, str):
+        raise _bad_json(f"tensor {name!r}: dtype must be a string, got {code!r:.40}", path)
+    if code not in ST_DTYPES:
+        raise UnsupportedError(f"tensor {name!r} has dtype {code[:40]!r}, which safetensors "
+                               f"0.8 does not define", code="st-unknown-dtype", path=path)
+    if not isinstance(shape, list):
+        raise _bad_json(f"tensor {name!r}: shape must be a list", path)
+    dims = tuple(_size(d, f"tensor {name!r}: a shape entry", path) for d in shape)
+    if not isinstance(offsets, list) or len(offsets) != 2:
+        raise _bad_json(f"tensor {name!r}: data_offsets must be a list of 2 integers", path)
+    begin = _size(offsets[0], f"tensor {name!r}: data_offsets[0]", path)
+    end = _size(offsets[1], f"tensor {name!r}: data_offsets[1]", path)
+    return _Entry(name, code, dims, begin, end)
+
+
+def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_Entry]]:
+    """Read and validate the header: ``(N, metadata or None, tensors in offset order)``.
+
+    Raises ``FormatError``/``LimitError``/``UnsupportedError`` with ``st-`` codes; reads
+    ``8 + N`` bytes and allocates nothing a length merely claims.
+    """
+    path, size = source.path, source.size
+    if size < 8:
+        raise FormatError(f"a safetensors file needs 8 bytes of header length, this one has "
+                          f"{size}", code="st-header-too-small", path=path, offset=0)
+    (n,) = struct.unpack("<Q", source.read_at(0, 8, what="safetensors header length"))
+    if n > MAX_HEADER_SIZE:
+        raise LimitError(f"safetensors header claims {n} bytes; at most {MAX_HEADER_SIZE} are "
+                         f"accepted", code="st-header-too-large", path=path, offset=0)
+    if 8 + n > size:
+        raise FormatError(f"safetensors header claims {n} bytes but the file has only "
+                          f"{size - 8} after the length", code="st-invalid-header-length",
+                          path=path, offset=0)
+    raw = source.read_at(8, n, what="safetensors header")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"safetensors header is not UTF-8: {exc.reason}",
+                          code="st-invalid-header", path=path, offset=8 + exc.start) from None
+    header = _parse(text, path)
+
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise _bad_json(f"__metadata__ must be an object, got a {type(metadata).__name__}",
+                            path)
+        for k, v in metadata.items():
+            if not isinstance(v, str):
+                raise _bad_json(f"__metadata__[{k!r}] must be a string, got {v!r:.40}", path)
+            _utf8(k, "a __metadata__ key", path)
+            _utf8(v, "a __metadata__ value", path)
+    entries = [_entry(name, info, path) for name, info in header.items()]
+
+    # SafeTensors::read_metadata + Metadata::validate, in their order
+    entries.sort(key=lambda e: (e.begin, e.end))
+    start = 0
+    for e in entries:
+        if e.begin != start or e.end < e.begin:
+            raise FormatError(
+                f"tensor {e.name!r} has data_offsets [{e.begin}, {e.end}]; the previous tensor "
+                f"ends at {start} (tensors must tile the data with no gap or overlap)",
+                code="st-invalid-offset", path=path, offset=8 + n + min(e.begin, size))
+        start = e.end
+        numel = 1
+        for d in e.shape:
+            numel *= d
+            if numel > _U64_MAX:
+                break
+        bits = numel * ST_DTYPES[e.code][1]
+        if bits > _U64_MAX:
+            raise FormatError(f"tensor {e.name!r}: shape {list(e.shape)} of {e.code} overflows "
+                              f"a 64-bit byte count", code="st-validation-overflow", path=path)
+        if bits % 8:
+            raise FormatError(f"tensor {e.name!r}: {numel} {e.code} values do not fill whole "
+                              f"bytes", code="st-misaligned-slice", path=path)
+        if e.end - e.begin != bits // 8:
+            raise FormatError(f"tensor {e.name!r}: {e.code}{list(e.shape)} needs {bits // 8} "
+                              f"bytes but data_offsets span {e.end - e.begin}",
+                              code="st-tensor-invalid-info", path=path)
+    if 8 + n + start != size:
+        raise FormatError(f"the tensors end at byte {8 + n + start} but the file has {size} "
+                          f"(the data must be covered exactly)", code="st-incomplete-buffer",
+                          path=path, offset=min(8 + n + start, size))
+    return n, metadata, entries
+
+
+def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """torch's contiguous strides (empty dimensions count as 1, as torch.empty does)."""
+    strides = []
+    acc = 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= max(d, 1)
+    return tuple(reversed(strides))
+
+
+def _layout(e: _Entry) -> tuple[DType, tuple[int, ...], dict[str, Any] | None]:
+    """The torch dtype and shape of an entry (or raw bytes, with the file's view in attrs)."""
+    name, _bits = ST_DTYPES[e.code]
+    if e.code == "F4" and e.shape and e.shape[-1] % 2 == 0:
+        return DTYPES[name], e.shape[:-1] + (e.shape[-1] // 2,), None  # type: ignore[index]
+    if name is None or e.code == "F4":
+        return _RAW, (e.end - e.begin,), {"safetensors_dtype": e.code,
+                                          "safetensors_shape": e.shape}
+    return DTYPES[name], e.shape, None
+
+
+def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
+    """Read a safetensors header into a :class:`Checkpoint` (``root`` = name -> TensorRef)."""
+    n, metadata, entries = read_header(source)
+    select = opts.select
+    spans: dict[str, tuple[int, int]] = {}
+    reader = SafetensorsStorageReader(source, 8 + n, spans)
+    root: dict[str, Any] = {}
+    for e in entries:
+        if select is not None and e.name not in select:
+            continue
+        dtype, shape, attrs = _layout(e)
+        spans[e.name] = (e.begin, e.end)
+        storage = StorageRef(e.name, dtype, (e.end - e.begin) // dtype.itemsize, "cpu", reader)
+        t = new_dense(storage, dtype, shape, _contiguous(shape), 0, False, None)
+        if attrs is not None:
+            t.attrs = attrs
+        root[e.name] = t
+    dropped = select is not None and len(root) != len(entries)
+    return Checkpoint(format="safetensors", backend=opts.engine.ENGINE, root=root, source=source,
+                      globals_={}, limits=opts.limits,
+                      members={"metadata": metadata,  # type: ignore[dict-item]
+                               "header_bytes": str(8 + n)},
+                      selected=select if dropped else None)

@@ -1,14 +1,536 @@
-"""Legacy torch.save files (being written)."""
+"""Legacy ``torch.save`` files: torch < 1.6, or ``_use_new_zipfile_serialization=False``.
+
+Layout (torch/serialization.py ``_legacy_save``), a run of pickles then raw storages:
+
+1. the magic number ``0x1950a86a20f9469cfc6c`` (a pickled int);
+2. the protocol version, ``1001``;
+3. ``sys_info``: ``{"protocol_version", "little_endian", "type_sizes"}``;
+4. the object itself; tensors refer to storages by persistent id
+   ``('storage', StorageType, root_key, location, numel, view_metadata)`` with
+   ``view_metadata`` ``None`` or ``(view_key, offset, view_size)`` (a sub-storage, in
+   elements of the root; only very old files have them); ``nn.Module`` classes saved
+   whole appear as ``('module', cls, source_file, source)``;
+5. the list of storage keys, in the order their data follows;
+6. per key: an 8-byte little-endian element count, then ``count * element_size`` bytes.
+
+Storage bytes are always little-endian: torch's writer converts on big-endian machines
+and its reader converts back, whatever ``sys_info`` says (``little_endian`` records only
+the writer's machine; very old writers put the *count* in native order, which is
+accepted when ``sys_info`` says big-endian and only that reading fits).
+
+The very old tar format (torch < 0.4: a tar archive with members ``sys_info``,
+``pickle``, ``tensors`` and ``storages``) is read by :func:`_read_tar`.
+
+Only the pickles (at the start of the file, small) and 8 bytes per storage are read;
+tensor data is memory-mapped on demand.
+"""
 
 from __future__ import annotations
 
-from ..errors import UnsupportedError
+import struct
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from typing import Any, Final
+
     from . import ReadOptions
 
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError, FormatError, LimitError, UnsupportedError
+from ..source import ByteSource
+from ..standins import KnownGlobal, safe_repr
+from ..tensor import StorageRef, new_dense
+from ..torch_types import StorageType
 
-def read(source: object, opts: ReadOptions) -> Checkpoint:
-    raise UnsupportedError("a legacy (non-zip) torch.save file cannot be read yet", code="torch-legacy-format")
+__all__ = ("read", "LegacyStorageReader", "MAGIC_NUMBER", "PROTOCOL_VERSION")
+
+MAGIC_NUMBER: Final = 0x1950A86A20F9469CFC6C
+PROTOCOL_VERSION: Final = 1001
+#: the first read covers the small pickles of most files; it grows x4 when a pickle
+#: runs past it (each pickle is re-run on the longer buffer, so the total stays linear)
+_FIRST_CHUNK: Final = 64 * 1024
+_GROWTH: Final = 4
+_COUNT: Final = struct.Struct("<q")
+
+
+def _text(value: Any) -> Any:
+    """torch's ``_maybe_decode_ascii``: Python 2 ``str`` read as bytes -> text."""
+    if type(value) is bytes:
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+class LegacyStorageReader:
+    """Where each storage of a legacy file lives; reads its bytes (memory-mapped).
+
+    ``spans`` maps a storage key to ``(absolute offset of its first byte, nbytes)``; it
+    is filled by the walk over the storage headers after the pickles are read.
+    """
+
+    byteorder = "little"  # always: see the module docstring
+
+    def __init__(self, source: ByteSource) -> None:
+        self.source = source
+        self.path = source.path
+        self._size = source.size
+        self.spans: dict[str, tuple[int, int]] = {}
+
+    def _source(self) -> ByteSource:
+        src = self.source
+        if src.closed:
+            if self.path is None:
+                raise ValueError("the checkpoint's file object is closed")
+            src = ByteSource(self.path)
+            if src.size != self._size:
+                src.close()
+                raise FormatError("file changed size since it was opened", code="file-changed",
+                                  path=self.path)
+            self.source = src
+        return src
+
+    def storage_location(self, storage: StorageRef) -> tuple[None, int, int]:
+        span = self.spans.get(storage.key)
+        if span is None:  # cannot happen for a Checkpoint that read() returned
+            raise FormatError(f"storage {storage.key!r} has no data in the file",
+                              code="missing-storage", path=self.path)
+        return None, span[0], span[1]
+
+    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
+        _, base, size = self.storage_location(storage)
+        if not 0 <= start <= stop <= size:
+            raise FormatError(f"bytes {start}..{stop} are past the end of storage "
+                              f"{storage.key!r} ({size} bytes)", code="tensor-out-of-storage",
+                              path=self.path)
+        return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}")
+
+
+class _Resolver:
+    """``persistent_load`` of the main pickle: legacy storage ids -> :class:`StorageRef`.
+
+    As in torch, the first id naming a root key decides its type and length; a view
+    (``view_metadata``) is a storage of its own, a slice of the root's bytes.
+    """
+
+    __slots__ = ("reader", "limit", "roots", "cache", "views")
+
+    def __init__(self, reader: LegacyStorageReader, limit: int) -> None:
+        self.reader = reader
+        self.limit = limit  # no storage can hold more bytes than the file has after the pickles
+        self.reset()
+
+    def reset(self) -> None:
+        self.roots: dict[str, StorageRef] = {}
+        self.cache: dict[str, StorageRef] = {}  # roots and views, like torch's one dict
+        self.views: dict[str, tuple[str, int]] = {}  # view key -> (root key, element offset)
+
+    def _bad(self, msg: str, code: str = "bad-persistent-id") -> FormatError:
+        return FormatError(msg, code=code, path=self.reader.path)
+
+    def __call__(self, pid: Any) -> Any:
+        if type(pid) is not tuple or not pid:
+            raise self._bad(f"persistent id {safe_repr(pid)} is not a tuple")
+        tag = _text(pid[0])
+        if tag == "module" and len(pid) == 4:
+            return pid[1]  # an nn.Module class saved with torch.save(model): the class
+        if tag != "storage" or len(pid) != 6:
+            raise UnsupportedError(f"unknown persistent id {safe_repr(pid)}",
+                                   code="bad-persistent-id", path=self.reader.path)
+        _, stype, key, location, numel, view = pid
+        key, location = _text(key), _text(location)
+        root = self.cache.get(key) if type(key) is str else None
+        if root is None:
+            if type(stype) is not StorageType:
+                raise self._bad(f"persistent id names {safe_repr(stype)}, not a storage type")
+            if not (type(key) is str and type(location) is str and type(numel) is int
+                    and numel >= 0):
+                raise self._bad(f"malformed storage persistent id {safe_repr(pid)}")
+            if numel * stype.dtype.itemsize > self.limit:
+                raise self._bad(f"storage {key!r} claims {numel} x {stype.dtype} but the file "
+                                f"has {self.limit} bytes after its pickles", "storage-too-small")
+            root = self.cache[key] = self.roots[key] = StorageRef(
+                key, stype.dtype, numel, location, self.reader)
+        if view is None:
+            return root
+        if not (type(view) is tuple and len(view) == 3):
+            raise self._bad(f"malformed storage view {safe_repr(view)}")
+        view_key, offset, size = _text(view[0]), view[1], view[2]
+        if not (type(view_key) is str and type(offset) is int and type(size) is int
+                and offset >= 0 and size >= 0):
+            raise self._bad(f"malformed storage view {safe_repr(view)}")
+        ref = self.cache.get(view_key)
+        if ref is None:
+            if root.key not in self.roots:
+                raise self._bad(f"storage view {view_key!r} of {root.key!r}, itself a view")
+            if offset + size > root.numel:
+                raise self._bad(f"storage view {view_key!r} covers elements {offset}..{offset + size} "
+                                f"of {root.key!r}, which has {root.numel}", "storage-too-small")
+            ref = self.cache[view_key] = StorageRef(view_key, root.dtype, size, root.location,
+                                                    self.reader)
+            self.views[view_key] = (root.key, offset)
+        return ref
+
+
+class _Reader:
+    """One read of one file: the pickles in order, then the storage headers."""
+
+    def __init__(self, source: ByteSource, opts: ReadOptions) -> None:
+        self.source = source
+        self.opts = opts
+        self.path = source.path
+        self.base = 0   # file offset of buf[0]
+        self.buf = b""  # bytes read around the pickles, grown as they need
+
+    def run(self, pos: int, what: str, persistent_load: Any = None, select: Any = None, *,
+            end: int | None = None, first: int = _FIRST_CHUNK, extra_globals: Any = None,
+            member: str | None = None, member_start: int = 0) -> tuple[Any, int]:
+        """Run the pickle starting at file offset ``pos``; returns its result and the
+        offset just past it.
+
+        A pickle that runs past the bytes read so far is re-run on a longer buffer; one
+        that runs past ``end`` (the end of the file or of its tar member) is truncated.
+        """
+        end = self.source.size if end is None else end
+        limit = self.opts.limits.max_pickle_bytes
+        if not self.base <= pos <= self.base + len(self.buf):
+            self.base, self.buf = pos, b""
+        want = max(first, 1)
+        while True:
+            stop = min(pos + want, end, pos + limit)
+            have = self.base + len(self.buf)
+            if have < stop:
+                self.buf += self.source.read_at(have, stop - have, what=what, member=member)
+            data = self.buf[pos - self.base:stop - self.base]
+            try:
+                result = self.opts.run_pickle(data, persistent_load, select=select,
+                                              extra_globals=extra_globals)
+            except CheckpointError as exc:
+                if exc.code == "truncated" and stop < end:
+                    if stop - pos >= limit:
+                        raise LimitError(f"the {what} runs past {limit} bytes "
+                                         f"(Limits.max_pickle_bytes)", code="limit-pickle-size",
+                                         path=self.path, member=member,
+                                         offset=pos - member_start) from None
+                    want = (stop - pos) * _GROWTH
+                    if persistent_load is not None and hasattr(persistent_load, "reset"):
+                        persistent_load.reset()  # forget the partial run's ids
+                    continue
+                if exc.code == "truncated":
+                    exc.msg = f"{what}: {exc.msg}"
+                raise exc.located(path=self.path, member=member,
+                                  offset_base=pos - member_start) from None
+            if result.end <= 0:
+                raise FormatError(f"the {what} has no end", code="truncated", path=self.path,
+                                  member=member, offset=pos - member_start)
+            return result, pos + result.end
+
+
+def _expect(value: Any, want: Any, what: str, code: str, path: str | None, pos: int) -> None:
+    if type(value) is not int or value != want:
+        raise FormatError(f"{what} is {safe_repr(value)}, expected {want!r}: not a legacy "
+                          f"torch.save file (or a corrupt one)", code=code, path=path, offset=pos)
+
+
+def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
+    """Read a legacy ``torch.save`` file (or its tar predecessor) header-only."""
+    r = _Reader(source, opts)
+    r.buf = source.read_at(0, min(source.size, _FIRST_CHUNK), what="file header")
+    if len(r.buf) >= 262 and r.buf[257:262] == b"ustar":
+        return _read_tar(source, opts)
+    path = source.path
+    magic, pos = r.run(0, "magic number")
+    _expect(magic.value, MAGIC_NUMBER, "the magic number", "legacy-bad-magic", path, 0)
+    start = pos
+    version, pos = r.run(pos, "protocol version")
+    _expect(version.value, PROTOCOL_VERSION, "the legacy protocol version",
+            "legacy-bad-version", path, start)
+    start = pos
+    sys_info, pos = r.run(pos, "sys_info pickle")
+    info = sys_info.value
+    if not isinstance(info, dict) or not isinstance(info.get("little_endian", True), bool):
+        raise FormatError(f"sys_info is {safe_repr(info)}, not torch's dict",
+                          code="legacy-bad-header", path=path, offset=start)
+    little = info.get("little_endian", True)
+
+    reader = LegacyStorageReader(source)
+    resolver = _Resolver(reader, max(0, source.size - pos))
+    main_start = pos
+    main, pos = r.run(pos, "main pickle", resolver, select=opts.select)
+    keys_start = pos
+    keys, pos = r.run(pos, "storage key list")
+    key_list = keys.value
+    if type(key_list) is not list:
+        raise FormatError(f"the storage key list is a {type(key_list).__name__}",
+                          code="legacy-bad-header", path=path, offset=keys_start)
+    key_list = [_text(k) for k in key_list]
+    if any(type(k) is not str for k in key_list) or len(set(key_list)) != len(key_list):
+        raise FormatError("the storage key list holds non-string or repeated keys",
+                          code="legacy-bad-header", path=path, offset=keys_start)
+    if len(key_list) > (source.size - pos) // 8:
+        raise FormatError(f"{len(key_list)} storages cannot fit in the "
+                          f"{source.size - pos} bytes after the pickles",
+                          code="truncated", path=path, offset=pos)
+    roots = resolver.roots
+    if any(k not in roots for k in key_list) and not main.complete:
+        # a selective run skipped tensors whose storages precede ones it needs: their
+        # element sizes (to step over their bytes) are only in the skipped ids
+        full = _Resolver(reader, resolver.limit)
+        r.run(main_start, "main pickle", full, select=None)
+        roots = full.roots
+    _walk(source, reader, key_list, roots, pos, little)
+    listed = set(key_list)
+    for key, ref in resolver.roots.items():
+        if key not in listed:
+            raise FormatError(f"storage {key!r} is used by the pickle but not in the "
+                              f"storage key list", code="missing-storage", path=path,
+                              offset=keys_start)
+    for view_key, (root_key, offset) in resolver.views.items():
+        base, _ = reader.spans[root_key]
+        ref = resolver.cache[view_key]
+        reader.spans[view_key] = (base + offset * ref.dtype.itemsize, ref.nbytes)
+    return Checkpoint(format="torch-legacy", backend=opts.engine.ENGINE, root=main.value,
+                      source=source, globals_=main.globals, limits=opts.limits,
+                      members={"pickle": f"bytes {main_start}..{keys_start}",
+                               "storages": f"{len(key_list)} from byte {pos}",
+                               "byteorder": "little" if little else "big"},
+                      selected=None if main.complete else opts.select)
+
+
+def _walk(source: ByteSource, reader: LegacyStorageReader, keys: list[str],
+          roots: dict[str, StorageRef], pos: int, little: bool) -> None:
+    """Step over the storages' headers: 8 bytes read per storage, its data skipped."""
+    size = source.size
+    path = source.path
+    for key in keys:
+        ref = roots.get(key)
+        if ref is None:
+            raise FormatError(f"storage {key!r} is in the storage key list but no tensor "
+                              f"uses it", code="missing-storage", path=path, offset=pos)
+        raw = source.read_at(pos, 8, what=f"the header of storage {key!r}")
+        (count,) = _COUNT.unpack(raw)
+        if count != ref.numel and not little:
+            (swapped,) = struct.unpack(">q", raw)  # very old big-endian writers
+            if swapped == ref.numel:
+                count = swapped
+        if count != ref.numel:
+            raise FormatError(f"storage {key!r} has {count} elements in its header but "
+                              f"{ref.numel} in the pickle", code="legacy-storage-mismatch",
+                              path=path, offset=pos)
+        nbytes = count * ref.dtype.itemsize
+        if pos + 8 + nbytes > size:
+            raise FormatError(f"file is truncated: storage {key!r} needs bytes "
+                              f"{pos + 8}..{pos + 8 + nbytes} but the file has {size}",
+                              code="truncated", path=path, offset=pos)
+        reader.spans[key] = (pos + 8, nbytes)
+        pos += 8 + nbytes
+
+
+# -- the tar format (torch < 0.4) ---------------------------------------------------------
+#
+# torch/serialization.py ``legacy_load`` reads it: ``storages`` holds a pickled count,
+# then per storage a pickled ``(key, location, storage_type)`` followed by an 8-byte
+# count and the bytes, then a pickled list of views ``(view_key, root_key, offset,
+# numel)``; ``tensors`` holds a pickled count, then per tensor a pickled ``(key,
+# storage_key, tensor_type)`` followed by ``<i ndim``, 4 unused bytes, ``ndim`` sizes,
+# ``ndim`` strides and the storage offset (``<q`` each); ``pickle`` is the object, whose
+# persistent ids are those keys (as text) or ``(module_class, source_file, source)``.
+
+_TAR_BLOCK: Final = 512
+_TAR_MEMBERS: Final = ("storages", "tensors", "pickle")
+_MAX_NDIM: Final = 64
+#: the tensor classes the ``tensors`` records name (markers: never called)
+_TENSOR_TYPES: Final = {
+    ("torch", n): KnownGlobal("torch", n) for n in (
+        "FloatTensor", "DoubleTensor", "HalfTensor", "ByteTensor", "CharTensor",
+        "ShortTensor", "IntTensor", "LongTensor")}
+_TENSOR_TYPES.update({(f"torch.cuda", n): KnownGlobal("torch.cuda", n) for _, n in list(_TENSOR_TYPES)})
+
+
+def _tar_number(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256
+        value = int.from_bytes(field[1:], "big")
+        return -value if field[:1] == b"\xff" else value
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _tar_members(source: ByteSource, opts: ReadOptions) -> dict[str, tuple[int, int]]:
+    """name -> (data offset, size) of every regular member, headers checksum-checked."""
+    members: dict[str, tuple[int, int]] = {}
+    path = source.path
+    pos = 0
+    pending: dict[str, str] = {}  # a PAX header's path/size for the next member
+    while pos + _TAR_BLOCK <= source.size:
+        head = source.read_at(pos, _TAR_BLOCK, what="tar header")
+        if head == bytes(_TAR_BLOCK):
+            break  # end-of-archive marker
+        try:
+            checksum = _tar_number(head[148:156])
+            size = _tar_number(head[124:136])
+        except ValueError:
+            raise FormatError("tar header has a non-numeric field", code="tar-bad-header",
+                              path=path, offset=pos) from None
+        if checksum != sum(head[:148]) + 256 + sum(head[156:]):
+            raise FormatError("tar header checksum does not match", code="tar-bad-header",
+                              path=path, offset=pos)
+        kind = head[156:157]
+        name = head[:100].split(b"\0", 1)[0]
+        if head[257:262] == b"ustar" and head[345:346] != b"\0":
+            name = head[345:500].split(b"\0", 1)[0] + b"/" + name
+        data = pos + _TAR_BLOCK
+        if size < 0 or data + size > source.size:
+            raise FormatError(f"tar member {name[:100]!r} claims {size} bytes past the end "
+                              f"of the file", code="truncated", path=path, offset=pos)
+        if kind in (b"x", b"g"):  # PAX extended header: "<len> key=value\n" records
+            if size > 1 << 20:
+                raise FormatError("tar PAX header is too large", code="tar-bad-header",
+                                  path=path, offset=pos)
+            if kind == b"x":
+                for rec in source.read_at(data, size, what="tar PAX header").split(b"\n"):
+                    key, eq, value = rec.partition(b" ")[2].partition(b"=")
+                    if eq and key in (b"path", b"size"):
+                        pending[key.decode()] = value.decode("utf-8", "replace")
+        elif kind in (b"0", b"\0", b"7"):
+            text = pending.get("path") or name.decode("utf-8", "replace")
+            if "size" in pending:
+                try:
+                    size = int(pending["size"])
+                except ValueError:
+                    raise FormatError("tar PAX size is not a number", code="tar-bad-header",
+                                      path=path, offset=pos) from None
+                if size < 0 or data + size > source.size:
+                    raise FormatError(f"tar member {text!r} claims {size} bytes past the "
+                                      f"end of the file", code="truncated", path=path,
+                                      offset=pos)
+            members[text] = (data, size)
+            pending = {}
+            if len(members) > opts.limits.max_zip_members:
+                raise LimitError(f"more than {opts.limits.max_zip_members} tar members",
+                                 code="limit-zip-members", path=path, offset=pos)
+        else:
+            pending = {}
+        pos = data + -(-size // _TAR_BLOCK) * _TAR_BLOCK
+    for name in _TAR_MEMBERS:
+        if name not in members:
+            raise FormatError(f"tar archive has no {name!r} member: not a torch.save file "
+                              f"of torch < 0.4", code="tar-missing-member", path=path)
+    return members
+
+
+def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
+    members = _tar_members(source, opts)
+    path = source.path
+    r = _Reader(source, opts)
+    reader = LegacyStorageReader(source)
+    objects: dict[int, Any] = {}
+
+    def bad(msg: str, member: str, start: int, at: int) -> FormatError:
+        return FormatError(msg, code="tar-bad-record", path=path, member=member,
+                           offset=at - start)
+
+    def count(member: str, start: int, end: int, pos: int, per: int) -> tuple[int, int]:
+        result, nxt = r.run(pos, f"{member} count", end=end, member=member, member_start=start)
+        n = result.value
+        if type(n) is not int or not 0 <= n <= (end - nxt) // per:
+            raise bad(f"{member} count {safe_repr(n)} does not fit the member", member, start, pos)
+        return n, nxt
+
+    # storages
+    start, size = members["storages"]
+    end = start + size
+    n, pos = count("storages", start, end, start, 8)
+    for _ in range(n):
+        rec, nxt = r.run(pos, "storage record", end=end, first=256, member="storages",
+                         member_start=start)
+        value = rec.value
+        if not (type(value) is tuple and len(value) == 3 and type(value[0]) is int
+                and type(_text(value[1])) is str and type(value[2]) is StorageType
+                and value[0] not in objects):
+            raise bad(f"storage record {safe_repr(value)} is not (key, location, storage "
+                      f"type)", "storages", start, pos)
+        key, location, stype = value[0], _text(value[1]), value[2]
+        raw = source.read_at(nxt, 8, what="storage size", member="storages") \
+            if nxt + 8 <= end else b""
+        if len(raw) != 8:
+            raise FormatError("storages member is truncated", code="truncated", path=path,
+                              member="storages", offset=nxt - start)
+        (numel,) = _COUNT.unpack(raw)
+        nbytes = numel * stype.dtype.itemsize
+        if numel < 0 or nxt + 8 + nbytes > end:
+            raise FormatError(f"storage {key} claims {numel} x {stype.dtype}, past the end "
+                              f"of the storages member", code="truncated", path=path,
+                              member="storages", offset=nxt - start)
+        ref = StorageRef(str(key), stype.dtype, numel, location, reader)
+        reader.spans[ref.key] = (nxt + 8, nbytes)
+        objects[key] = ref
+        pos = nxt + 8 + nbytes
+    views, pos = r.run(pos, "storage view list", end=end, first=256, member="storages",
+                       member_start=start)
+    if type(views.value) is not list:
+        raise bad("storage view list is not a list", "storages", start, pos)
+    for view in views.value:
+        if not (type(view) is tuple and len(view) == 4 and all(type(v) is int for v in view)
+                and type(objects.get(view[1])) is StorageRef and view[0] not in objects
+                and view[2] >= 0 and view[3] >= 0
+                and view[2] + view[3] <= objects[view[1]].numel):
+            raise bad(f"storage view {safe_repr(view)} is not (new key, storage key, "
+                      f"offset, numel) inside that storage", "storages", start, pos)
+        root = objects[view[1]]
+        ref = StorageRef(str(view[0]), root.dtype, view[3], root.location, reader)
+        base, _ = reader.spans[root.key]
+        reader.spans[ref.key] = (base + view[2] * root.dtype.itemsize, ref.nbytes)
+        objects[view[0]] = ref
+
+    # tensors
+    start, size = members["tensors"]
+    end = start + size
+    n, pos = count("tensors", start, end, start, 24)
+    for _ in range(n):
+        rec, nxt = r.run(pos, "tensor record", end=end, first=256, member="tensors",
+                         member_start=start, extra_globals=_TENSOR_TYPES)
+        value = rec.value
+        if not (type(value) is tuple and len(value) == 3 and type(value[0]) is int
+                and type(value[1]) is int and value[0] not in objects):
+            raise bad(f"tensor record {safe_repr(value)} is not (key, storage key, type)",
+                      "tensors", start, pos)
+        storage = objects.get(value[1])
+        if type(storage) is not StorageRef:
+            raise FormatError(f"tensor {value[0]} names storage {value[1]}, which the "
+                              f"storages member does not hold", code="missing-storage",
+                              path=path, member="tensors", offset=pos - start)
+        head = source.read_at(nxt, 8, what="tensor record", member="tensors") \
+            if nxt + 8 <= end else b""
+        ndim = struct.unpack_from("<i", head)[0] if len(head) == 8 else -1
+        if not 0 <= ndim <= _MAX_NDIM or nxt + 16 + 16 * ndim > end:
+            raise bad(f"tensor {value[0]} has a bad or truncated geometry", "tensors", start, nxt)
+        geometry = struct.unpack(f"<{2 * ndim + 1}q", source.read_at(
+            nxt + 8, 16 * ndim + 8, what="tensor record", member="tensors"))
+        shape, stride, offset = geometry[:ndim], geometry[ndim:2 * ndim], geometry[-1]
+        if min(geometry, default=0) < 0:
+            raise bad(f"tensor {value[0]} has a negative size, stride or offset", "tensors",
+                      start, nxt)
+        objects[value[0]] = new_dense(storage, storage.dtype, shape, stride, offset, False, None)
+        pos = nxt + 16 + 16 * ndim
+
+    # the object
+    start, size = members["pickle"]
+
+    def persistent_load(saved_id: Any) -> Any:
+        if type(saved_id) is tuple and saved_id:
+            return saved_id[0]  # an nn.Module class saved whole
+        saved_id = _text(saved_id)
+        try:
+            return objects[int(saved_id)]
+        except (KeyError, ValueError, TypeError):
+            raise FormatError(f"persistent id {safe_repr(saved_id)} names no tensor or "
+                              f"storage", code="bad-persistent-id", path=path) from None
+
+    main, _ = r.run(start, "main pickle", persistent_load, select=opts.select,
+                    end=start + size, member="pickle", member_start=start)
+    return Checkpoint(format="torch-legacy", backend=opts.engine.ENGINE, root=main.value,
+                      source=source, globals_=main.globals, limits=opts.limits,
+                      members={"pickle": "pickle", "storages": "storages", "tensors": "tensors",
+                               "layout": "tar"},
+                      selected=None if main.complete else opts.select)

@@ -1,14 +1,439 @@
-"""TorchScript archives (being written)."""
+"""TorchScript archives (``torch.jit.save`` / ``ScriptModule.save``), header-only.
+
+Layout (torch/csrc/jit/serialization/export_module.cpp and import.cpp): a torch zip
+whose ``<prefix>/data.pkl`` pickles the module object graph - every module and
+TorchScript class instance is ``NEWOBJ`` of a global ``__torch__.<qualified name>``
+then ``BUILD`` with a dict of its attributes in slot order - with tensors as
+``_rebuild_tensor_v2`` over persistent ids whose bytes are ``<prefix>/data/<key>``;
+``<prefix>/constants.pkl`` pickles a tuple of the constants the code refers to as
+``CONSTANTS.c0, c1, ...`` with their storages in ``<prefix>/constants/<key>``;
+``<prefix>/code/<qualifier path>.py`` holds the TorchScript source of every class.
+Typed containers are pickled through ``torch.jit._pickle`` helpers
+(``restore_type_tag(obj, "Dict[str, Tensor]")``, ``build_intlist([...])``, ...).
+
+Nothing is imported or run. Classes named ``__torch__.*`` become :class:`ScriptObject`
+records (fresh per load, filled by BUILD); which attributes are parameters and buffers
+is not in the pickle - it is the ``__parameters__ = [...]`` / ``__buffers__ = [...]``
+lines of each class in ``code/`` (what torch's C++ importer reads when it compiles the
+class), parsed here as text with ``ast.literal_eval``, never executed. A class is a
+module when its source says ``class Name(Module):``.
+
+Presentation (``Checkpoint.root``) - a dict, chosen so that ``ckpt.tensors()`` lists
+every tensor exactly once and a catalog finds the weights under the same key as in a
+Lightning checkpoint::
+
+    {"state_dict": {qualified name: TensorRef},   # == torch.jit.load(p).state_dict():
+                                                  #    parameters, then buffers, then
+                                                  #    submodules, same names and order
+     "constants":  {"c0": value, ...},            # constants.pkl, by the code's names
+     "attributes": {qualified name: value},       # other attributes of modules (tensor
+                                                  #    attributes, lists, ints, ...) but
+                                                  #    not `training`/hook bookkeeping
+     "module":     ScriptObject}                  # the whole graph
+
+``ScriptObject`` is deliberately not a container the tensor walk enters, so tensors
+reached through ``module`` are not listed a second time; it offers ``named_parameters``,
+``named_buffers``, ``named_modules``, ``state_dict`` and attribute access
+(``root["module"].sub.lin.weight``). Parameters get ``is_parameter=True``, as
+``torch.jit.load`` gives ``nn.Parameter`` for them.
+
+Not read: ``traced_inputs.pkl`` (torch >= 2.1 traces), ``code/*.debug_pkl``,
+``extra/`` files, mobile bytecode (``bytecode.pkl``), and the pre-1.4 ``model.json``
+layout. ``select=`` is ignored (TorchScript pickles are small; everything is read).
+"""
 
 from __future__ import annotations
 
-from ..errors import UnsupportedError
+import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
-    from . import ReadOptions
+    from collections.abc import Iterator
+    from typing import Any
+
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError, FormatError, LimitError, UnsupportedError
+from ..opcodes import DEFAULT_LIMITS, Limits
+from ..source import ByteSource
+from ..standins import KnownGlobal
+from ..tensor import StorageRef, TensorRef
+from ..torch_rebuild import StorageResolver
+from ..zipdir import ZipDirectory
+from . import ReadOptions
+from .torch_zip import ZipStorageReader, find_prefix, read_pickle_member
+
+__all__ = ("ScriptObject", "read")
+
+#: attributes every scripted nn.Module carries; left out of ``root["attributes"]``
+_BOOKKEEPING = frozenset({"training", "_is_full_backward_hook"})
+#: the largest code file read to find a class's parameter and buffer names
+_MAX_CODE_BYTES = 64 << 20
+_MANGLE = re.compile(r"___torch_mangle_\d+")
+_CLASS_LINE = re.compile(r"class ([A-Za-z_][A-Za-z0-9_]*)(?:\(([A-Za-z_][A-Za-z0-9_.]*)\))?:")
+_LIST_LINE = re.compile(r"  (__parameters__|__buffers__) = (\[.*\])")
 
 
-def read(source: object, directory: object, opts: ReadOptions) -> Checkpoint:
-    raise UnsupportedError("a TorchScript archive cannot be read yet", code="torchscript-archive")
+class ScriptObject:
+    """An instance of a TorchScript class (a scripted module or ``@torch.jit.script``
+    class), as the archive describes it. Never created from code: a record.
+
+    Attributes:
+        qualified_name: the class as saved, e.g. ``__torch__.torch.nn.modules.linear.
+            ___torch_mangle_2.Linear``; ``type_name`` drops the ``___torch_mangle_N``.
+        attributes: the object's attributes, in slot order (what BUILD set).
+        state: for a class with ``__getstate__``, the state it returned (else ``None``).
+        args: constructor arguments (enum values are pickled as ``Class(value)``).
+        is_module: the class source says ``class X(Module)`` (``None``: no source found).
+        parameter_names, buffer_names: from the class source's ``__parameters__`` /
+            ``__buffers__`` lines.
+    """
+
+    __slots__ = ("qualified_name", "args", "attributes", "state", "is_module",
+                 "parameter_names", "buffer_names", "_built")
+
+    def __init__(self, qualified_name: str, args: tuple[Any, ...] = ()) -> None:
+        self.qualified_name = qualified_name
+        self.args = args
+        self.attributes: dict[str, Any] = {}
+        self.state: Any = None
+        self.is_module: bool | None = None
+        self.parameter_names: tuple[str, ...] = ()
+        self.buffer_names: tuple[str, ...] = ()
+        self._built = False
+
+    def _ckpt_build(self, state: Any) -> None:
+        if self._built:
+            raise TypeError(f"{self.qualified_name} is built twice")
+        self._built = True
+        if type(state) is dict and all(type(k) is str for k in state):
+            self.attributes = state
+        else:
+            self.state = state
+
+    @property
+    def type_name(self) -> str:
+        """The class without torch's mangling: ``__torch__.torch.nn.modules.linear.Linear``."""
+        return ".".join(p for p in self.qualified_name.split(".") if not _MANGLE.fullmatch(p))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "attributes")[name]
+        except (KeyError, AttributeError):
+            raise AttributeError(name) from None
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, TensorRef]]:
+        """``(qualified name, tensor)`` of the parameters, like ``named_parameters()``
+        (each tensor once, recursing into submodules)."""
+        seen: set[int] = set()
+        for name, ref, kind in _module_tensors(self, prefix, DEFAULT_LIMITS, None):
+            if kind == "parameter" and id(ref) not in seen:
+                seen.add(id(ref))
+                yield name, ref
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, TensorRef]]:
+        seen: set[int] = set()
+        for name, ref, kind in _module_tensors(self, prefix, DEFAULT_LIMITS, None):
+            if kind == "buffer" and id(ref) not in seen:
+                seen.add(id(ref))
+                yield name, ref
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, ScriptObject]]:
+        for name, obj, kind in _module_tensors(self, prefix, DEFAULT_LIMITS, None):
+            if kind == "module":
+                yield name, obj
+
+    def state_dict(self) -> dict[str, TensorRef]:
+        """Parameters and buffers by qualified name, in ``state_dict()`` order."""
+        return {name: ref for name, ref, kind in _module_tensors(self, "", DEFAULT_LIMITS, None)
+                if kind in ("parameter", "buffer")}
+
+    def __repr__(self) -> str:
+        if self.is_module:
+            return (f"<ScriptModule {self.type_name} ({len(self.parameter_names)} parameters, "
+                    f"{len(self.buffer_names)} buffers)>")
+        return f"<ScriptObject {self.type_name}>"
+
+
+def _module_tensors(root: ScriptObject, prefix: str, limits: Limits,
+                    path: str | None) -> Iterator[tuple[str, Any, str]]:
+    """Walk the module tree in ``nn.Module.state_dict`` order, iteratively.
+
+    Yields ``(name, value, kind)`` with kind ``"module"`` (the module itself, first),
+    ``"parameter"``, ``"buffer"`` or ``"attribute"`` (anything else a module holds).
+    A module that is its own ancestor (only a hostile file builds one) is not entered
+    again; depth and node count are bounded by ``limits``.
+    """
+    # each frame: (module, its prefix, remaining submodules to visit)
+    stack: list[tuple[ScriptObject, str, Iterator[tuple[str, ScriptObject]]]] = []
+    ancestors: set[int] = set()
+    visited = 0
+
+    def enter(mod: ScriptObject, pre: str) -> Iterator[tuple[str, Any, str]]:
+        yield pre.rstrip("."), mod, "module"
+        attrs = mod.attributes
+        params, buffers = set(mod.parameter_names), set(mod.buffer_names)
+        for name, value in attrs.items():
+            if name in params and isinstance(value, TensorRef):
+                yield pre + name, value, "parameter"
+        for name, value in attrs.items():
+            if name in buffers and isinstance(value, TensorRef):
+                yield pre + name, value, "buffer"
+        for name, value in attrs.items():
+            if name in params or name in buffers or _is_module(value):
+                continue
+            yield pre + name, value, "attribute"
+        stack.append((mod, pre, iter([(n, v) for n, v in attrs.items() if _is_module(v)])))
+        ancestors.add(id(mod))
+
+    yield from enter(root, prefix + "." if prefix else "")
+    while stack:
+        mod, pre, subs = stack[-1]
+        for name, sub in subs:
+            visited += 1
+            if visited > limits.max_nodes:
+                raise LimitError(f"module graph has more than {limits.max_nodes} modules",
+                                  code="limit-nodes", path=path)
+            if id(sub) in ancestors:
+                continue
+            if len(stack) >= limits.max_depth:
+                raise LimitError(f"modules nest deeper than {limits.max_depth}",
+                                  code="limit-depth", path=path)
+            yield from enter(sub, f"{pre}{name}.")
+            break
+        else:
+            stack.pop()
+            ancestors.discard(id(mod))
+
+
+def _is_module(value: Any) -> bool:
+    return type(value) is ScriptObject and value.is_module is True
+
+
+# -- the pickles' globals ---------------------------------------------------------------
+
+def _passthrough(name: str, n: int) -> KnownGlobal:
+    """``torch.jit._pickle`` helpers that return (one of) their arguments unchanged."""
+    def call(args: tuple[Any, ...]) -> Any:
+        if len(args) != n:
+            raise TypeError(f"{name} takes {n} argument(s)")
+        if name == "restore_type_tag":
+            if not isinstance(args[1], str):
+                raise TypeError("restore_type_tag(obj, type string) expected")
+        elif not isinstance(args[0], list):
+            raise TypeError(f"{name} takes a list")
+        return args[0]
+    return KnownGlobal("torch.jit._pickle", name, call=call)
+
+
+_JIT_PICKLE = {("torch.jit._pickle", name): _passthrough(name, n) for name, n in (
+    ("restore_type_tag", 2), ("build_intlist", 1), ("build_doublelist", 1),
+    ("build_boollist", 1), ("build_tensorlist", 1), ("build_complexlist", 1))}
+
+
+class _ScriptGlobals(dict):  # type: ignore[type-arg]
+    """``extra_globals`` for one run: the ``torch.jit._pickle`` helpers, and a fresh
+    constructor of :class:`ScriptObject` for every ``__torch__.*`` class named."""
+
+    def __init__(self) -> None:
+        super().__init__(_JIT_PICKLE)
+
+    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+        found = dict.get(self, key)
+        if found is not None:
+            return found
+        module, name = key
+        if not (module == "__torch__" or module.startswith("__torch__.")):
+            return default
+        qualname = f"{module}.{name}"
+
+        def call(args: tuple[Any, ...]) -> ScriptObject:
+            return ScriptObject(qualname, args)
+
+        def new(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ScriptObject:
+            if kwargs:
+                raise TypeError(f"{qualname} takes no keyword arguments")
+            return ScriptObject(qualname, args)
+
+        found = self[key] = KnownGlobal(module, name, call=call, new=new)
+        return found
+
+
+# -- class sources ------------------------------------------------------------------------
+
+def _class_info(directory: ZipDirectory, prefix: str,
+                qualnames: set[str]) -> dict[str, tuple[bool, tuple[str, ...], tuple[str, ...]]]:
+    """``qualified name -> (is_module, parameters, buffers)`` from ``code/``, reading only
+    the files of the classes the graph uses."""
+    by_file: dict[str, set[str]] = {}
+    for q in qualnames:
+        qualifier, _, cls = q.rpartition(".")
+        by_file.setdefault(f"{prefix}/code/{qualifier.replace('.', '/')}.py", set()).add(cls)
+    info: dict[str, tuple[bool, tuple[str, ...], tuple[str, ...]]] = {}
+    for member, wanted in by_file.items():
+        if member not in directory:
+            continue
+        qualifier = member[len(prefix) + 6:-3].replace("/", ".")
+        text = directory.read(member, max_size=_MAX_CODE_BYTES).decode("utf-8", "replace")
+        current: str | None = None
+        for line in text.splitlines():
+            m = _CLASS_LINE.fullmatch(line)
+            if m:
+                current = m.group(1) if m.group(1) in wanted else None
+                if current is not None:
+                    info[f"{qualifier}.{current}"] = (m.group(2) == "Module", (), ())
+                continue
+            if current is None or not line.startswith("  "):
+                if line and not line.startswith(" "):
+                    current = None
+                continue
+            m = _LIST_LINE.fullmatch(line)
+            if m:
+                names = _name_list(m.group(2), member)
+                is_mod, params, buffers = info[f"{qualifier}.{current}"]
+                if m.group(1) == "__parameters__":
+                    params = names
+                else:
+                    buffers = names
+                info[f"{qualifier}.{current}"] = (is_mod, params, buffers)
+    return info
+
+
+def _name_list(text: str, member: str) -> tuple[str, ...]:
+    import ast  # noqa: PLC0415 - only TorchScript archives need it
+
+    try:
+        value = ast.literal_eval(text)  # a literal list of strings; nothing is run
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise FormatError(f"class source has a malformed name list {text[:60]!r}",
+                          code="torchscript-bad-code", member=member)
+    return tuple(value)
+
+
+def _script_objects(root: Any, limits: Limits, path: str | None) -> list[ScriptObject]:
+    """Every ScriptObject reachable from ``root`` (iterative, each container once)."""
+    found: list[ScriptObject] = []
+    seen: set[int] = set()
+    todo = [root]
+    budget = limits.max_nodes
+    while todo:
+        obj = todo.pop()
+        budget -= 1
+        if budget < 0:
+            raise LimitError(f"object graph has more than {limits.max_nodes} nodes",
+                              code="limit-nodes", path=path)
+        if id(obj) in seen:
+            continue
+        if type(obj) is ScriptObject:
+            seen.add(id(obj))
+            found.append(obj)
+            todo.extend(obj.attributes.values())
+            todo.append(obj.state)
+            todo.extend(obj.args)
+        elif isinstance(obj, dict):
+            seen.add(id(obj))
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            seen.add(id(obj))
+            todo.extend(obj)
+    return found
+
+
+# -- storages -------------------------------------------------------------------------------
+
+class _ConstantsStorageReader(ZipStorageReader):
+    """Storages of ``constants.pkl``: ``<prefix>/constants/<key>`` (import.cpp reads an
+    archive's tensors from the folder named after it)."""
+
+    def __init__(self, directory: ZipDirectory, prefix: str, folder: str) -> None:
+        super().__init__(directory, prefix)
+        self.folder = f"{prefix}/{folder}/"
+        cut = len(self.folder)
+        self.persistent_load = StorageResolver(
+            {name[cut:]: m.size for name, m in directory.members.items()
+             if name[:cut] == self.folder}, self, self.folder)
+
+    def storage_location(self, storage: StorageRef) -> tuple[str, int, int]:
+        member = f"{self.folder}{storage.key}"
+        start = self.directory._data_offsets.get(member)
+        if start is None:
+            self._source()
+            start, _ = self.directory.data_offset(member)
+        m = self.directory.members[member]
+        if m.method != 0:
+            raise UnsupportedError(f"storage member {member!r} is compressed",
+                                   code="zip-compression", path=self.path, member=member)
+        return member, start, m.size
+
+    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
+        member, base, size = self.storage_location(storage)
+        if stop > size:
+            raise FormatError(f"bytes {start}..{stop} are past the end of {member!r} ({size} bytes)",
+                              code="tensor-out-of-storage", path=self.path, member=member)
+        return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}",
+                                   member=member)
+
+
+def _run(opts: ReadOptions, directory: ZipDirectory, member: str, resolver: Any,
+         path: str | None) -> Any:
+    data = read_pickle_member(directory, member, opts.limits)
+    try:
+        return opts.run_pickle(data, resolver, select=None, extra_globals=_ScriptGlobals())
+    except CheckpointError as exc:
+        raise exc.located(path=path, member=member) from None
+
+
+def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:
+    """Read a TorchScript archive into a :class:`Checkpoint` (format ``"torchscript"``)."""
+    prefix = find_prefix(directory)
+    path = source.path
+    data_member = f"{prefix}/data.pkl"
+    result = _run(opts, directory, data_member, ZipStorageReader(directory, prefix).persistent_load,
+                  path)
+    module = result.value
+    if type(module) is not ScriptObject:
+        raise FormatError(f"data.pkl holds a {type(module).__name__}, not a TorchScript "
+                          f"object", code="torchscript-bad-root", path=path, member=data_member)
+    globals_ = dict(result.globals)
+
+    const_member = f"{prefix}/constants.pkl"
+    consts = _run(opts, directory, const_member,
+                  _ConstantsStorageReader(directory, prefix, "constants").persistent_load, path)
+    if not isinstance(consts.value, tuple):
+        raise FormatError(f"constants.pkl holds a {type(consts.value).__name__}, not a tuple",
+                          code="torchscript-bad-constants", path=path, member=const_member)
+    for key, safe in consts.globals.items():
+        globals_.setdefault(key, safe)
+
+    objects = _script_objects((module, consts.value), opts.limits, path)
+    try:
+        info = _class_info(directory, prefix, {o.qualified_name for o in objects})
+    except CheckpointError as exc:
+        raise exc.located(path=path) from None
+    for obj in objects:
+        entry = info.get(obj.qualified_name)
+        if entry is not None:
+            obj.is_module, obj.parameter_names, obj.buffer_names = entry
+
+    state_dict: dict[str, TensorRef] = {}
+    attributes: dict[str, Any] = {}
+    for name, value, kind in _module_tensors(module, "", opts.limits, path):
+        if kind == "parameter":
+            if not value.is_parameter:
+                value.is_parameter = True
+                value.type_name = "torch.nn.parameter.Parameter"
+            state_dict[name] = value
+        elif kind == "buffer":
+            state_dict[name] = value
+        elif kind == "attribute" and name.rpartition(".")[2] not in _BOOKKEEPING:
+            attributes[name] = value
+    root = {"state_dict": state_dict,
+            "constants": {f"c{i}": v for i, v in enumerate(consts.value)},
+            "attributes": attributes,
+            "module": module}
+    return Checkpoint(format="torchscript", backend=opts.engine.ENGINE, root=root,
+                      source=source, globals_=globals_, limits=opts.limits,
+                      members={"pickle": data_member, "constants": const_member,
+                               "code": f"{prefix}/code/", "prefix": prefix},
+                      selected=None)
