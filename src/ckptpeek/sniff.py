@@ -16,6 +16,7 @@ _ZIP_LOCAL: Final = b"PK\x03\x04"
 _ZIP_EMPTY: Final = b"PK\x05\x06"
 # torch.save's legacy format starts with a pickled LONG1 magic number 0x1950a86a20f9469cfc6c
 _LEGACY_MAGIC: Final = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+_LEGACY_MAGIC_TEXT: Final = b"L%dL\n" % 0x1950A86A20F9469CFC6C
 
 
 def sniff(source: ByteSource) -> str:
@@ -31,7 +32,10 @@ def sniff(source: ByteSource) -> str:
     head = source.read_at(0, min(source.size, 512), what="file header")
     if head.startswith((_ZIP_LOCAL, _ZIP_EMPTY)):
         return "zip"
-    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") and _LEGACY_MAGIC in head[:16]:
+    # protocol 4+ puts an 8-byte FRAME header before the magic number
+    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") and _LEGACY_MAGIC in head[:32]:
+        return "torch-legacy"
+    if head.startswith(_LEGACY_MAGIC_TEXT):  # protocol 0/1: the magic as a LONG in text
         return "torch-legacy"
     if len(head) >= 10:
         (n,) = struct.unpack_from("<Q", head)

@@ -345,7 +345,7 @@ _TENSOR_TYPES: Final = {
     ("torch", n): KnownGlobal("torch", n) for n in (
         "FloatTensor", "DoubleTensor", "HalfTensor", "ByteTensor", "CharTensor",
         "ShortTensor", "IntTensor", "LongTensor")}
-_TENSOR_TYPES.update({(f"torch.cuda", n): KnownGlobal("torch.cuda", n) for _, n in list(_TENSOR_TYPES)})
+_TENSOR_TYPES.update({("torch.cuda", n): KnownGlobal("torch.cuda", n) for _, n in list(_TENSOR_TYPES)})
 
 
 def _tar_number(field: bytes) -> int:
