@@ -42,7 +42,7 @@ from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, FormatError, LimitError, UnsupportedError
 from ..source import ByteSource
 from ..standins import KnownGlobal, Placeholder
-from ..tensor import TensorRef, _numpy_dtype
+from ..tensor import StorageRef, TensorRef, _numpy_dtype
 from ..torch_types import DType, Device, Layout, MemoryFormat, Size
 from ..zipdir import read_directory
 from . import ReadOptions
@@ -343,6 +343,27 @@ class _Window:
         pass
 
 
+class _ItemStorageReader:
+    """A chunk's storages: reads through the item's own reader, but reports absolute
+    offsets in the data file (``storage_location``, hence ``byte_range``)."""
+
+    def __init__(self, inner: Any, base: int) -> None:
+        self._inner = inner
+        self._base = base
+        self.path = inner.path
+
+    @property
+    def byteorder(self) -> str:
+        return self._inner.byteorder  # type: ignore[no-any-return]
+
+    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
+        return self._inner.storage_view(storage, start, stop)  # type: ignore[no-any-return]
+
+    def storage_location(self, storage: StorageRef) -> tuple[str | None, int, int]:
+        member, start, size = self._inner.storage_location(storage)
+        return member, self._base + start, size
+
+
 def _read_item(files: _Files, name: str, offset: int, length: int,
                opts: ReadOptions) -> tuple[Any, dict[tuple[str, str], bool]]:
     """The object a ``torch.save`` archive at ``name[offset:offset+length]`` holds."""
@@ -494,6 +515,10 @@ def _chunk(files: _Files, fqn: str, rec: Any, dtype: DType, shape: tuple[int, ..
                 f"chunk {list(offsets)} of {fqn!r} holds {tensor!r}, but .metadata says "
                 f"{dtype} {list(sizes)}", code="dcp-item-mismatch",
                 path=os.path.join(files.path, rel), offset=start)
+        if tensor is not None and tensor.storage is not None and tensor.storage.reader is not None:
+            st = tensor.storage
+            tensor.storage = StorageRef(st.key, st.dtype, st.numel, st.location,
+                                        _ItemStorageReader(st.reader, start))
     return DCPChunk(offsets, sizes, rel, start, start + length, transforms, tensor)
 
 
