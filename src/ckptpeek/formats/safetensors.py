@@ -171,6 +171,8 @@ def _size(value: Any, what: str, path: str | None) -> int:
 
 
 def _utf8(text: str, what: str, path: str | None) -> str:
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a \\ud800 escape: serde refuses it
@@ -198,11 +200,11 @@ def _parse(text: str, path: str | None) -> dict[str, Any]:
 
 def _entry(name: str, info: Any, path: str | None) -> _Entry:
     _utf8(name, "a tensor name", path)
-    if isinstance(info, dict):
-        missing = [f for f in ("dtype", "shape", "data_offsets") if f not in info]
-        if missing:
-            raise _bad_json(f"tensor {name!r} has no {missing[0]!r}", path)
-        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if type(info) is dict:
+        try:
+            code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        except KeyError as exc:
+            raise _bad_json(f"tensor {name!r} has no {exc.args[0]!r}", path) from None
     elif isinstance(info, list) and len(info) == 3:  # serde also reads a struct from a sequence
         code, shape, offsets = info
     else:
@@ -214,13 +216,19 @@ def _entry(name: str, info: Any, path: str | None) -> _Entry:
     if code not in ST_DTYPES:
         raise UnsupportedError(f"tensor {name!r} has dtype {code[:40]!r}, which safetensors "
                                f"0.8 does not define", code="st-unknown-dtype", path=path)
-    if not isinstance(shape, list):
+    if type(shape) is not list:
         raise _bad_json(f"tensor {name!r}: shape must be a list", path)
-    dims = tuple(_size(d, f"tensor {name!r}: a shape entry", path) for d in shape)
-    if not isinstance(offsets, list) or len(offsets) != 2:
+    for d in shape:
+        if type(d) is not int or not 0 <= d <= _U64_MAX:
+            _size(d, f"tensor {name!r}: a shape entry", path)  # raises
+    dims = tuple(shape)
+    if type(offsets) is not list or len(offsets) != 2:
         raise _bad_json(f"tensor {name!r}: data_offsets must be a list of 2 integers", path)
-    begin = _size(offsets[0], f"tensor {name!r}: data_offsets[0]", path)
-    end = _size(offsets[1], f"tensor {name!r}: data_offsets[1]", path)
+    begin, end = offsets
+    if type(begin) is not int or type(end) is not int or not 0 <= begin <= _U64_MAX \
+            or not 0 <= end <= _U64_MAX:
+        _size(begin, f"tensor {name!r}: data_offsets[0]", path)
+        _size(end, f"tensor {name!r}: data_offsets[1]", path)
     return _Entry(name, code, dims, begin, end)
 
 
@@ -323,13 +331,17 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     spans: dict[str, tuple[int, int]] = {}
     reader = SafetensorsStorageReader(source, 8 + n, spans)
     root: dict[str, Any] = {}
+    strides: dict[tuple[int, ...], tuple[int, ...]] = {}
     for e in entries:
         if select is not None and e.name not in select:
             continue
         dtype, shape, attrs = _layout(e)
         spans[e.name] = (e.begin, e.end)
         storage = StorageRef(e.name, dtype, (e.end - e.begin) // dtype.itemsize, "cpu", reader)
-        t = new_dense(storage, dtype, shape, _contiguous(shape), 0, False, None)
+        stride = strides.get(shape)
+        if stride is None:  # models repeat a few shapes many times
+            stride = strides[shape] = _contiguous(shape)
+        t = new_dense(storage, dtype, shape, stride, 0, False, None)
         if attrs is not None:
             t.attrs = attrs
         root[e.name] = t

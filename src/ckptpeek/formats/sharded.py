@@ -3,7 +3,8 @@
 ``model.safetensors.index.json`` / ``pytorch_model.bin.index.json`` (written by
 ``transformers``' ``save_pretrained`` / ``huggingface_hub.split_*_state_dict_into_shards``)::
 
-    {"metadata": {"total_size": 123456}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors", ...}}
+    {"metadata": {"total_size": 123456},
+     "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors", ...}}
 
 ``read_path`` opens every shard the (selected) tensors live in - safetensors shards with
 :mod:`.safetensors`, anything else (``torch.save`` zip ``.bin`` shards) through
@@ -207,5 +208,6 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
                       members={"index": os.path.basename(path),
                                "metadata": index.get("metadata"),  # type: ignore[dict-item]
                                "weight_map": where,  # type: ignore[dict-item]
-                               "shards": {s: c.format for s, c in source.shards.items()}},  # type: ignore[dict-item]
+                               "shards": {s: c.format  # type: ignore[dict-item]
+                                          for s, c in source.shards.items()}},
                       selected=select if len(root) != len(weight_map) else None)
