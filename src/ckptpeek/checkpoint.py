@@ -66,7 +66,7 @@ class Checkpoint:
 
     def __init__(self, *, format: str, backend: str, root: Any, source: ByteSource,
                  globals_: dict[tuple[str, str], bool], limits: Limits = DEFAULT_LIMITS,
-                 members: dict[str, str] | None = None,
+                 members: dict[str, Any] | None = None,
                  selected: frozenset[Any] | None = None) -> None:
         self.format = format
         self.backend = backend

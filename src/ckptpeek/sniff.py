@@ -30,6 +30,7 @@ def sniff(source: ByteSource) -> str:
     if source.size == 0:
         raise FormatError("file is empty", code="empty-file", path=source.path, offset=0)
     head = source.read_at(0, min(source.size, 512), what="file header")
+    source.keep(0, head)  # readers re-read the start of the file: serve it from memory
     if head.startswith((_ZIP_LOCAL, _ZIP_EMPTY)):
         return "zip"
     # protocol 4+ puts an 8-byte FRAME header before the magic number
@@ -38,8 +39,11 @@ def sniff(source: ByteSource) -> str:
     if head.startswith(_LEGACY_MAGIC_TEXT):  # protocol 0/1: the magic as a LONG in text
         return "torch-legacy"
     if len(head) >= 10:
+        # an 8-byte header length, then JSON (which may start with whitespace); lengths
+        # that lie are the safetensors reader's to report
         (n,) = struct.unpack_from("<Q", head)
-        if 2 <= n <= 100_000_000 and head[8:9] == b"{" and 8 + n <= source.size:
+        if n >= 2 and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r") \
+                and head[8:].lstrip()[:1] in (b"{", b""):
             return "safetensors"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"

@@ -75,8 +75,13 @@ class ByteSource:
         if n == 0:
             return b""
         kept_start, kept = self._kept
-        if kept_start <= offset and offset + n <= kept_start + len(kept):
-            return kept[offset - kept_start:offset - kept_start + n]
+        if kept_start <= offset < kept_start + len(kept):
+            head = kept[offset - kept_start:offset - kept_start + n]
+            if len(head) == n:
+                return head
+            # the read starts in the kept region: only the rest comes from the file
+            return head + self.read_at(offset + len(head), n - len(head), what=what,
+                                       member=member, exact=exact)
         if self._fd is not None:
             data = os.pread(self._fd, n, offset)
         elif self._fileobj is not None:
