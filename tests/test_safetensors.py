@@ -136,7 +136,7 @@ def test_summary_and_tensors() -> None:
 
 
 def test_load_checkpoint_is_load_file_shaped() -> None:
-    root = ckptpeek.load_checkpoint(TINY)
+    root = ckptpeek.load_checkpoint(TINY, fallback=None)
     assert isinstance(root, dict) and "__metadata__" not in root
     assert all(isinstance(v, ckptpeek.TensorRef) for v in root.values())
 

@@ -229,7 +229,7 @@ def test_against_torch(tmp_path: pathlib.Path, engine: str, flavour: str, n: int
         if flavour == "bin":
             assert {str(g) for g in ckpt.globals()} >= {"torch._utils._rebuild_tensor_v2"}
             assert all(g.safe for g in ckpt.globals())
-        assert ckptpeek.load_checkpoint(tmp_path, engine=engine).keys() == ref.keys()
+        assert ckptpeek.load_checkpoint(tmp_path, engine=engine, fallback=None).keys() == ref.keys()
 
 
 @pytest.mark.torch
