@@ -4,6 +4,7 @@
     ckptpeek --tree FILE        every key, with shape and dtype for tensors
     ckptpeek --json FILE...     the summaries as JSON (one object per file, in a list)
     ckptpeek --version          version and which pickle engine is active
+    ckptpeek catalog ROOT       the catalog of an outputs/ tree (see ``ckptpeek catalog -h``)
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "catalog":  # `ckptpeek catalog ROOT ...` (a file named so: ./catalog)
+        from .catalog.cli import main as catalog_main  # noqa: PLC0415 - pydantic only here
+
+        return catalog_main(argv[1:])
     args = _parser().parse_args(argv)
     failures = 0
     results: list[Any] = []
