@@ -55,6 +55,20 @@ class ByteSource:
     def closed(self) -> bool:
         return self._fd is None and self._fileobj is None
 
+    def reopen(self) -> ByteSource:
+        """This source while open; once closed, a new one on the same path (tensors of a
+        closed checkpoint read their bytes on demand), checked to be the same size."""
+        if not self.closed:
+            return self
+        if self.path is None:
+            raise ValueError("the checkpoint's file object is closed")
+        src = ByteSource(self.path)
+        if src.size != self.size:
+            src.close()
+            raise FormatError("file changed size since it was opened", code="file-changed",
+                              path=self.path)
+        return src
+
     def read_at(self, offset: int, n: int, *, what: str = "data", member: str | None = None,
                 exact: bool = True) -> bytes:
         """Read ``n`` bytes at ``offset``.

@@ -330,6 +330,9 @@ class _Window:
         return self._files.file(self._name).read_at(self._base + offset, n, what=what,
                                                      member=member)
 
+    def reopen(self) -> _Window:
+        return self  # never closed for good: _Files reopens the data file on demand
+
     def keep(self, offset: int, data: bytes) -> None:
         self._files.file(self._name).keep(self._base + offset, data)
 

@@ -130,17 +130,8 @@ class SafetensorsStorageReader:
         self._spans = spans
 
     def _source(self) -> ByteSource:
-        src = self.source
-        if src.closed:
-            if self.path is None:
-                raise ValueError("the checkpoint's file object is closed")
-            src = ByteSource(self.path)
-            if src.size != self._size:
-                src.close()
-                raise FormatError("file changed size since it was opened", code="file-changed",
-                                  path=self.path)
-            self.source = src
-        return src
+        self.source = self.source.reopen()
+        return self.source
 
     def storage_location(self, storage: StorageRef) -> tuple[None, int, int]:
         begin, end = self._spans[storage.key]

@@ -79,17 +79,8 @@ class LegacyStorageReader:
         self.spans: dict[str, tuple[int, int]] = {}
 
     def _source(self) -> ByteSource:
-        src = self.source
-        if src.closed:
-            if self.path is None:
-                raise ValueError("the checkpoint's file object is closed")
-            src = ByteSource(self.path)
-            if src.size != self._size:
-                src.close()
-                raise FormatError("file changed size since it was opened", code="file-changed",
-                                  path=self.path)
-            self.source = src
-        return src
+        self.source = self.source.reopen()
+        return self.source
 
     def storage_location(self, storage: StorageRef) -> tuple[None, int, int]:
         span = self.spans.get(storage.key)

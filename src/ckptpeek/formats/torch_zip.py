@@ -47,15 +47,19 @@ def find_prefix(directory: ZipDirectory) -> str:
 
 
 class ZipStorageReader:
-    """Reads storages of a torch zip lazily; reopens the file by path when needed."""
+    """Reads storages of a torch zip lazily; reopens the file by path when needed.
 
-    def __init__(self, directory: ZipDirectory, prefix: str) -> None:
+    Storage ``key`` lives in member ``<prefix>/<folder>/<key>``: ``data`` for torch.save
+    and TorchScript's ``data.pkl``, ``constants`` for TorchScript's ``constants.pkl``.
+    """
+
+    def __init__(self, directory: ZipDirectory, prefix: str, folder: str = "data") -> None:
         self.directory = directory
         self.prefix = prefix
         self.path = directory.source.path
         self._byteorder: str | None = None
         self._size = directory.source.size
-        data = f"{prefix}/data/"
+        self.folder = data = f"{prefix}/{folder}/"
         #: the pickle's persistent_load: storage ids -> StorageRef, checked against the members
         cut = len(data)
         self.persistent_load = StorageResolver(
@@ -63,17 +67,8 @@ class ZipStorageReader:
              if name[:cut] == data}, self, data)
 
     def _source(self) -> ByteSource:
-        src = self.directory.source
-        if src.closed:
-            if self.path is None:
-                raise ValueError("the checkpoint's file object is closed")
-            src = ByteSource(self.path)
-            if src.size != self._size:
-                src.close()
-                raise FormatError("file changed size since it was opened", code="file-changed",
-                                  path=self.path)
-            self.directory.source = src
-        return src
+        self.directory.source = self.directory.source.reopen()
+        return self.directory.source
 
     @property
     def byteorder(self) -> str:
@@ -91,7 +86,7 @@ class ZipStorageReader:
         return self._byteorder
 
     def storage_location(self, storage: StorageRef) -> tuple[str, int, int]:
-        member = f"{self.prefix}/data/{storage.key}"
+        member = f"{self.folder}{storage.key}"
         offsets = self.directory._data_offsets
         start = offsets.get(member)
         if start is None:

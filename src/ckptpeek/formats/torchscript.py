@@ -57,7 +57,6 @@ from ..opcodes import DEFAULT_LIMITS, Limits
 from ..source import ByteSource
 from ..standins import KnownGlobal
 from ..tensor import StorageRef, TensorRef
-from ..torch_rebuild import StorageResolver
 from ..zipdir import ZipDirectory
 from . import ReadOptions
 from .torch_zip import ZipStorageReader, find_prefix, read_pickle_member
@@ -342,39 +341,6 @@ def _script_objects(root: Any, limits: Limits, path: str | None) -> list[ScriptO
 
 # -- storages -------------------------------------------------------------------------------
 
-class _ConstantsStorageReader(ZipStorageReader):
-    """Storages of ``constants.pkl``: ``<prefix>/constants/<key>`` (import.cpp reads an
-    archive's tensors from the folder named after it)."""
-
-    def __init__(self, directory: ZipDirectory, prefix: str, folder: str) -> None:
-        super().__init__(directory, prefix)
-        self.folder = f"{prefix}/{folder}/"
-        cut = len(self.folder)
-        self.persistent_load = StorageResolver(
-            {name[cut:]: m.size for name, m in directory.members.items()
-             if name[:cut] == self.folder}, self, self.folder)
-
-    def storage_location(self, storage: StorageRef) -> tuple[str, int, int]:
-        member = f"{self.folder}{storage.key}"
-        start = self.directory._data_offsets.get(member)
-        if start is None:
-            self._source()
-            start, _ = self.directory.data_offset(member)
-        m = self.directory.members[member]
-        if m.method != 0:
-            raise UnsupportedError(f"storage member {member!r} is compressed",
-                                   code="zip-compression", path=self.path, member=member)
-        return member, start, m.size
-
-    def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
-        member, base, size = self.storage_location(storage)
-        if stop > size:
-            raise FormatError(f"bytes {start}..{stop} are past the end of {member!r} ({size} bytes)",
-                              code="tensor-out-of-storage", path=self.path, member=member)
-        return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}",
-                                   member=member)
-
-
 def _run(opts: ReadOptions, directory: ZipDirectory, member: str, resolver: Any,
          path: str | None) -> Any:
     data = read_pickle_member(directory, member, opts.limits)
@@ -399,7 +365,7 @@ def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Chec
 
     const_member = f"{prefix}/constants.pkl"
     consts = _run(opts, directory, const_member,
-                  _ConstantsStorageReader(directory, prefix, "constants").persistent_load, path)
+                  ZipStorageReader(directory, prefix, "constants").persistent_load, path)
     if not isinstance(consts.value, tuple):
         raise FormatError(f"constants.pkl holds a {type(consts.value).__name__}, not a tuple",
                           code="torchscript-bad-constants", path=path, member=const_member)
