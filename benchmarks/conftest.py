@@ -6,7 +6,9 @@ The plain ``python -m pytest`` never collects this directory: ``testpaths`` is `
 ckptpeek is imported from this checkout's ``src/`` (the working tree is what is measured).
 The corpus (``corpus.py``) is generated on first use into ``$CKPTPEEK_BENCH_CACHE``.
 ``CKPTPEEK_BENCH_ONLY=name1,name2`` restricts the suite to some corpus files;
-``CKPTPEEK_BENCH_SRC=DIR`` imports ckptpeek from ``DIR`` instead of ``src/``.
+``CKPTPEEK_BENCH_SRC=DIR`` imports ckptpeek from ``DIR`` instead of ``src/``;
+``CKPTPEEK_BENCH_SCALE=ci,small,large`` picks the ``outputs/`` corpus scales of the memory
+groups (``test_bench_process.py``; default ``ci``).
 """
 
 from __future__ import annotations

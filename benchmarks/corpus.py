@@ -441,8 +441,7 @@ def _hydra_config(spec: dict[str, Any], exp_dir: pathlib.Path) -> tuple[Any, str
         with initialize_config_dir(config_dir=str(c), version_base="1.3", job_name="train"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     hydra_node = OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)})
-    with open_dict(cfg.hydra):
-        hydra_node.hydra.run.dir = f"outputs/{spec['name']}"
+    hydra_node.hydra.run.dir = f"outputs/{spec['name']}"  # as a launched run would record
     OmegaConf.save(hydra_node, hdir / "hydra.yaml")
     with open_dict(cfg):
         del cfg["hydra"]
@@ -561,7 +560,8 @@ def ensure_outputs(scale: str = "ci", force: bool = False,
         if m is not None:
             return m
     gen_python = gen_python or os.environ.get("CKPTPEEK_BENCH_GEN_PYTHON")
-    if gen_python and os.path.realpath(gen_python) != os.path.realpath(sys.executable):
+    # abspath, not realpath: a venv's python is a symlink to the same base interpreter
+    if gen_python and os.path.abspath(gen_python) != os.path.abspath(sys.executable):
         _log(f"outputs-{scale}: generating with another interpreter ({gen_python})")
         cmd = [gen_python, str(HERE / "corpus.py"), "--scale", scale, "--outputs-only"]
         subprocess_run(cmd + (["--force"] if force else []))

@@ -2,6 +2,7 @@
 
     python benchmarks/report.py                     # run everything, update README.md
     python benchmarks/report.py --from-json F.json  # only re-render from an earlier run
+    python benchmarks/report.py --scale ci,small    # outputs/ corpus scales of the memory groups
 
 Steps: generate the corpus if needed (``corpus.py``), run
 ``python -m pytest benchmarks --benchmark-json=...`` from the repo root, then print a
@@ -55,6 +56,21 @@ HEADER_METHODS = {
         '`torch.load(p, mmap=True, weights_only=True, map_location="cpu")`',
     "torch.load-meta": '`torch.load(p, map_location="meta", weights_only=False)`',
     "lightning-_lazy_load": "`lightning.fabric.utilities.load._lazy_load(p)`",
+}
+MEMORY_METHODS = {
+    "ckptpeek-native-summary": '`ckptpeek.open(p, engine="native").summary()`',
+    "ckptpeek-python-summary": '`ckptpeek.open(p, engine="python").summary()`',
+    "io-floor-zipfile-data.pkl": "`zipfile`: read `data.pkl` only (I/O floor)",
+    "torch.load-cpu": '`torch.load(p, map_location="cpu", weights_only=False)`',
+    "torch.load-meta": '`torch.load(p, map_location="meta", weights_only=False)`',
+    "torch.load-mmap": '`torch.load(p, mmap=True, weights_only=True, map_location="cpu")`',
+    "lightning-_lazy_load": "`lightning.fabric.utilities.load._lazy_load(p)`",
+}
+STARTUP_METHODS = {
+    "python-pass": '`python -c "pass"` (interpreter floor)',
+    "import-ckptpeek": '`python -c "import ckptpeek"`',
+    "import-torch": '`python -c "import torch"`',
+    "import-lightning": '`python -c "import lightning"`',
 }
 SMALL_LIGHTNING = ("lightning-100", "lightning-1k", "lightning-10k")
 ADAM_CKPTS = (*SMALL_LIGHTNING, "lightning-big")
@@ -142,12 +158,13 @@ def snapshot_src() -> pathlib.Path:
 def run_suite(json_out: pathlib.Path, args: argparse.Namespace,
               src: pathlib.Path) -> tuple[float, str]:
     cmd = [sys.executable, *pytest_args(json_out, args)]
-    shown = "python " + " ".join(shlex.quote(a) for a in pytest_args(
-        pathlib.Path(_display_path(json_out)), args)).replace("'", "")
+    shown = f"CKPTPEEK_BENCH_SCALE={args.scale} python " + " ".join(
+        shlex.quote(a) for a in pytest_args(pathlib.Path(_display_path(json_out)), args)
+    ).replace("'", "")
     print(f"[report] {shown}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "CKPTPEEK_BENCH_SRC": str(src)}
-                        ).returncode
+    rc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "CKPTPEEK_BENCH_SRC": str(src),
+                                            "CKPTPEEK_BENCH_SCALE": args.scale}).returncode
     elapsed = time.perf_counter() - t0
     if rc != 0:
         sys.exit(f"[report] the benchmark suite failed (exit {rc})")
@@ -247,7 +264,83 @@ def targets(groups: dict[str, Any]) -> list[str]:
             lines.append(f"| (same two, with `select=SUMMARY_KEYS`) | {hg[7:]} | "
                          f"{fmt_x(r2)} / {fmt_x(r3)} the floor | "
                          f"{verdict(r2, 100)} / {verdict(r3, 2, higher_is_better=False)} |")
+    mg = sorted((g for g in groups if g.startswith("memory ")),
+                key=lambda g: next(iter(groups[g].values()))["extra_info"]["file_bytes"])
+    nat = [groups[g].get("ckptpeek-native-summary") for g in mg]
+    nat = [b["extra_info"] for b in nat if b]
+    if len(nat) >= 2:
+        lo, hi = nat[0], nat[-1]
+        r = hi["delta_hwm"] / max(lo["delta_hwm"], 1)
+        lines.append(f"| `summary()` memory does not grow with the file (growth of peak RSS, "
+                     f"largest / smallest file, <= 1.5x) | {fmt_mb(lo['file_bytes'])} -> "
+                     f"{fmt_mb(hi['file_bytes'])} | {fmt_mb(lo['delta_hwm'])} -> "
+                     f"{fmt_mb(hi['delta_hwm'])} ({r:.2f}x) | {verdict(r, 1.5, False)} |")
     return lines
+
+
+def fmt_mb(b: float) -> str:
+    return f"{b / 1e6:,.1f} MB"
+
+
+def startup_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    base = rows.get("import-ckptpeek", {}).get("stats", {}).get("median")
+    out = ["| command (fresh process) | median | min | rounds | ÷ `import ckptpeek` |",
+           "|---|---:|---:|---:|---:|"]
+    for m, label in STARTUP_METHODS.items():
+        if m in rows:
+            st = rows[m]["stats"]
+            out.append(f"| {label} | {fmt_t(st['median'])} | {fmt_t(st['min'])} | "
+                       f"{st['rounds']} | {fmt_x(st['median'] / base) if base else 'n/a'} |")
+    return out + [""]
+
+
+def memory_table(group: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    b0 = next(iter(rows.values()))["extra_info"]
+    head = (f"**{group}**: file {fmt_mb(b0['file_bytes'])}, {b0['storages']:,} storages, "
+            f"`data.pkl` {b0['data_pkl_bytes'] / 1e3:,.1f} kB")
+    e = {m: r["extra_info"] for m, r in rows.items()}
+    base = e.get("ckptpeek-native-summary", {}).get("call_seconds")
+    floor = e.get("io-floor-zipfile-data.pkl", {}).get("call_seconds")
+    out = [head, "",
+           "| method | peak RSS (VmHWM) | growth during the call | call time in the child "
+           "| ÷ ckptpeek native | ÷ I/O floor | child wall time (start-up + imports + call) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    notes = []
+    for m, label in MEMORY_METHODS.items():
+        if m not in e:
+            continue
+        x = e[m]
+        if x.get("note"):
+            notes.append(f"{label}: {x['note']}")
+            label += " *"
+        out.append(f"| {label} | {fmt_mb(x['peak_hwm'])} | {fmt_mb(x['delta_hwm'])} | "
+                   f"{fmt_t(x['call_seconds'])} | "
+                   f"{fmt_x(x['call_seconds'] / base) if base else 'n/a'} | "
+                   f"{fmt_x(x['call_seconds'] / floor) if floor else 'n/a'} | "
+                   f"{fmt_t(rows[m]['stats']['median'])} |")
+    out.append("")
+    out += [f"\\* {n}" for n in notes] + ([""] if notes else [])
+    return out
+
+
+def memory_overview(groups: dict[str, Any]) -> list[str]:
+    mg = sorted((g for g in groups if g.startswith("memory ")),
+                key=lambda g: next(iter(groups[g].values()))["extra_info"]["file_bytes"])
+    if not mg:
+        return []
+    cols = ["ckptpeek-native-summary", "torch.load-cpu", "torch.load-mmap", "torch.load-meta",
+            "lightning-_lazy_load"]
+    short = {"ckptpeek-native-summary": "ckptpeek native `summary()`",
+             "torch.load-cpu": "`torch.load` cpu", "torch.load-mmap": "`torch.load` mmap",
+             "torch.load-meta": "`torch.load` meta", "lightning-_lazy_load": "`_lazy_load`"}
+    out = ["| file | size | " + " | ".join(short[c] for c in cols) + " |",
+           "|---|---:|" + "---:|" * len(cols)]
+    for g in mg:
+        e = {m: r["extra_info"] for m, r in groups[g].items()}
+        size = next(iter(e.values()))["file_bytes"]
+        out.append(f"| {g[7:]} | {fmt_mb(size)} | " + " | ".join(
+            f"{fmt_mb(e[c]['delta_hwm'])}" if c in e else "n/a" for c in cols) + " |")
+    return out + [""]
 
 
 def plot(groups: dict[str, Any], out: pathlib.Path) -> bool:
@@ -313,6 +406,7 @@ def render(results: dict[str, Any], info: dict[str, Any], command: str, shown: s
         "it itself while parsing). A ratio is the row's median divided by the median of "
         "ckptpeek's native engine (full parse in the VM groups, `summary()` in the header group), "
         "so above 1x means slower than ckptpeek native.", "",
+        *outputs_note(info), "",
         "### Targets", "", *targets(groups), "",
     ]
     hg = [g for g in groups if g.startswith("header ")]
@@ -320,13 +414,47 @@ def render(results: dict[str, Any], info: dict[str, Any], command: str, shown: s
         lines += ["### Header read, end to end, warm page cache", ""]
         lines += group_table(g, groups[g], list(HEADER_METHODS), HEADER_METHODS,
                              "ckptpeek-native-summary", "io-floor-zipfile-data.pkl")
+    if "startup" in groups:
+        lines += ["### Process start-up (fresh processes, page cache warm)", "",
+                  *startup_table(groups["startup"])]
+    mg = sorted((g for g in groups if g.startswith("memory ")),
+                key=lambda g: next(iter(groups[g].values()))["extra_info"]["file_bytes"])
+    if mg:
+        lines += [
+            "### Peak memory and first-call time in a fresh process, by checkpoint size", "",
+            "One child process per round and method (page cache warm): it imports what the "
+            "method needs, reads `VmHWM` from `/proc/self/status` (baseline), calls the method "
+            "once, and reads `VmHWM` again. *Growth during the call* is the largest increase "
+            "over the rounds; *peak RSS* includes the imports (torch alone is about 230 MB). "
+            "The call time is the median of the rounds' single calls: a first call in a fresh "
+            "process, so it includes lazy imports and page faults for new memory, unlike the "
+            "warm in-process timings above.", "",
+            "Growth of peak RSS during the call, by file size:", "",
+            *memory_overview(groups)]
+        for g in mg:
+            lines += memory_table(g, groups[g])
     lines += ["### Pickle VM only (`run_pickle` over the same `data.pkl` bytes)", ""]
-    for g in order + sorted(set(groups) - set(order) - set(hg)):
+    skip = set(hg) | set(mg) | {"startup"}
+    for g in order + sorted(set(groups) - set(order) - skip):
         if g in groups:
             lines += group_table(g, groups[g], list(VM_METHODS), VM_LABELS, "native-full", None)
     if plotted:
         lines += [f"![time vs tensor count, log-log]({PLOT.name})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def outputs_note(info: dict[str, Any]) -> list[str]:
+    parts = []
+    for o in info.get("outputs", []):
+        impls = sorted({e["encoder_impl"] for e in o["experiments"]})
+        n = sum(len(e["files"]) for e in o["experiments"])
+        parts.append(f"`{o['scale']}` ({len(o['experiments'])} experiments, {n} checkpoints, "
+                     f"{o['total_bytes'] / 1e6:,.0f} MB; encoders: {', '.join(impls)}; written by "
+                     f"torch {o['torch']}" + (f", timm {o['timm']}" if o.get("timm") else "")
+                     + ")")
+    if not parts:
+        return []
+    return ["**outputs/ corpus scales in the memory groups:** " + "; ".join(parts) + "."]
 
 
 def update_readme(section: str) -> None:
@@ -349,11 +477,16 @@ def main() -> None:
     ap.add_argument("--min-rounds", type=int, default=10)
     ap.add_argument("--max-time", type=float, default=1.0)
     ap.add_argument("--no-readme", action="store_true", help="print only")
+    ap.add_argument("--scale", default="ci",
+                    help="outputs/ corpus scales for the memory groups, comma-separated "
+                         "(ci, small, large); generated first if missing")
     ap.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     args = ap.parse_args()
 
     manifest = corpus.ensure()
-    command = "python benchmarks/report.py" + (
+    outputs = [corpus.ensure_outputs(sc.strip()) for sc in args.scale.split(",") if sc.strip()]
+    command = "python benchmarks/report.py" + (f" --scale {args.scale}" if args.scale != "ci"
+                                               else "") + (
         " -- " + " ".join(args.pytest_args) if args.pytest_args else "")
     meta_path = None
     if args.from_json:
@@ -368,6 +501,8 @@ def main() -> None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         src = snapshot_src()
         info = machine(src)
+        info["outputs"] = [{k: o[k] for k in ("scale", "experiments", "total_bytes", "torch",
+                                               "timm")} for o in outputs]
         suite_seconds, shown = run_suite(json_out, args, src)
         info["loadavg_end"] = os.getloadavg()[0]
         results = json.loads(json_out.read_text())
