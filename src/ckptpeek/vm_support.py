@@ -95,38 +95,52 @@ class _Skipped:
 SKIPPED: Final = _Skipped()
 
 
+_LEAVES: Final = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
 def _contains_skipped(value: Any, limits: Limits) -> bool:
-    """Whether SKIPPED appears anywhere under ``value`` (iterative, each container once)."""
+    """Whether SKIPPED appears anywhere under ``value`` (iterative, each container once).
+
+    Membership tests (``SKIPPED in d`` hashes once; ``in`` on lists and values runs in C)
+    do the bulk of the work; only containers are walked into.
+    """
+    if value is SKIPPED:
+        return True
     seen: set[int] = set()
     todo = [value]
     budget = limits.max_nodes
     while todo:
         obj = todo.pop()
-        if obj is SKIPPED:
-            return True
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
         budget -= 1
         if budget < 0:
             return True  # too big to check: let the full run decide
-        if id(obj) in seen:
-            continue
         t = type(obj)
+        if t is TensorRef:
+            if obj.attrs:
+                todo.append(obj.attrs)
+            if obj.metadata:
+                todo.append(obj.metadata)
+            continue
         if isinstance(obj, dict):
-            seen.add(id(obj))
-            todo.extend(obj.keys())
-            todo.extend(obj.values())
+            if SKIPPED in obj:  # a key
+                return True
+            items: Any = obj.values()
         elif isinstance(obj, (list, tuple, set, frozenset)):
-            seen.add(id(obj))
-            todo.extend(obj)
+            items = obj
         elif t is Placeholder:
-            seen.add(id(obj))
-            todo.extend(obj.args)
-            todo.extend((obj.kwargs, obj.state, obj.items, obj.dictitems))
+            items = (*obj.args, obj.kwargs, obj.state, obj.items, obj.dictitems)
         elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-            seen.add(id(obj))
-            todo.extend(vars(obj).values())
-        elif t is TensorRef:
-            seen.add(id(obj))
-            todo.extend((obj.attrs, obj.metadata))
+            items = vars(obj).values()
+        else:
+            continue
+        for item in items:
+            if item is SKIPPED:
+                return True
+            if type(item) not in _LEAVES:
+                todo.append(item)
     return False
 
 

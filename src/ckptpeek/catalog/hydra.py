@@ -17,6 +17,11 @@ from typing import Any
 
 import yaml
 
+
+def _yaml_load(text: str) -> Any:
+    """yaml.safe_load, with libyaml's C loader when PyYAML has it (the same safe loader)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
 from ckptpeek.omegaconf_resolve import resolve_interpolations
 
 __all__ = ("apply_overrides", "find_hydra_dir", "load_hydra_config", "load_yaml_or_json",
@@ -50,7 +55,7 @@ def load_yaml_or_json(path: Path) -> Any:
         except json.JSONDecodeError as exc:
             raise ValueError(f"malformed JSON: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        return _yaml_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"malformed YAML: {' '.join(str(exc).split())}") from None
 
@@ -72,7 +77,7 @@ def parse_override(text: str) -> tuple[str, str, Any] | None:
         return None
     raw = raw.strip()
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = _yaml_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
     return op, key, value

@@ -179,9 +179,9 @@ class MetadataSidecar(_Model):
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            from .hydra import _yaml_load  # noqa: PLC0415 - yaml only for YAML sidecars
 
-            data = yaml.safe_load(text)
+            data = _yaml_load(text)
         if data is None:
             data = {}
         return cls.migrate(data)
