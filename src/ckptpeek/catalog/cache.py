@@ -550,18 +550,28 @@ class CatalogCache:
             target, network = str(self.path), _is_network_fs(self.path.parent)
         conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None,
                                check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
-            want = "delete" if network else "wal"
-            if target != ":memory:" and mode != want:
-                conn.execute(f"PRAGMA journal_mode = {want}")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._ensure_schema(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
+                want = "delete" if network else "wal"
+                if target != ":memory:" and mode != want:
+                    # switching the journal mode does not wait on a busy database (two
+                    # processes creating the cache at once): retry until the timeout
+                    conn.execute(f"PRAGMA journal_mode = {want}")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._ensure_schema(conn)
+                return conn
+            except sqlite3.OperationalError as e:
+                if _is_locked(e) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                conn.close()
+                raise
+            except BaseException:
+                conn.close()
+                raise
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
