@@ -158,7 +158,7 @@ def write_pxi(path: str) -> None:
     Called by ``setup.py`` at build time, so the native engine is always compiled from
     this table; the file is generated, never edited (and not committed).
     """
-    lines = [f"# GENERATED from src/ckptpeek/opcodes.py by setup.py: do not edit.",
+    lines = ["# GENERATED from src/ckptpeek/opcodes.py by setup.py: do not edit.",
              "cdef enum:"]
     lines += [f"    OP_{op.name} = {op.code}" for op in OPCODES]
     lines += ["", f"SPEC_DIGEST = {SPEC_DIGEST!r}",

@@ -12,7 +12,7 @@ import struct
 import sys
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Any
 
 from .errors import FormatError, UnsupportedError
 from .torch_types import DTYPES, DType, Device, Size

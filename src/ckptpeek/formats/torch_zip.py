@@ -13,7 +13,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    from typing import Any
+    pass
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, FormatError, UnsupportedError

@@ -52,11 +52,11 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ..checkpoint import Checkpoint
-from ..errors import CheckpointError, FormatError, LimitError, UnsupportedError
+from ..errors import CheckpointError, FormatError, LimitError
 from ..opcodes import DEFAULT_LIMITS, Limits
 from ..source import ByteSource
 from ..standins import KnownGlobal
-from ..tensor import StorageRef, TensorRef
+from ..tensor import TensorRef
 from ..zipdir import ZipDirectory
 from . import ReadOptions
 from .torch_zip import ZipStorageReader, find_prefix, read_pickle_member
