@@ -413,6 +413,12 @@ def _clean(shapes: Mapping[Any, Any]) -> dict[str, tuple[int, ...] | None]:
 
 
 def _shape(shape: Any) -> tuple[int, ...] | None:
+    if isinstance(shape, tuple):  # the common case (TensorRef.shape): checked in one pass
+        for d in shape:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return tuple(shape)
     if shape is None or isinstance(shape, (str, bytes)):
         return None
     if hasattr(shape, "shape") and not isinstance(
