@@ -89,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             failures += 1
             print(f"ckptpeek: error: {path}: {exc.strerror or exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, not a traceback
+            failures += 1
+            print(f"ckptpeek: internal error on {path}: {type(exc).__name__}: "
+                  f"{str(exc)[:200]} (please report it)", file=sys.stderr)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
@@ -143,7 +147,8 @@ def tree_lines(root: Any, *, max_items: int = 20, max_depth: int = 64) -> Iterat
     stack: list[tuple[int, Any, Any]] = [(0, None, root)]
     while stack:
         depth, key, obj = stack.pop()
-        label = "  " * depth + (f"{key}: " if key is not None else "")
+        shown = key if isinstance(key, (str, int)) else safe_repr(key)
+        label = "  " * depth + (f"{shown}: " if key is not None else "")
         is_list = isinstance(obj, (list, tuple))
         if isinstance(obj, TensorRef):
             dev = "" if str(obj.device) == "cpu" else f" {obj.device}"

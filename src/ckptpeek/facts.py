@@ -237,7 +237,7 @@ def parse_callback_key(key: Any) -> tuple[str, dict[str, Any]]:
         return key, {}
     try:
         state = ast.literal_eval("{" + rest)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return name, {}
     return name, state if isinstance(state, dict) else {}
 
@@ -305,7 +305,8 @@ def _optimizers(root: dict[str, Any]) -> list[dict[str, Any]]:
                         for v in s.values() if isinstance(v, TensorRef))
         out.append(_record(OPTIMIZER_FIELDS, 
             type=infer_optimizer(st), param_groups=len(groups),
-            params=sum(len(g.get("params", ())) for g in groups if isinstance(g, dict)),
+            params=sum(len(g["params"]) for g in groups
+                       if isinstance(g, dict) and isinstance(g.get("params"), (list, tuple))),
             lr=[scalar(g.get("lr")) for g in groups if isinstance(g, dict)],
             state_tensors=n_tensors))
     return out

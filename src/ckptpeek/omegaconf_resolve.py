@@ -22,6 +22,7 @@ _REF_PATTERN: Final = r"(?<!\\)\$\{(\.*)([A-Za-z0-9_\-\.\[\]]*)\}"
 _ESCAPED_PATTERN: Final = r"\\\$\{"
 _MISSING: Final = object()
 _MAX_HOPS: Final = 32
+_MAX_TEXT: Final = 1 << 16  # longest interpolated string produced
 
 
 def _split(key: str) -> list[str]:
@@ -54,6 +55,12 @@ def resolve_interpolations(root: Any) -> None:
                 parents[id(child)] = node
                 todo.append(child)
 
+    # Each interpolating value is resolved once (memo by its container and key), so a
+    # chain of "${a}${a}" references costs linear time; results longer than
+    # _MAX_TEXT are left unresolved instead of growing exponentially.
+    memo: dict[tuple[int, Any], Any] = {}
+    busy: set[tuple[int, Any]] = set()
+
     def lookup(container: Any, dots: str, key: str, hops: int) -> Any:
         node = root
         if dots:
@@ -62,32 +69,53 @@ def resolve_interpolations(root: Any) -> None:
                 node = parents.get(id(node), _MISSING)
                 if node is _MISSING:
                     return _MISSING
+        holder, last = None, None
         for part in _split(key):
+            holder, last = node, part
             node = _step(node, part)
             if node is _MISSING:
                 return _MISSING
-        if isinstance(node, str) and "${" in node:
-            return value_of(node, parents.get(id(node), container), hops + 1)
+        if isinstance(node, str) and "${" in node and holder is not None:
+            # a referenced interpolation resolves relative to its own container
+            index = int(last) if isinstance(holder, list) else last
+            return resolved(holder, index, node, hops + 1)
         return node
 
+    def resolved(container: Any, key: Any, text: str, hops: int) -> Any:
+        slot = (id(container), key)
+        if slot in memo:
+            return memo[slot]
+        if slot in busy or hops > _MAX_HOPS:
+            return _MISSING  # a reference loop, or too deep
+        busy.add(slot)
+        try:
+            value = value_of(text, container, hops)
+        finally:
+            busy.discard(slot)
+        memo[slot] = value
+        return value
+
     def value_of(text: str, container: Any, hops: int = 0) -> Any:
-        if hops > _MAX_HOPS:
-            return _MISSING
         whole = ref.fullmatch(text)
         if whole:
             return lookup(container, whole.group(1), whole.group(2), hops)
         failed = False
+        size = 0
 
         def sub(m: re.Match[str]) -> str:
-            nonlocal failed
+            nonlocal failed, size
             value = lookup(container, m.group(1), m.group(2), hops)
             if value is _MISSING or isinstance(value, (dict, list)):
                 failed = True
                 return m.group(0)
-            return str(value)
+            piece = str(value)
+            size += len(piece)
+            if size > _MAX_TEXT:
+                failed = True
+            return piece if not failed else m.group(0)
 
         out = ref.sub(sub, text)
-        if failed:
+        if failed or len(out) > _MAX_TEXT:
             return _MISSING
         return escaped.sub("${", out)
 
@@ -95,6 +123,6 @@ def resolve_interpolations(root: Any) -> None:
         items = container.items() if isinstance(container, dict) else enumerate(container)
         for key, value in list(items):
             if isinstance(value, str) and "${" in value:
-                resolved = value_of(value, container)
-                if resolved is not _MISSING:
-                    container[key] = resolved
+                result = resolved(container, key, value, 0)
+                if result is not _MISSING:
+                    container[key] = result

@@ -182,7 +182,7 @@ class OmegaNode:
             self.value = state.get("_val")
 
     def __repr__(self) -> str:
-        return f"OmegaNode({self.value!r})"
+        return f"OmegaNode({safe_repr(self.value)})"
 
 
 class Record:
@@ -297,6 +297,13 @@ def _build_np_dtype(dt: Any, state: Any) -> None:
         raise TypeError("only simple (non-structured) numpy dtypes are rebuilt")
     if not all(type(s) is int for s in state[5:8]):
         raise TypeError("numpy dtype sizes must be ints")
+    # BUILD may set the byte order, nothing else: arrays made with this descriptor share
+    # it, so a new element size, alignment or object flag would make numpy read memory
+    # the array does not own
+    elsize, alignment, flags = state[5:8]
+    if elsize not in (-1, dt.itemsize) or alignment not in (-1, dt.alignment) \
+            or flags not in (0, dt.flags):
+        raise TypeError(f"numpy dtype state changes the size or layout of {dt}")
     dt.__setstate__(state[:8])
 
 

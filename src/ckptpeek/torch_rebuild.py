@@ -289,11 +289,15 @@ def _rebuild_wrapper_subclass(args: tuple[Any, ...]) -> TensorRef:
     if len(args) != 8 or not isinstance(args[1], DType):
         raise TypeError("_rebuild_wrapper_subclass takes 8 arguments, the 2nd a dtype")
     cls, dtype, size, stride, offset, _layout, device, requires_grad = args
+    if type(offset) is not int or offset < 0:
+        raise TypeError("storage offset must be a non-negative int")
     ref = TensorRef(storage=None, dtype=dtype, shape=_ints(size, "size"),
-                    stride=_ints(stride, "stride"), storage_offset=int(offset),
-                    requires_grad=bool(requires_grad), kind="wrapper")
-    ref.type_name = getattr(cls, "qualname", "torch.Tensor")
-    ref.components = {"device": str(device)}
+                    stride=_ints(stride, "stride"), storage_offset=offset,
+                    requires_grad=_bool(requires_grad), kind="wrapper")
+    if not isinstance(cls, (KnownGlobal, PlaceholderType)):
+        raise TypeError("_rebuild_wrapper_subclass needs a tensor class")
+    ref.type_name = cls.qualname
+    ref.components = {"device": _device_str(device)}
     return ref
 
 
@@ -308,9 +312,9 @@ def _rebuild_device_tensor_from_cpu_tensor(args: tuple[Any, ...]) -> TensorRef:
     if data.storage is None:
         raise TypeError("device tensor without data")
     storage = StorageRef(data.storage.key, data.storage.dtype, data.storage.numel,
-                         str(device), data.storage.reader)
+                         _device_str(device), data.storage.reader)
     return new_dense(storage, dtype, tuple(data.shape), data.stride(), data.storage_offset(),
-                     bool(requires_grad), data.metadata)
+                     _bool(requires_grad), data.metadata)
 
 
 def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
@@ -321,10 +325,13 @@ def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
     data, dtype, device, requires_grad = args
     if type(data).__name__ != "ndarray" or type(data).__module__ != "numpy":
         raise TypeError("device tensor data must be a numpy array")
+    location, requires_grad = _device_str(device), _bool(requires_grad)
+    item = dtype.itemsize
+    if data.dtype.itemsize != item or data.dtype.hasobject:
+        raise TypeError(f"numpy data of {data.dtype} for a {dtype} tensor")
     array = data.astype(data.dtype.newbyteorder("="), copy=False)
     raw = array.tobytes()
-    item = dtype.itemsize
-    storage = StorageRef("numpy", dtype, len(raw) // item if item else 0, str(device),
+    storage = StorageRef("numpy", dtype, len(raw) // item if item else 0, location,
                          BytesStorageReader(raw))
     shape = tuple(array.shape)
     strides = []
@@ -332,10 +339,21 @@ def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
     for dim in reversed(shape):
         strides.append(step)
         step *= dim
-    if array.dtype.itemsize != item:
-        raise TypeError(f"numpy data of {array.dtype} for a {dtype} tensor")
-    return new_dense(storage, dtype, shape, tuple(reversed(strides)), 0, bool(requires_grad),
-                     None)
+    return new_dense(storage, dtype, shape, tuple(reversed(strides)), 0, requires_grad, None)
+
+
+def _device_str(device: Any) -> str:
+    """A device argument as its string; anything but a Device or a str is refused (a
+    stand-in's ``str()`` must not turn a skipped or placeholder value into text)."""
+    if isinstance(device, (Device, str)):
+        return str(device)
+    raise TypeError(f"a device must be a torch.device or a str, not {type(device).__name__}")
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected a bool, not {type(value).__name__}")
+    return value
 
 
 class BytesStorageReader:

@@ -154,7 +154,9 @@ class Device(Frozen):
             raise TypeError(f"device must be a str, not {type(spec).__name__}")
         if index is None and ":" in spec:
             typ, _, idx = spec.partition(":")
-            return cls(typ, int(idx))
+            if idx.isdigit() and len(idx) < 10:
+                return cls(typ, int(idx))
+            return cls(spec)  # a location torch would not parse either: kept as written
         if index is not None and not isinstance(index, int):
             raise TypeError("device index must be an int")
         return cls(spec, index)

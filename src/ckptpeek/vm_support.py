@@ -119,10 +119,9 @@ def _contains_skipped(value: Any, limits: Limits) -> bool:
             return True  # too big to check: let the full run decide
         t = type(obj)
         if t is TensorRef:
-            if obj.attrs:
-                todo.append(obj.attrs)
-            if obj.metadata:
-                todo.append(obj.metadata)
+            for part in (obj.attrs, obj.metadata, obj.components):
+                if part:
+                    todo.append(part)
             continue
         if isinstance(obj, dict):
             if SKIPPED in obj:  # a key
@@ -134,6 +133,10 @@ def _contains_skipped(value: Any, limits: Limits) -> bool:
             items = (*obj.args, obj.kwargs, obj.state, obj.items, obj.dictitems)
         elif hasattr(obj, "__dict__") and not isinstance(obj, type):
             items = vars(obj).values()
+        elif getattr(t, "__slots__", None) and t.__module__.startswith("ckptpeek."):
+            # our slotted stand-ins (OmegaNode.value, Record.state, ...)
+            items = [getattr(obj, name, None) for klass in t.__mro__
+                     for name in getattr(klass, "__slots__", ()) if name != "__weakref__"]
         else:
             continue
         for item in items:
