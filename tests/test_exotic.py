@@ -107,12 +107,13 @@ def test_parameter_with_state_and_subclass(tmp_path, engine) -> None:
 class _FromNumpy:
     """Pickles like a tensor of a storage-less device (XLA): data travels as numpy."""
 
-    def __init__(self, array):
+    def __init__(self, array, dtype=None):
         self.array = array
+        self.dtype = dtype
 
     def __reduce__(self):
         return (torch._utils._rebuild_device_tensor_from_numpy,
-                (self.array, torch.float32, "cpu", False))
+                (self.array, self.dtype or torch.float32, "cpu", False))
 
 
 def test_device_tensor_from_numpy(tmp_path, engine) -> None:
@@ -122,6 +123,24 @@ def test_device_tensor_from_numpy(tmp_path, engine) -> None:
     got = ckptpeek.load_checkpoint(path, engine=engine, fallback=None)["xla"]
     assert tuple(got.shape) == tuple(expected.shape) and got.stride() == expected.stride()
     assert np.array_equal(got.numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+def test_device_tensor_from_float32_numpy_is_narrowed_like_torch(tmp_path, engine, name) -> None:
+    # older XLA files carry bfloat16 tensors as float32 numpy data; torch rounds on load
+    rng = np.random.default_rng(0)
+    array = np.concatenate([rng.standard_normal(64).astype(np.float32) * 1000,
+                            np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40, 65519.0],
+                                     dtype=np.float32)])
+    path = _save(tmp_path, {"x": _FromNumpy(array, getattr(torch, name))})
+    expected = torch.load(path, weights_only=False)["x"]
+    got = ckptpeek.load_checkpoint(path, engine=engine, fallback=None)["x"]
+    assert str(got.dtype) == str(expected.dtype)
+    want = expected.view(torch.int16).numpy()
+    have = got.to_torch().view(torch.int16).numpy()
+    nan = np.isnan(array)
+    assert np.array_equal(have[~nan], want[~nan])
+    assert torch.isnan(got.to_torch()[torch.from_numpy(nan)]).all()
 
 
 def _big_endian_copy(src, dst):

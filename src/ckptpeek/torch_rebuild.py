@@ -327,9 +327,12 @@ def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
         raise TypeError("device tensor data must be a numpy array")
     location, requires_grad = _device_str(device), _bool(requires_grad)
     item = dtype.itemsize
-    if data.dtype.itemsize != item or data.dtype.hasobject:
-        raise TypeError(f"numpy data of {data.dtype} for a {dtype} tensor")
+    if data.dtype.hasobject:
+        raise TypeError("device tensor data of object dtype")
     array = data.astype(data.dtype.newbyteorder("="), copy=False)
+    if array.dtype.itemsize != item:
+        # torch converts with .to(dtype); older XLA files hold bfloat16 as float32
+        array = _narrow_float(array, dtype)
     raw = array.tobytes()
     storage = StorageRef("numpy", dtype, len(raw) // item if item else 0, location,
                          BytesStorageReader(raw))
@@ -340,6 +343,21 @@ def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
         strides.append(step)
         step *= dim
     return new_dense(storage, dtype, shape, tuple(reversed(strides)), 0, requires_grad, None)
+
+
+def _narrow_float(array: Any, dtype: DType) -> Any:
+    """float32 data for a float16/bfloat16 tensor, rounded to nearest even as torch does."""
+    import numpy as np  # noqa: PLC0415 - numpy data is only here when numpy is
+
+    if array.dtype != np.float32 or dtype.name not in ("float16", "bfloat16"):
+        raise TypeError(f"numpy data of {array.dtype} for a {dtype} tensor")
+    if dtype.name == "float16":
+        return array.astype(np.float16)
+    bits = array.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(array)
+    rounded[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)  # keep NaNs quiet NaNs
+    return rounded
 
 
 def _device_str(device: Any) -> str:
