@@ -3,9 +3,9 @@
 Needs torch + torchvision + timm (NOT the dev venv: timm needs a torchvision that matches its
 torch), e.g.::
 
-    python3 -m venv /root/sig-venv
-    /root/sig-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 timm
-    /root/sig-venv/bin/python tests/catalog/data/signatures/make_signature_fixtures.py
+    python3 -m venv timm-venv
+    timm-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 timm
+    timm-venv/bin/python tests/catalog/data/signatures/make_signature_fixtures.py
 
 Every fixture is ``{key: shape}`` only (no tensor data), a few KB each:
 
