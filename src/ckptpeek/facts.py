@@ -13,12 +13,12 @@ import ast
 import datetime
 import math
 import pathlib
-import sys
 from collections import Counter
 
 from .standins import Placeholder, PlaceholderType, safe_repr
 from .tensor import TensorRef
 from .torch_types import DType, Device
+from .walk import is_namespace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -69,11 +69,6 @@ def _record(fields: tuple[tuple[str, Any], ...], **values: Any) -> dict[str, Any
     if values:
         raise TypeError(f"unknown fields {sorted(values)}")
     return out
-
-
-def _is_namespace(obj: Any) -> bool:
-    ns = sys.modules.get("argparse")
-    return ns is not None and isinstance(obj, ns.Namespace)
 
 
 # -- rule tables: (type, param_group keys that must be present, keys that must be absent)
@@ -195,7 +190,7 @@ def to_jsonable(obj: Any, budget: int = 100_000) -> Any:
             return {_key(k): conv(v, depth + 1) for k, v in o.items()}
         if isinstance(o, (list, tuple, set, frozenset)):
             return [conv(v, depth + 1) for v in o]
-        if _is_namespace(o):
+        if is_namespace(o):
             return {k: conv(v, depth + 1) for k, v in vars(o).items()}
         if isinstance(o, TensorRef):
             return f"tensor(shape={list(o.shape)}, dtype={o.dtype})"
@@ -346,7 +341,7 @@ def collect(ckpt: Checkpoint) -> dict[str, Any]:
         epoch=_int(top.get("epoch")), global_step=_int(top.get("global_step")),
         lightning_version=_str(top.get("pytorch-lightning_version")),
         hparams_name=_str(top.get("hparams_name")),
-        hyper_parameters=to_jsonable(hp) if isinstance(hp, dict) or _is_namespace(hp) else None,
+        hyper_parameters=to_jsonable(hp) if isinstance(hp, dict) or is_namespace(hp) else None,
         model_checkpoints=mcs, early_stopping=ess, other_callbacks=others,
         optimizers=_optimizers(top), lr_schedulers=_schedulers(top),
         tensor_count=len(tensors), state_dict_tensors=len(sd_tensors),

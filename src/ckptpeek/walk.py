@@ -18,9 +18,15 @@ from .opcodes import DEFAULT_LIMITS, Limits
 from .standins import Placeholder
 from .tensor import TensorRef
 
-__all__ = ("children", "iter_tensors")
+__all__ = ("children", "is_namespace", "iter_tensors")
 
 Key = object  # a dict key or list index
+
+
+def is_namespace(obj: Any) -> bool:
+    """An ``argparse.Namespace`` (hyper-parameters of older Lightning checkpoints)."""
+    ns = sys.modules.get("argparse")  # no Namespace exists unless argparse was imported
+    return ns is not None and isinstance(obj, ns.Namespace)
 
 
 def children(obj: Any) -> Iterator[tuple[Key, Any]]:
@@ -29,8 +35,7 @@ def children(obj: Any) -> Iterator[tuple[Key, Any]]:
         return iter(obj.items())
     if isinstance(obj, (list, tuple)):
         return enumerate(obj)
-    ns = sys.modules.get("argparse")  # no Namespace exists unless argparse was imported
-    if ns is not None and isinstance(obj, ns.Namespace):
+    if is_namespace(obj):
         return iter(vars(obj).items())
     if isinstance(obj, Placeholder):
         parts: list[tuple[Key, Any]] = list(enumerate(obj.args))
@@ -45,10 +50,7 @@ def children(obj: Any) -> Iterator[tuple[Key, Any]]:
 
 
 def _is_container(obj: Any) -> bool:
-    if isinstance(obj, (dict, list, tuple, Placeholder)):
-        return True
-    ns = sys.modules.get("argparse")
-    return ns is not None and isinstance(obj, ns.Namespace)
+    return isinstance(obj, (dict, list, tuple, Placeholder)) or is_namespace(obj)
 
 
 def iter_tensors(root: Any, *, limits: Limits = DEFAULT_LIMITS,
