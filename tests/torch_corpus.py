@@ -397,7 +397,7 @@ def _build_plain(out: Path) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def _quiet_lightning():
+def quiet_lightning():
     """Silence Lightning's info logging and warnings; restore levels afterwards."""
     import lightning  # noqa: F401  (importing it configures the loggers we then quiet)
 
@@ -538,7 +538,7 @@ def _build_lightning(out: Path) -> dict[str, Path]:
     from omegaconf import OmegaConf
 
     paths: dict[str, Path] = {}
-    with _quiet_lightning():
+    with quiet_lightning():
         LitAdam, LitAdamWOneCycle, LitSGDCosine = _make_lightning_module_classes()
 
         torch.manual_seed(0)

@@ -17,17 +17,15 @@ state) - never from the catalog under test.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from torch_corpus import quiet_lightning  # tests/ is on sys.path (rootdir-style import)
 
 EXPERIMENT_R18 = "dbnet_r18"
 EXPERIMENT_PAN = "dbnet_pan34"
@@ -348,24 +346,6 @@ def _private_cache_dir(tmp_path_factory):
             os.environ[k] = v
 
 
-@contextlib.contextmanager
-def _quiet():
-    import lightning  # noqa: F401
-
-    names = ["lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"]
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lvl in zip(loggers, levels):
-            lg.setLevel(lvl)
-
-
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory) -> Tree:
     pytest.importorskip("lightning")
@@ -377,7 +357,7 @@ def tree(tmp_path_factory) -> Tree:
     _write_conf(conf)
     root = base / "outputs"
     runs: dict[str, Run] = {}
-    with _quiet():
+    with quiet_lightning():
         lit = _model_classes()
 
         # 1. dbnet_r18: a Hydra run (composed with overrides), hparams = plain nested dicts
