@@ -1,4 +1,8 @@
-"""Builds the optional Cython engine ``ckptpeek._pickle_vm_c`` from ``native/``.
+"""Builds ckptpeek's two optional Cython extensions from ``native/``:
+
+  native/unpickle/_pickle_vm_c.pyx -> ckptpeek.unpickle._pickle_vm_c  (the pickle engine)
+  native/io/_zipdir_c.pyx          -> ckptpeek.io._zipdir_c           (the ZIP directory parser)
+
 
 Everything else is in pyproject.toml. Environment switches (read at build time):
   CKPTPEEK_NO_EXTENSIONS=1       build no extension (pure-Python install)
@@ -35,17 +39,22 @@ def _extensions():
               file=sys.stderr)
         return []
     # the opcode table is the single specification: generate the Cython enum from it
-    spec = importlib.util.spec_from_file_location("_ckptpeek_opcodes",
-                                                  HERE / "src" / "ckptpeek" / "opcodes.py")
+    spec = importlib.util.spec_from_file_location(
+        "_ckptpeek_opcodes", HERE / "src" / "ckptpeek" / "unpickle" / "opcodes.py")
     opcodes = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = opcodes  # dataclasses look their module up while building
     spec.loader.exec_module(opcodes)
-    opcodes.write_pxi(str(HERE / "native" / "_opcodes.pxi"))
-    ext = Extension("ckptpeek._pickle_vm_c", ["native/_pickle_vm_c.pyx"],
-                    extra_compile_args=["-O2"] if os.name != "nt" else [])
-    (ext,) = cythonize([ext], language_level=3, quiet=True)
-    ext.optional = not required  # cythonize() drops Extension(optional=...): set it after
-    return [ext]
+    opcodes.write_pxi(str(HERE / "native" / "unpickle" / "_opcodes.pxi"))
+    flags = ["-O2"] if os.name != "nt" else []
+    exts = [
+        Extension("ckptpeek.unpickle._pickle_vm_c", ["native/unpickle/_pickle_vm_c.pyx"],
+                  extra_compile_args=flags),
+        Extension("ckptpeek.io._zipdir_c", ["native/io/_zipdir_c.pyx"], extra_compile_args=flags),
+    ]
+    exts = cythonize(exts, language_level=3, quiet=True)
+    for ext in exts:
+        ext.optional = not required  # cythonize() drops Extension(optional=...): set it after
+    return exts
 
 
 setup(ext_modules=_extensions())

@@ -101,7 +101,7 @@ def main() -> int:
     t_start = time.perf_counter()
 
     import ckptpeek
-    from ckptpeek import _backend
+    from ckptpeek.unpickle import engine as _backend
     say(f"ckptpeek {ckptpeek.__version__} from {pathlib.Path(ckptpeek.__file__).parent}, "
         f"default engine {ckptpeek.BACKEND}; engines: {sorted(_backend._ENGINES)}")
     if "native" not in _backend._ENGINES:
@@ -143,8 +143,8 @@ def main() -> int:
                     args.blocks, args.rounds)
 
     from ckptpeek.formats.torch_zip import ZipStorageReader, find_prefix
-    from ckptpeek.source import ByteSource
-    from ckptpeek.zipdir import read_directory
+    from ckptpeek.io.source import ByteSource
+    from ckptpeek.io.zipdir import read_directory
     warm(many["path"])
     src = ByteSource(many["path"])
     try:

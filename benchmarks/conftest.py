@@ -34,8 +34,8 @@ import corpus  # noqa: E402
 import ckptpeek  # noqa: E402
 from ckptpeek import _backend  # noqa: E402
 from ckptpeek.formats.torch_zip import ZipStorageReader, find_prefix  # noqa: E402
-from ckptpeek.source import ByteSource  # noqa: E402
-from ckptpeek.zipdir import read_directory  # noqa: E402
+from ckptpeek.io.source import ByteSource  # noqa: E402
+from ckptpeek.io.zipdir import read_directory  # noqa: E402
 
 #: what the Lightning "selective" benchmarks ask for
 SELECT_KEYS = ("epoch", "global_step", "callbacks")

@@ -236,7 +236,7 @@ def main() -> None:
                 return c.summary()
         return run
 
-    from ckptpeek import _backend
+    from ckptpeek.unpickle import engine as _backend
     engines = [e for e in ("native", "python") if e in _backend._ENGINES]
     ck_key = {e: f'ckptpeek.open(p, engine="{e}").summary()' for e in engines}
     base_key = ck_key[ckptpeek.BACKEND]

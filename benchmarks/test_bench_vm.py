@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from conftest import SELECT_KEYS, PickleCase, require_engine
 
-from ckptpeek import _backend
+from ckptpeek.unpickle import engine as _backend
 
 METHODS = ("native-full", "python-full", "native-select", "python-select", "stdlib-c-stubs")
 

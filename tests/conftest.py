@@ -13,7 +13,7 @@ import pathlib
 import pytest
 
 import ckptpeek
-from ckptpeek import _backend
+from ckptpeek.unpickle import engine as _backend
 
 DATA = pathlib.Path(__file__).parent / "data"
 ENGINES = ("python", "native")

@@ -180,7 +180,7 @@ def test_wrapper_subclass_is_described(engine) -> None:
             b"K\x02K\x03\x86K\x03K\x01\x86K\x00"            # size, stride, storage_offset
             b"ctorch\nstrided\nX\x04\x00\x00\x00cuda\x89"   # layout, device, requires_grad
             b"tR.")
-    ref = ckptpeek._backend.engine(engine).run_pickle(data).value
+    ref = ckptpeek.unpickle.engine.engine(engine).run_pickle(data).value
     assert (ref.kind, tuple(ref.shape), ref.stride(), ref.components["device"]) == (
         "wrapper", (2, 3), (3, 1), "cuda")
     with pytest.raises(ckptpeek.UnsupportedError):

@@ -39,6 +39,7 @@ from _builders import (
 )
 
 import ckptpeek
+from ckptpeek.unpickle import engine as _backend
 from ckptpeek import (
     CheckpointError,
     FormatError,
@@ -47,9 +48,8 @@ from ckptpeek import (
     Placeholder,
     UnsafePickleError,
     UnsupportedError,
-    _backend,
-    registry,
 )
+from ckptpeek.unpickle import registry
 
 PKL = small_pickle()
 CKPT = small_checkpoint()
@@ -171,7 +171,7 @@ def isolated(engine: str, tmp_path: pathlib.Path, data: bytes, *, after: str = "
     script = textwrap.dedent(f"""
         import resource, sys, time
         import ckptpeek
-        from ckptpeek import _backend
+        from ckptpeek.unpickle import engine as _backend
         data = open({str(pkl)!r}, "rb").read()
         value = None
         try:
@@ -1001,7 +1001,7 @@ def test_no_stop_in_file(engine: str, tmp_path: pathlib.Path) -> None:
 
 
 def test_unknown_opcode(engine: str) -> None:
-    for byte in sorted(set(range(256)) - {op.code for op in ckptpeek.opcodes.OPCODES}):
+    for byte in sorted(set(range(256)) - {op.code for op in ckptpeek.unpickle.opcodes.OPCODES}):
         vm_error(engine, b"\x80\x02N" + bytes([byte]) + b".", FormatError, "unknown-opcode", offset=3)
 
 

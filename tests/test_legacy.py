@@ -22,11 +22,11 @@ import warnings
 import pytest
 
 import ckptpeek
-from ckptpeek import _backend
+from ckptpeek.unpickle import engine as _backend
 from ckptpeek.errors import CheckpointError, FormatError, LimitError
 from ckptpeek.formats import ReadOptions, torch_legacy
-from ckptpeek.opcodes import DEFAULT_LIMITS, Limits
-from ckptpeek.source import ByteSource
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.io.source import ByteSource
 
 DATA = pathlib.Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("make_legacy_fixtures",

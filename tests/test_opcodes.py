@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickletools
 
-from ckptpeek import opcodes, pickle_vm
+from ckptpeek.unpickle import opcodes, pickle_vm
 
 
 def test_table_matches_pickletools() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 import ckptpeek
-from ckptpeek import _backend
+from ckptpeek.unpickle import engine as _backend
 
 if "native" not in _backend._ENGINES:  # pragma: no cover - depends on the build
     pytest.skip(f"native engine not built ({_backend.NATIVE_ERROR})", allow_module_level=True)
@@ -40,11 +40,11 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from ckptpeek.formats.torch_zip import ZipStorageReader, find_prefix  # noqa: E402
-from ckptpeek.source import ByteSource  # noqa: E402
-from ckptpeek.standins import KnownGlobal, Placeholder, PlaceholderType  # noqa: E402
+from ckptpeek.io.source import ByteSource  # noqa: E402
+from ckptpeek.unpickle.standins import KnownGlobal, Placeholder, PlaceholderType  # noqa: E402
 from ckptpeek.tensor import StorageRef, TensorRef  # noqa: E402
 from ckptpeek.torch_types import Device, DType, StorageType  # noqa: E402
-from ckptpeek.zipdir import read_directory  # noqa: E402
+from ckptpeek.io.zipdir import read_directory  # noqa: E402
 
 ENGINES = {name: _backend.engine(name) for name in ("python", "native")}
 DATA = pathlib.Path(__file__).parent / "data"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import ckptpeek
-from ckptpeek import _backend
+from ckptpeek.unpickle import engine as _backend
 from ckptpeek.errors import FormatError, UnsafePickleError
 
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)

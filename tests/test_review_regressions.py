@@ -10,8 +10,8 @@ import pytest
 
 import ckptpeek
 from ckptpeek.cli import main as cli_main
-from ckptpeek.facts import collect
-from ckptpeek.omegaconf_resolve import resolve_interpolations
+from ckptpeek.summary.facts import collect
+from ckptpeek.unpickle.interpolation import resolve_interpolations
 
 from _builders import Pickle, torch_zip
 

@@ -20,12 +20,12 @@ import pytest
 from safetensors import safe_open
 
 import ckptpeek
-from ckptpeek import _backend
+from ckptpeek.unpickle import engine as _backend
 from ckptpeek.errors import CheckpointError, FormatError, LimitError, UnsupportedError
 from ckptpeek.formats import ReadOptions
 from ckptpeek.formats import safetensors as st
-from ckptpeek.opcodes import DEFAULT_LIMITS
-from ckptpeek.source import ByteSource
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
+from ckptpeek.io.source import ByteSource
 
 DATA = pathlib.Path(__file__).parent / "data"
 TINY = DATA / "tiny.safetensors"

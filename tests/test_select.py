@@ -10,8 +10,8 @@ import pickle
 import pytest
 
 import ckptpeek
-from ckptpeek import _backend
-from ckptpeek.summary import MODEL_FIELDS
+from ckptpeek.unpickle import engine as _backend
+from ckptpeek.summary.model import MODEL_FIELDS
 
 DATA = pathlib.Path(__file__).parent / "data"
 LIGHTNING = DATA / "lightning_tiny.ckpt"
@@ -91,7 +91,7 @@ def test_summary_models_mirror_the_facts_tables() -> None:
 
 
 def test_summary_equals_the_cli_facts(engine) -> None:
-    from ckptpeek.facts import collect
+    from ckptpeek.summary.facts import collect
 
     with ckptpeek.open(LIGHTNING, engine=engine) as ckpt:
         data = collect(ckpt)

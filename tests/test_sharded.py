@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import ckptpeek
-from ckptpeek import _backend
+from ckptpeek.unpickle import engine as _backend
 from ckptpeek.errors import CheckpointError, FormatError, LimitError
 from ckptpeek.formats import ReadOptions
 from ckptpeek.formats import sharded
-from ckptpeek.opcodes import DEFAULT_LIMITS
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
 
 
 def _numpy_state() -> dict[str, np.ndarray]:

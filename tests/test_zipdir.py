@@ -8,8 +8,8 @@ import zipfile
 import pytest
 
 from ckptpeek.errors import FormatError, LimitError
-from ckptpeek.source import ByteSource
-from ckptpeek.zipdir import read_directory
+from ckptpeek.io.source import ByteSource
+from ckptpeek.io.zipdir import read_directory
 
 
 def _archive(tmp_path, *, zip64=False, comment=b"", prefix=b"", method=zipfile.ZIP_STORED,

@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-from ._backend import BACKEND
+from ckptpeek.unpickle.engine import BACKEND
 from .api import load_checkpoint, open_checkpoint
 from .checkpoint import SUMMARY_KEYS, Checkpoint, GlobalInfo
 from .errors import CheckpointError, FormatError, LimitError, UnsafePickleError, UnsupportedError
-from .opcodes import DEFAULT_LIMITS, SPEC_DIGEST, Limits
-from .standins import Placeholder
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, SPEC_DIGEST, Limits
+from ckptpeek.unpickle.standins import Placeholder
 from .tensor import StorageRef, TensorRef
 from .torch_types import DType, Device, Size
 

@@ -9,14 +9,14 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
-from . import _backend
+from .unpickle import engine as _backend
 from .checkpoint import Checkpoint
-from .errors import CheckpointError, FormatError, UnsupportedError
+from .errors import CheckpointError, UnsupportedError, error
 from .formats import ReadOptions, torch_zip
-from .opcodes import DEFAULT_LIMITS, Limits
-from .sniff import sniff
-from .source import ByteSource
-from .zipdir import read_directory
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.io.sniff import sniff
+from ckptpeek.io.source import ByteSource
+from ckptpeek.io.zipdir import read_directory
 
 __all__ = ("open_checkpoint", "load_checkpoint")
 
@@ -80,8 +80,7 @@ def _open(source: Source, opts: ReadOptions) -> Checkpoint:
         kind = sniff(src)
         if kind == "zip":
             directory = read_directory(
-                src, max_members=opts.limits.max_zip_members,
-                fast_parse=getattr(opts.engine, "parse_central_directory", None))
+                src, max_members=opts.limits.max_zip_members)
             if torch_zip.is_torchscript(directory, torch_zip.find_prefix(directory)):
                 from .formats import torchscript  # noqa: PLC0415 - loaded for its format only
 
@@ -110,8 +109,7 @@ _FILE_READERS = {"torch-legacy": "torch_legacy", "tar": "torch_legacy",
 
 def _path_of(source: Source, what: str) -> str:
     if not isinstance(source, (str, os.PathLike)):
-        raise UnsupportedError(f"{what} refers to other files: open it by path",
-                               code="needs-path")
+        raise error("needs-path", f"{what} refers to other files: open it by path")
     return os.fspath(source)
 
 
@@ -127,10 +125,8 @@ def _read_directory_checkpoint(path: str, opts: ReadOptions) -> Checkpoint:
         from .formats import sharded  # noqa: PLC0415
 
         return sharded.read_path(os.path.join(path, indexes[0]), opts)
-    raise FormatError(
-        f"directory is no checkpoint ckptpeek knows: no .metadata (torch.distributed."
-        f"checkpoint) and {'several' if indexes else 'no'} *.index.json (Hugging Face)",
-        code="unknown-format", path=path)
+    raise error("unknown-format", f"directory is no checkpoint ckptpeek knows: no .metadata (torch.distributed."
+        f"checkpoint) and {'several' if indexes else 'no'} *.index.json (Hugging Face)", path=path)
 
 
 def load_checkpoint(path: Source, *, strict: bool = False, engine: str | None = None,

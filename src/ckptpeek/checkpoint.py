@@ -12,13 +12,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ._frozen import Frozen
-from .opcodes import DEFAULT_LIMITS, Limits
-from .source import ByteSource
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.io.source import ByteSource
 from .tensor import TensorRef
 from .walk import iter_tensors
 
 if TYPE_CHECKING:
-    from .summary import CheckpointSummary
+    from ckptpeek.summary.model import CheckpointSummary
 
 __all__ = ("Checkpoint", "GlobalInfo", "SUMMARY_KEYS")
 
@@ -119,7 +119,7 @@ class Checkpoint:
 
     def summary(self) -> CheckpointSummary:
         """What a catalog shows: epoch, step, metrics, callbacks, optimizers, tensor stats."""
-        from .summary import summarize  # noqa: PLC0415 - pydantic loads only when asked
+        from ckptpeek.summary.model import summarize  # noqa: PLC0415 - pydantic loads only when asked
 
         return summarize(self)
 

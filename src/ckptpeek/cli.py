@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 from . import BACKEND, __version__
 from .api import open_checkpoint
 from .errors import CheckpointError
-from .facts import collect
-from .standins import Placeholder, safe_repr
+from ckptpeek.summary.facts import collect
+from ckptpeek.unpickle.standins import Placeholder, safe_repr
 from .tensor import TensorRef
 from .walk import children
 
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "catalog":  # `ckptpeek catalog ROOT ...` (a file named so: ./catalog)
-        from .catalog.cli import main as catalog_main  # noqa: PLC0415 - pydantic only here
+        from ckptpeek.catalog.cli import main as catalog_main  # noqa: PLC0415 - pydantic only here
 
         return catalog_main(argv[1:])
     args = _parser().parse_args(argv)

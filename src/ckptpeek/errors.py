@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = (
+    "ERROR_CODES",
+    "error",
     "CheckpointError",
     "FormatError",
     "UnsafePickleError",
@@ -195,3 +197,26 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "limit-depth": (LimitError, "nesting deeper than Limits.max_depth"),
     "limit-nodes": (LimitError, "an object graph larger than Limits.max_nodes"),
 }
+
+
+def error(
+    code: str,
+    msg: str,
+    *,
+    path: str | None = None,
+    member: str | None = None,
+    offset: int | None = None,
+    **details: Any,
+) -> CheckpointError:
+    """The error for ``code``, of the class the code table gives it.
+
+    Every raise site in ckptpeek goes through here (``raise error("truncated", ...)``), so
+    a code cannot be raised as two different classes: whether ``fallback="torch"`` runs
+    (``UnsupportedError``) or ``except ValueError`` catches it (``FormatError``) is
+    decided once, in ``ERROR_CODES``.
+    """
+    try:
+        cls = ERROR_CODES[code][0]
+    except KeyError:
+        raise AssertionError(f"ckptpeek bug: error code {code!r} is not in ERROR_CODES") from None
+    return cls(msg, code=code, path=path, member=member, offset=offset, **details)

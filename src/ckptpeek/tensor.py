@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any
 
-from .errors import FormatError, UnsupportedError
+from .errors import error
 from .torch_types import DTYPES, DType, Device, Size
 
 if TYPE_CHECKING:
@@ -89,22 +89,18 @@ def _numpy_dtype(dtype: DType) -> np.dtype[Any]:
     import numpy as np  # noqa: PLC0415 - numpy is needed only to materialise data
 
     if dtype.numpy_name is None:
-        raise UnsupportedError(f"{dtype} has no numpy equivalent (torch.Tensor.numpy() refuses it too); use to_torch()",
-                               code="unsupported-dtype")
+        raise error("unsupported-dtype", f"{dtype} has no numpy equivalent (torch.Tensor.numpy() refuses it too); use to_torch()")
     if dtype.numpy_name in _NUMPY_NATIVE:
         return np.dtype(dtype.numpy_name)
     try:
         import ml_dtypes  # noqa: PLC0415 - optional extra, only for bfloat16/float8
     except ImportError:
-        raise UnsupportedError(
-            f"{dtype} needs the ml_dtypes package to become a numpy array "
-            f"(pip install ml_dtypes, or 'ckptpeek[numpy-dtypes]')",
-            code="needs-ml-dtypes") from None
+        raise error("needs-ml-dtypes", f"{dtype} needs the ml_dtypes package to become a numpy array "
+            f"(pip install ml_dtypes, or 'ckptpeek[numpy-dtypes]')") from None
     try:
         return np.dtype(getattr(ml_dtypes, dtype.numpy_name))
     except AttributeError:
-        raise UnsupportedError(f"this ml_dtypes has no {dtype.numpy_name}; upgrade it",
-                               code="needs-ml-dtypes") from None
+        raise error("needs-ml-dtypes", f"this ml_dtypes has no {dtype.numpy_name}; upgrade it") from None
 
 
 def _fill(t: TensorRef, storage: StorageRef | None, dtype: DType, shape: Size,
@@ -247,15 +243,12 @@ class TensorRef:
         against the storage; empty for an empty tensor."""
         storage = self.storage
         if storage is None or storage.reader is None:
-            raise UnsupportedError(f"a {self.kind} tensor has no data to read",
-                                   code="no-storage")
+            raise error("no-storage", f"a {self.kind} tensor has no data to read")
         item = self.dtype.itemsize
         first, stop = self._element_span()
         if stop * item > storage.nbytes:
-            raise FormatError(
-                f"tensor spans storage bytes {first * item}..{stop * item} but storage "
-                f"{storage.key!r} holds {storage.nbytes}", code="tensor-out-of-storage",
-                path=storage.reader.path)
+            raise error("tensor-out-of-storage", f"tensor spans storage bytes {first * item}..{stop * item} but storage "
+                f"{storage.key!r} holds {storage.nbytes}", path=storage.reader.path)
         if self.numel() == 0:
             return memoryview(b"")
         return storage.reader.storage_view(storage, first * item, stop * item)
@@ -305,8 +298,8 @@ class TensorRef:
         import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
 
         if self.kind != "dense":
-            raise UnsupportedError(_NOT_DENSE.get(self.kind, f"a {self.kind} tensor has no "
-                                   f"values of its own to read"), code="not-dense")
+            raise error("not-dense", _NOT_DENSE.get(self.kind, f"a {self.kind} tensor has no "
+                                   f"values of its own to read"))
         arr = self._bits().view(_numpy_dtype(self.dtype))
         if self.metadata.get("conj"):
             arr = np.conj(arr)
@@ -317,8 +310,7 @@ class TensorRef:
     def _dense_view(self, kind: str) -> TensorRef:
         """This tensor's storage view as a dense tensor of its own dtype (internal)."""
         if self.kind != kind:
-            raise UnsupportedError(f"only a {kind} tensor has this (this one is {self.kind})",
-                                   code="not-dense")
+            raise error("not-dense", f"only a {kind} tensor has this (this one is {self.kind})")
         view = TensorRef(storage=self.storage, dtype=self.dtype, shape=self.shape,
                          stride=self._stride, storage_offset=self._offset)
         return view
@@ -365,21 +357,19 @@ class TensorRef:
             plain = parts["plain_indices"].numpy().astype(np.intp)
             values = parts["values"].numpy()
             if compressed.ndim != 1 or values.ndim != 1 or len(self.shape) != 2:
-                raise UnsupportedError("to_dense() of batched or hybrid compressed sparse "
-                                       "tensors is not supported", code="not-dense")
+                raise error("not-dense", "to_dense() of batched or hybrid compressed sparse "
+                                       "tensors is not supported")
             major = np.repeat(np.arange(len(compressed) - 1), np.diff(compressed))
             rows, cols = (major, plain) if self.kind == "sparse_csr" else (plain, major)
             out = np.zeros(tuple(self.shape), dtype=values.dtype)
             np.add.at(out, (rows, cols), values)
             return out
-        raise UnsupportedError(f"to_dense() of a {self.kind} tensor is not supported",
-                               code="not-dense")
+        raise error("not-dense", f"to_dense() of a {self.kind} tensor is not supported")
 
     def unbind(self) -> list[TensorRef]:
         """The components of a nested tensor, each a view into its buffer."""
         if self.kind != "nested":
-            raise UnsupportedError(f"unbind() is for nested tensors (this one is {self.kind})",
-                                   code="not-dense")
+            raise error("not-dense", f"unbind() is for nested tensors (this one is {self.kind})")
         parts = self.components
         buffer = parts["buffer"]
         sizes, strides = parts["sizes"].tolist(), parts["strides"].tolist()
@@ -457,8 +447,7 @@ class TensorRef:
             t = torch.empty_strided(tuple(self.shape), self._stride, dtype=torch_dtype,
                                     device="meta")
         elif self.dtype.kind in "qx":
-            raise UnsupportedError(f"to_torch() of {self.dtype} is not supported",
-                                   code="unsupported-dtype")
+            raise error("unsupported-dtype", f"to_torch() of {self.dtype} is not supported")
         else:
             flat = torch.from_numpy(np.array(self._span()))  # a writable copy of the span
             if flat.dtype != torch_dtype:
@@ -492,8 +481,7 @@ class TensorRef:
                 layout=getattr(torch, self.kind))
         if self.kind == "nested":
             return torch.nested.nested_tensor([t.to_torch() for t in self.unbind()])
-        raise UnsupportedError(f"to_torch() of a {self.kind} tensor is not supported",
-                               code="not-dense")
+        raise error("not-dense", f"to_torch() of a {self.kind} tensor is not supported")
 
     def __repr__(self) -> str:
         extra = ""

@@ -16,7 +16,7 @@ import os
 import sys
 
 from .checkpoint import Checkpoint
-from .errors import UnsupportedError
+from .errors import UnsupportedError, error
 from .tensor import StorageRef, TensorRef
 from .torch_types import DTYPES
 
@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .opcodes import Limits
+    from ckptpeek.unpickle.opcodes import Limits
 
 __all__ = ("load_with_torch", "torch_available")
 
@@ -170,10 +170,8 @@ def load_with_torch(source: Any, *, trust: bool, limits: Limits, format: str,
         UnsupportedError: torch is not installed (``cause``, saying torch would help).
     """
     if not torch_available():
-        raise UnsupportedError(
-            f"{cause.msg}; installing torch (pip install 'ckptpeek[torch]') would let "
-            f"fallback='torch' read it", code=cause.code, path=cause.path,
-            member=cause.member, offset=cause.offset) from cause
+        raise error(cause.code, f"{cause.msg}; installing torch (pip install 'ckptpeek[torch]') would let "
+            f"fallback='torch' read it", path=cause.path, member=cause.member, offset=cause.offset) from cause
     import torch  # noqa: PLC0415 - the one place ckptpeek imports torch
 
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
@@ -184,9 +182,8 @@ def load_with_torch(source: Any, *, trust: bool, limits: Limits, format: str,
                          map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds; all mean "could not"
         hint = "" if trust else " (weights_only=True; trust=True allows more, running the file's code)"
-        raise UnsupportedError(f"{cause.msg}; torch.load could not read it either{hint}: "
-                               f"{type(exc).__name__}: {str(exc)[:300]}", code="torch-refused",
-                               path=cause.path) from exc
+        raise error("torch-refused", f"{cause.msg}; torch.load could not read it either{hint}: "
+                               f"{type(exc).__name__}: {str(exc)[:300]}", path=cause.path) from exc
     storages = _TorchStorages(path)
     root = _convert(obj, storages, limits)
     return Checkpoint(format=_format_of(path, format), backend="torch", root=root,
@@ -197,8 +194,8 @@ def load_with_torch(source: Any, *, trust: bool, limits: Limits, format: str,
 def _format_of(path: str | None, default: str) -> str:
     """The format ckptpeek recognises the file as, though it could not read it."""
     from .errors import CheckpointError  # noqa: PLC0415
-    from .sniff import sniff  # noqa: PLC0415
-    from .source import ByteSource  # noqa: PLC0415
+    from ckptpeek.io.sniff import sniff  # noqa: PLC0415
+    from ckptpeek.io.source import ByteSource  # noqa: PLC0415
 
     if path is None:
         return default

@@ -13,9 +13,9 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any
 
-from .errors import LimitError
-from .opcodes import DEFAULT_LIMITS, Limits
-from .standins import Placeholder
+from .errors import error
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.unpickle.standins import Placeholder
 from .tensor import TensorRef
 
 __all__ = ("children", "is_namespace", "iter_tensors")
@@ -71,15 +71,13 @@ def iter_tensors(root: Any, *, limits: Limits = DEFAULT_LIMITS,
         for key, child in it:
             visited += 1
             if visited > limits.max_nodes:
-                raise LimitError(f"object graph has more than {limits.max_nodes} nodes",
-                                 code="limit-nodes", path=path)
+                raise error("limit-nodes", f"object graph has more than {limits.max_nodes} nodes", path=path)
             if isinstance(child, TensorRef):
                 yield prefix + (key,), child
             elif _is_container(child) and id(child) not in seen:
                 seen.add(id(child))
                 if len(stack) >= limits.max_depth:
-                    raise LimitError(f"object graph nests deeper than {limits.max_depth}",
-                                     code="limit-depth", path=path)
+                    raise error("limit-depth", f"object graph nests deeper than {limits.max_depth}", path=path)
                 stack.append((prefix + (key,), children(child)))
                 break
         else:

@@ -22,7 +22,7 @@ def _yaml_load(text: str) -> Any:
     """yaml.safe_load, with libyaml's C loader when PyYAML has it (the same safe loader)."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
-from ckptpeek.omegaconf_resolve import resolve_interpolations
+from ckptpeek.unpickle.interpolation import resolve_interpolations
 
 __all__ = ("apply_overrides", "find_hydra_dir", "load_hydra_config", "load_yaml_or_json",
            "parse_override")

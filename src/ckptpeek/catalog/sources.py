@@ -235,7 +235,7 @@ def config_summary(cfg: Any) -> dict[str, Any] | None:
 
 
 def _jsonable(obj: Any) -> Any:
-    from ckptpeek.facts import to_jsonable
+    from ckptpeek.summary.facts import to_jsonable
 
     return to_jsonable(obj)
 
@@ -320,7 +320,7 @@ def from_config(ctx: EntryContext) -> SourceResult:
             res.warnings.append(f"{origin}: unusable config sidecar: {_short(exc)}")
             res.failed = True
             continue
-        from ckptpeek.omegaconf_resolve import resolve_interpolations
+        from ckptpeek.unpickle.interpolation import resolve_interpolations
 
         resolve_interpolations(cfg)
         fields: dict[str, Any] = dict(arch_from_config(cfg))
@@ -358,7 +358,7 @@ def from_hydra(ctx: EntryContext) -> SourceResult:
 def read_header(path: Path) -> HeaderRead:
     """Open the checkpoint header-only with only the keys an entry needs."""
     import ckptpeek
-    from ckptpeek.facts import collect
+    from ckptpeek.summary.facts import collect
     from ckptpeek.tensor import TensorRef
 
     select = None if path.name.lower().endswith(".safetensors") else CATALOG_KEYS

@@ -14,14 +14,14 @@ offset where it can); it reads headers only, and gives tensors ``StorageRef``s w
 
 from __future__ import annotations
 
-from .._frozen import Frozen
+from ckptpeek._frozen import Frozen
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-    from ..opcodes import Limits
+    from ckptpeek.unpickle.opcodes import Limits
 
 __all__ = ("ReadOptions",)
 

@@ -37,14 +37,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from .._frozen import Frozen
-from ..checkpoint import Checkpoint
-from ..errors import CheckpointError, FormatError, LimitError, UnsupportedError
-from ..source import ByteSource
-from ..standins import KnownGlobal, Placeholder
-from ..tensor import StorageRef, TensorRef, _numpy_dtype
-from ..torch_types import DType, Device, Layout, MemoryFormat, Size
-from ..zipdir import read_directory
+from ckptpeek._frozen import Frozen
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import CheckpointError, FormatError, UnsupportedError, error
+from ckptpeek.io.source import ByteSource
+from ckptpeek.unpickle.standins import KnownGlobal, Placeholder
+from ckptpeek.tensor import StorageRef, TensorRef, _numpy_dtype
+from ckptpeek.torch_types import DType, Device, Layout, MemoryFormat, Size
+from ckptpeek.io.zipdir import read_directory
 from . import ReadOptions
 from . import torch_zip
 
@@ -91,17 +91,12 @@ class DCPTensorRef(TensorRef):
     def _check_readable(self) -> None:
         for c in self.chunks:
             if c.transforms:
-                raise UnsupportedError(
-                    f"a chunk is stored with transforms {list(c.transforms)}: not read",
-                    code="dcp-transform", path=c.file)
+                raise error("dcp-transform", f"a chunk is stored with transforms {list(c.transforms)}: not read", path=c.file)
             if c.tensor is None:
-                raise UnsupportedError("a chunk's item is not a torch.save archive",
-                                       code="dcp-item-format", path=c.file)
+                raise error("dcp-item-format", "a chunk's item is not a torch.save archive", path=c.file)
         if not self._tiles():
-            raise UnsupportedError(
-                f"the {len(self.chunks)} saved chunks cover {sum(Size(c.sizes).numel() for c in self.chunks)}"
-                f" of {self.numel()} elements: this directory holds only part of the tensor",
-                code="dcp-partial-tensor")
+            raise error("dcp-partial-tensor", f"the {len(self.chunks)} saved chunks cover {sum(Size(c.sizes).numel() for c in self.chunks)}"
+                f" of {self.numel()} elements: this directory holds only part of the tensor")
 
     @property
     def device(self) -> Device:
@@ -124,8 +119,8 @@ class DCPTensorRef(TensorRef):
             out[where] = c.tensor.numpy()  # type: ignore[union-attr]
             mask[where] = True
         if not mask.all():
-            raise UnsupportedError("the saved chunks overlap and leave part of the tensor "
-                                   "uncovered", code="dcp-partial-tensor")
+            raise error("dcp-partial-tensor", "the saved chunks overlap and leave part of the tensor "
+                                   "uncovered")
         return out
 
     def to_torch(self) -> Any:
@@ -216,7 +211,7 @@ def _globals() -> dict[tuple[str, str], Any]:
 # -- turning records into checked values ----------------------------------------------------
 
 def _bad(msg: str, path: str) -> FormatError:
-    return FormatError(f".metadata: {msg}", code="dcp-bad-metadata", path=path, member=".metadata")
+    return error("dcp-bad-metadata", f".metadata: {msg}", path=path, member=".metadata")
 
 
 def _field(rec: Any, kind: str, name: str, path: str, default: Any = ...) -> Any:
@@ -275,13 +270,11 @@ class _Files:
         try:
             src = ByteSource(full)
         except FileNotFoundError:
-            raise FormatError(f"data file {name!r} named by .metadata is missing",
-                              code="dcp-missing-file", path=full) from None
+            raise error("dcp-missing-file", f"data file {name!r} named by .metadata is missing", path=full) from None
         known = self._sizes.setdefault(name, src.size)
         if known != src.size:
             src.close()
-            raise FormatError("file changed size since it was opened", code="file-changed",
-                              path=full)
+            raise error("file-changed", "file changed size since it was opened", path=full)
         self._open[name] = src
         return src
 
@@ -318,9 +311,8 @@ class _Window:
 
     def _check(self, offset: int, n: int, what: str, member: str | None) -> None:
         if offset < 0 or n < 0 or offset + n > self.size:
-            raise FormatError(f"item is truncated: {what} needs bytes {offset}..{offset + n} "
-                              f"of an item of {self.size}", code="truncated", path=self.path,
-                              member=member, offset=self._base + offset)
+            raise error("truncated", f"item is truncated: {what} needs bytes {offset}..{offset + n} "
+                              f"of an item of {self.size}", path=self.path, member=member, offset=self._base + offset)
 
     def read_at(self, offset: int, n: int, *, what: str = "data", member: str | None = None,
                 exact: bool = True) -> bytes:
@@ -373,12 +365,10 @@ def _read_item(files: _Files, name: str, offset: int, length: int,
     window = _Window(files, name, offset, length)
     try:
         if window.read_at(0, min(4, length), what="item header") != _ZIP_MAGIC:
-            raise UnsupportedError(f"the item at bytes {offset}..{offset + length} is not a "
-                                   f"torch.save archive", code="dcp-item-format",
-                                   path=window.path, offset=offset)
+            raise error("dcp-item-format", f"the item at bytes {offset}..{offset + length} is not a "
+                                   f"torch.save archive", path=window.path, offset=offset)
         directory = read_directory(
-            window, max_members=opts.limits.max_zip_members,  # type: ignore[arg-type]
-            fast_parse=getattr(opts.engine, "parse_central_directory", None))
+            window, max_members=opts.limits.max_zip_members)  # type: ignore[arg-type]
         ckpt = torch_zip.read(window, directory, opts)  # type: ignore[arg-type]
     except CheckpointError as exc:
         raise exc.located(path=window.path) from None
@@ -390,9 +380,8 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
     meta_path = os.path.join(path, ".metadata")
     with ByteSource(meta_path) as src:
         if src.size > opts.limits.max_pickle_bytes:
-            raise LimitError(f".metadata is {src.size} bytes, over the limit of "
-                             f"{opts.limits.max_pickle_bytes}", code="limit-pickle-size",
-                             path=meta_path)
+            raise error("limit-pickle-size", f".metadata is {src.size} bytes, over the limit of "
+                             f"{opts.limits.max_pickle_bytes}", path=meta_path)
         data = src.read_at(0, src.size, what=".metadata")
     try:
         result = opts.run_pickle(data, None, select=None, extra_globals=_globals())
@@ -463,8 +452,7 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
 def _bytes_value(files: _Files, fqn: str, item: Any, opts: ReadOptions,
                  globals_: dict[tuple[str, str], bool], meta_path: str) -> Any:
     if item is None:
-        raise FormatError(f"{fqn!r} has no entry in storage_data", code="dcp-missing-item",
-                          path=meta_path, member=".metadata")
+        raise error("dcp-missing-item", f"{fqn!r} has no entry in storage_data", path=meta_path, member=".metadata")
     rel, start, length, transforms = item
     _check_range(files, rel, start, length)
     if transforms or length > _MAX_BYTES_ITEM:
@@ -484,9 +472,8 @@ def _bytes_value(files: _Files, fqn: str, item: Any, opts: ReadOptions,
 def _check_range(files: _Files, rel: str, start: int, length: int) -> None:
     size = files.file(rel).size
     if start + length > size:
-        raise FormatError(f"an item claims bytes {start}..{start + length} but {rel!r} has "
-                          f"{size}", code="dcp-bad-range", path=os.path.join(files.path, rel),
-                          offset=start)
+        raise error("dcp-bad-range", f"an item claims bytes {start}..{start + length} but {rel!r} has "
+                          f"{size}", path=os.path.join(files.path, rel), offset=start)
 
 
 def _chunk(files: _Files, fqn: str, rec: Any, dtype: DType, shape: tuple[int, ...],
@@ -501,8 +488,7 @@ def _chunk(files: _Files, fqn: str, rec: Any, dtype: DType, shape: tuple[int, ..
                    f"tensor {list(shape)}", meta_path)
     item = items.get((fqn, offsets))
     if item is None:
-        raise FormatError(f"chunk {list(offsets)} of {fqn!r} has no entry in storage_data",
-                          code="dcp-missing-item", path=meta_path, member=".metadata")
+        raise error("dcp-missing-item", f"chunk {list(offsets)} of {fqn!r} has no entry in storage_data", path=meta_path, member=".metadata")
     rel, start, length, transforms = item
     _check_range(files, rel, start, length)
     tensor = None
@@ -514,10 +500,8 @@ def _chunk(files: _Files, fqn: str, rec: Any, dtype: DType, shape: tuple[int, ..
                 raise
         if tensor is not None and not (isinstance(tensor, TensorRef) and tensor.dtype == dtype
                                        and tuple(tensor.shape) == sizes):
-            raise FormatError(
-                f"chunk {list(offsets)} of {fqn!r} holds {tensor!r}, but .metadata says "
-                f"{dtype} {list(sizes)}", code="dcp-item-mismatch",
-                path=os.path.join(files.path, rel), offset=start)
+            raise error("dcp-item-mismatch", f"chunk {list(offsets)} of {fqn!r} holds {tensor!r}, but .metadata says "
+                f"{dtype} {list(sizes)}", path=os.path.join(files.path, rel), offset=start)
         if tensor is not None and tensor.storage is not None and tensor.storage.reader is not None:
             st = tensor.storage
             tensor.storage = StorageRef(st.key, st.dtype, st.numel, st.location,

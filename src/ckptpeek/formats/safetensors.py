@@ -62,11 +62,11 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any
 
-from ..checkpoint import Checkpoint
-from ..errors import FormatError, LimitError, UnsupportedError
-from ..source import ByteSource
-from ..tensor import StorageRef, new_dense
-from ..torch_types import DTYPES, DType
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import FormatError, error
+from ckptpeek.io.source import ByteSource
+from ckptpeek.tensor import StorageRef, new_dense
+from ckptpeek.torch_types import DTYPES, DType
 from . import ReadOptions
 
 __all__ = ("read", "read_header", "SafetensorsStorageReader", "MAX_HEADER_SIZE", "ST_DTYPES")
@@ -140,14 +140,13 @@ class SafetensorsStorageReader:
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
         _, base, size = self.storage_location(storage)
         if not 0 <= start <= stop <= size:
-            raise FormatError(f"bytes {start}..{stop} are outside tensor {storage.key!r} "
-                              f"({size} bytes)", code="tensor-out-of-storage", path=self.path)
+            raise error("tensor-out-of-storage", f"bytes {start}..{stop} are outside tensor {storage.key!r} "
+                              f"({size} bytes)", path=self.path)
         return self._source().view(base + start, stop - start, what=f"tensor {storage.key!r}")
 
 
 def _bad_json(msg: str, path: str | None, offset: int | None = None) -> FormatError:
-    return FormatError(f"safetensors header: {msg}", code="st-invalid-json", path=path,
-                       offset=offset)
+    return error("st-invalid-json", f"safetensors header: {msg}", path=path, offset=offset)
 
 
 def _reject_constant(name: str) -> Any:
@@ -205,8 +204,8 @@ def _entry(name: str, info: Any, path: str | None) -> _Entry:
     if not isinstance(code, str):
         raise _bad_json(f"tensor {name!r}: dtype must be a string, got {code!r:.40}", path)
     if code not in ST_DTYPES:
-        raise UnsupportedError(f"tensor {name!r} has dtype {code[:40]!r}, which safetensors "
-                               f"0.8 does not define", code="st-unknown-dtype", path=path)
+        raise error("st-unknown-dtype", f"tensor {name!r} has dtype {code[:40]!r}, which safetensors "
+                               f"0.8 does not define", path=path)
     if type(shape) is not list:
         raise _bad_json(f"tensor {name!r}: shape must be a list", path)
     for d in shape:
@@ -231,22 +230,20 @@ def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_E
     """
     path, size = source.path, source.size
     if size < 8:
-        raise FormatError(f"a safetensors file needs 8 bytes of header length, this one has "
-                          f"{size}", code="st-header-too-small", path=path, offset=0)
+        raise error("st-header-too-small", f"a safetensors file needs 8 bytes of header length, this one has "
+                          f"{size}", path=path, offset=0)
     (n,) = struct.unpack("<Q", source.read_at(0, 8, what="safetensors header length"))
     if n > MAX_HEADER_SIZE:
-        raise LimitError(f"safetensors header claims {n} bytes; at most {MAX_HEADER_SIZE} are "
-                         f"accepted", code="st-header-too-large", path=path, offset=0)
+        raise error("st-header-too-large", f"safetensors header claims {n} bytes; at most {MAX_HEADER_SIZE} are "
+                         f"accepted", path=path, offset=0)
     if 8 + n > size:
-        raise FormatError(f"safetensors header claims {n} bytes but the file has only "
-                          f"{size - 8} after the length", code="st-invalid-header-length",
-                          path=path, offset=0)
+        raise error("st-invalid-header-length", f"safetensors header claims {n} bytes but the file has only "
+                          f"{size - 8} after the length", path=path, offset=0)
     raw = source.read_at(8, n, what="safetensors header")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FormatError(f"safetensors header is not UTF-8: {exc.reason}",
-                          code="st-invalid-header", path=path, offset=8 + exc.start) from None
+        raise error("st-invalid-header", f"safetensors header is not UTF-8: {exc.reason}", path=path, offset=8 + exc.start) from None
     header = _parse(text, path)
 
     metadata = header.pop("__metadata__", None)
@@ -266,10 +263,8 @@ def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_E
     start = 0
     for e in entries:
         if e.begin != start or e.end < e.begin:
-            raise FormatError(
-                f"tensor {e.name!r} has data_offsets [{e.begin}, {e.end}]; the previous tensor "
-                f"ends at {start} (tensors must tile the data with no gap or overlap)",
-                code="st-invalid-offset", path=path, offset=8 + n + min(e.begin, size))
+            raise error("st-invalid-offset", f"tensor {e.name!r} has data_offsets [{e.begin}, {e.end}]; the previous tensor "
+                f"ends at {start} (tensors must tile the data with no gap or overlap)", path=path, offset=8 + n + min(e.begin, size))
         start = e.end
         numel = 1
         for d in e.shape:
@@ -278,19 +273,17 @@ def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_E
                 break
         bits = numel * ST_DTYPES[e.code][1]
         if bits > _U64_MAX:
-            raise FormatError(f"tensor {e.name!r}: shape {list(e.shape)} of {e.code} overflows "
-                              f"a 64-bit byte count", code="st-validation-overflow", path=path)
+            raise error("st-validation-overflow", f"tensor {e.name!r}: shape {list(e.shape)} of {e.code} overflows "
+                              f"a 64-bit byte count", path=path)
         if bits % 8:
-            raise FormatError(f"tensor {e.name!r}: {numel} {e.code} values do not fill whole "
-                              f"bytes", code="st-misaligned-slice", path=path)
+            raise error("st-misaligned-slice", f"tensor {e.name!r}: {numel} {e.code} values do not fill whole "
+                              f"bytes", path=path)
         if e.end - e.begin != bits // 8:
-            raise FormatError(f"tensor {e.name!r}: {e.code}{list(e.shape)} needs {bits // 8} "
-                              f"bytes but data_offsets span {e.end - e.begin}",
-                              code="st-tensor-invalid-info", path=path)
+            raise error("st-tensor-invalid-info", f"tensor {e.name!r}: {e.code}{list(e.shape)} needs {bits // 8} "
+                              f"bytes but data_offsets span {e.end - e.begin}", path=path)
     if 8 + n + start != size:
-        raise FormatError(f"the tensors end at byte {8 + n + start} but the file has {size} "
-                          f"(the data must be covered exactly)", code="st-incomplete-buffer",
-                          path=path, offset=min(8 + n + start, size))
+        raise error("st-incomplete-buffer", f"the tensors end at byte {8 + n + start} but the file has {size} "
+                          f"(the data must be covered exactly)", path=path, offset=min(8 + n + start, size))
     return n, metadata, entries
 
 

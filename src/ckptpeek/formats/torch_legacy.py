@@ -35,12 +35,12 @@ if TYPE_CHECKING:
 
     from . import ReadOptions
 
-from ..checkpoint import Checkpoint
-from ..errors import CheckpointError, FormatError, LimitError, UnsupportedError
-from ..source import ByteSource
-from ..standins import KnownGlobal, safe_repr
-from ..tensor import StorageRef, new_dense
-from ..torch_types import StorageType
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import CheckpointError, FormatError, error
+from ckptpeek.io.source import ByteSource
+from ckptpeek.unpickle.standins import KnownGlobal, safe_repr
+from ckptpeek.tensor import StorageRef, new_dense
+from ckptpeek.torch_types import StorageType
 
 __all__ = ("read", "LegacyStorageReader", "MAGIC_NUMBER", "PROTOCOL_VERSION")
 
@@ -85,16 +85,14 @@ class LegacyStorageReader:
     def storage_location(self, storage: StorageRef) -> tuple[None, int, int]:
         span = self.spans.get(storage.key)
         if span is None:  # cannot happen for a Checkpoint that read() returned
-            raise FormatError(f"storage {storage.key!r} has no data in the file",
-                              code="missing-storage", path=self.path)
+            raise error("missing-storage", f"storage {storage.key!r} has no data in the file", path=self.path)
         return None, span[0], span[1]
 
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
         _, base, size = self.storage_location(storage)
         if not 0 <= start <= stop <= size:
-            raise FormatError(f"bytes {start}..{stop} are past the end of storage "
-                              f"{storage.key!r} ({size} bytes)", code="tensor-out-of-storage",
-                              path=self.path)
+            raise error("tensor-out-of-storage", f"bytes {start}..{stop} are past the end of storage "
+                              f"{storage.key!r} ({size} bytes)", path=self.path)
         return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}")
 
 
@@ -118,7 +116,7 @@ class _Resolver:
         self.views: dict[str, tuple[str, int]] = {}  # view key -> (root key, element offset)
 
     def _bad(self, msg: str, code: str = "bad-persistent-id") -> FormatError:
-        return FormatError(msg, code=code, path=self.reader.path)
+        return error(code, msg, path=self.reader.path)
 
     def __call__(self, pid: Any) -> Any:
         if type(pid) is not tuple or not pid:
@@ -127,8 +125,7 @@ class _Resolver:
         if tag == "module" and len(pid) == 4:
             return pid[1]  # an nn.Module class saved with torch.save(model): the class
         if tag != "storage" or len(pid) != 6:
-            raise UnsupportedError(f"unknown persistent id {safe_repr(pid)}",
-                                   code="bad-persistent-id", path=self.reader.path)
+            raise error("bad-persistent-id", f"unknown persistent id {safe_repr(pid)}", path=self.reader.path)
         _, stype, key, location, numel, view = pid
         key, location = _text(key), _text(location)
         root = self.cache.get(key) if type(key) is str else None
@@ -200,10 +197,8 @@ class _Reader:
             except CheckpointError as exc:
                 if exc.code == "truncated" and stop < end:
                     if stop - pos >= limit:
-                        raise LimitError(f"the {what} runs past {limit} bytes "
-                                         f"(Limits.max_pickle_bytes)", code="limit-pickle-size",
-                                         path=self.path, member=member,
-                                         offset=pos - member_start) from None
+                        raise error("limit-pickle-size", f"the {what} runs past {limit} bytes "
+                                         f"(Limits.max_pickle_bytes)", path=self.path, member=member, offset=pos - member_start) from None
                     want = (stop - pos) * _GROWTH
                     if persistent_load is not None and hasattr(persistent_load, "reset"):
                         persistent_load.reset()  # forget the partial run's ids
@@ -213,15 +208,14 @@ class _Reader:
                 raise exc.located(path=self.path, member=member,
                                   offset_base=pos - member_start) from None
             if result.end <= 0:
-                raise FormatError(f"the {what} has no end", code="truncated", path=self.path,
-                                  member=member, offset=pos - member_start)
+                raise error("truncated", f"the {what} has no end", path=self.path, member=member, offset=pos - member_start)
             return result, pos + result.end
 
 
 def _expect(value: Any, want: Any, what: str, code: str, path: str | None, pos: int) -> None:
     if type(value) is not int or value != want:
-        raise FormatError(f"{what} is {safe_repr(value)}, expected {want!r}: not a legacy "
-                          f"torch.save file (or a corrupt one)", code=code, path=path, offset=pos)
+        raise error(code, f"{what} is {safe_repr(value)}, expected {want!r}: not a legacy "
+                          f"torch.save file (or a corrupt one)", path=path, offset=pos)
 
 
 def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
@@ -241,8 +235,7 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     sys_info, pos = r.run(pos, "sys_info pickle")
     info = sys_info.value
     if not isinstance(info, dict) or not isinstance(info.get("little_endian", True), bool):
-        raise FormatError(f"sys_info is {safe_repr(info)}, not torch's dict",
-                          code="legacy-bad-header", path=path, offset=start)
+        raise error("legacy-bad-header", f"sys_info is {safe_repr(info)}, not torch's dict", path=path, offset=start)
     little = info.get("little_endian", True)
 
     reader = LegacyStorageReader(source)
@@ -253,16 +246,13 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     keys, pos = r.run(pos, "storage key list")
     key_list = keys.value
     if type(key_list) is not list:
-        raise FormatError(f"the storage key list is a {type(key_list).__name__}",
-                          code="legacy-bad-header", path=path, offset=keys_start)
+        raise error("legacy-bad-header", f"the storage key list is a {type(key_list).__name__}", path=path, offset=keys_start)
     key_list = [_text(k) for k in key_list]
     if any(type(k) is not str for k in key_list) or len(set(key_list)) != len(key_list):
-        raise FormatError("the storage key list holds non-string or repeated keys",
-                          code="legacy-bad-header", path=path, offset=keys_start)
+        raise error("legacy-bad-header", "the storage key list holds non-string or repeated keys", path=path, offset=keys_start)
     if len(key_list) > (source.size - pos) // 8:
-        raise FormatError(f"{len(key_list)} storages cannot fit in the "
-                          f"{source.size - pos} bytes after the pickles",
-                          code="truncated", path=path, offset=pos)
+        raise error("truncated", f"{len(key_list)} storages cannot fit in the "
+                          f"{source.size - pos} bytes after the pickles", path=path, offset=pos)
     roots = resolver.roots
     if any(k not in roots for k in key_list) and not main.complete:
         # a selective run skipped tensors whose storages precede ones it needs: their
@@ -274,9 +264,8 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     listed = set(key_list)
     for key, ref in resolver.roots.items():
         if key not in listed:
-            raise FormatError(f"storage {key!r} is used by the pickle but not in the "
-                              f"storage key list", code="missing-storage", path=path,
-                              offset=keys_start)
+            raise error("missing-storage", f"storage {key!r} is used by the pickle but not in the "
+                              f"storage key list", path=path, offset=keys_start)
     for view_key, (root_key, offset) in resolver.views.items():
         base, _ = reader.spans[root_key]
         ref = resolver.cache[view_key]
@@ -297,8 +286,8 @@ def _walk(source: ByteSource, reader: LegacyStorageReader, keys: list[str],
     for key in keys:
         ref = roots.get(key)
         if ref is None:
-            raise FormatError(f"storage {key!r} is in the storage key list but no tensor "
-                              f"uses it", code="missing-storage", path=path, offset=pos)
+            raise error("missing-storage", f"storage {key!r} is in the storage key list but no tensor "
+                              f"uses it", path=path, offset=pos)
         raw = source.read_at(pos, 8, what=f"the header of storage {key!r}")
         (count,) = _COUNT.unpack(raw)
         if count != ref.numel and not little:
@@ -306,14 +295,12 @@ def _walk(source: ByteSource, reader: LegacyStorageReader, keys: list[str],
             if swapped == ref.numel:
                 count = swapped
         if count != ref.numel:
-            raise FormatError(f"storage {key!r} has {count} elements in its header but "
-                              f"{ref.numel} in the pickle", code="legacy-storage-mismatch",
-                              path=path, offset=pos)
+            raise error("legacy-storage-mismatch", f"storage {key!r} has {count} elements in its header but "
+                              f"{ref.numel} in the pickle", path=path, offset=pos)
         nbytes = count * ref.dtype.itemsize
         if pos + 8 + nbytes > size:
-            raise FormatError(f"file is truncated: storage {key!r} needs bytes "
-                              f"{pos + 8}..{pos + 8 + nbytes} but the file has {size}",
-                              code="truncated", path=path, offset=pos)
+            raise error("truncated", f"file is truncated: storage {key!r} needs bytes "
+                              f"{pos + 8}..{pos + 8 + nbytes} but the file has {size}", path=path, offset=pos)
         reader.spans[key] = (pos + 8, nbytes)
         pos += 8 + nbytes
 
@@ -361,23 +348,20 @@ def _tar_members(source: ByteSource, opts: ReadOptions) -> dict[str, tuple[int, 
             checksum = _tar_number(head[148:156])
             size = _tar_number(head[124:136])
         except ValueError:
-            raise FormatError("tar header has a non-numeric field", code="tar-bad-header",
-                              path=path, offset=pos) from None
+            raise error("tar-bad-header", "tar header has a non-numeric field", path=path, offset=pos) from None
         if checksum != sum(head[:148]) + 256 + sum(head[156:]):
-            raise FormatError("tar header checksum does not match", code="tar-bad-header",
-                              path=path, offset=pos)
+            raise error("tar-bad-header", "tar header checksum does not match", path=path, offset=pos)
         kind = head[156:157]
         name = head[:100].split(b"\0", 1)[0]
         if head[257:262] == b"ustar" and head[345:346] != b"\0":
             name = head[345:500].split(b"\0", 1)[0] + b"/" + name
         data = pos + _TAR_BLOCK
         if size < 0 or data + size > source.size:
-            raise FormatError(f"tar member {name[:100]!r} claims {size} bytes past the end "
-                              f"of the file", code="truncated", path=path, offset=pos)
+            raise error("truncated", f"tar member {name[:100]!r} claims {size} bytes past the end "
+                              f"of the file", path=path, offset=pos)
         if kind in (b"x", b"g"):  # PAX extended header: "<len> key=value\n" records
             if size > 1 << 20:
-                raise FormatError("tar PAX header is too large", code="tar-bad-header",
-                                  path=path, offset=pos)
+                raise error("tar-bad-header", "tar PAX header is too large", path=path, offset=pos)
             if kind == b"x":
                 for rec in source.read_at(data, size, what="tar PAX header").split(b"\n"):
                     key, eq, value = rec.partition(b" ")[2].partition(b"=")
@@ -389,24 +373,21 @@ def _tar_members(source: ByteSource, opts: ReadOptions) -> dict[str, tuple[int, 
                 try:
                     size = int(pending["size"])
                 except ValueError:
-                    raise FormatError("tar PAX size is not a number", code="tar-bad-header",
-                                      path=path, offset=pos) from None
+                    raise error("tar-bad-header", "tar PAX size is not a number", path=path, offset=pos) from None
                 if size < 0 or data + size > source.size:
-                    raise FormatError(f"tar member {text!r} claims {size} bytes past the "
-                                      f"end of the file", code="truncated", path=path,
-                                      offset=pos)
+                    raise error("truncated", f"tar member {text!r} claims {size} bytes past the "
+                                      f"end of the file", path=path, offset=pos)
             members[text] = (data, size)
             pending = {}
             if len(members) > opts.limits.max_zip_members:
-                raise LimitError(f"more than {opts.limits.max_zip_members} tar members",
-                                 code="limit-zip-members", path=path, offset=pos)
+                raise error("limit-zip-members", f"more than {opts.limits.max_zip_members} tar members", path=path, offset=pos)
         else:
             pending = {}
         pos = data + -(-size // _TAR_BLOCK) * _TAR_BLOCK
     for name in _TAR_MEMBERS:
         if name not in members:
-            raise FormatError(f"tar archive has no {name!r} member: not a torch.save file "
-                              f"of torch < 0.4", code="tar-missing-member", path=path)
+            raise error("tar-missing-member", f"tar archive has no {name!r} member: not a torch.save file "
+                              f"of torch < 0.4", path=path)
     return members
 
 
@@ -418,8 +399,7 @@ def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     objects: dict[int, Any] = {}
 
     def bad(msg: str, member: str, start: int, at: int) -> FormatError:
-        return FormatError(msg, code="tar-bad-record", path=path, member=member,
-                           offset=at - start)
+        return error("tar-bad-record", msg, path=path, member=member, offset=at - start)
 
     def count(member: str, start: int, end: int, pos: int, per: int) -> tuple[int, int]:
         result, nxt = r.run(pos, f"{member} count", end=end, member=member, member_start=start)
@@ -445,14 +425,12 @@ def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
         raw = source.read_at(nxt, 8, what="storage size", member="storages") \
             if nxt + 8 <= end else b""
         if len(raw) != 8:
-            raise FormatError("storages member is truncated", code="truncated", path=path,
-                              member="storages", offset=nxt - start)
+            raise error("truncated", "storages member is truncated", path=path, member="storages", offset=nxt - start)
         (numel,) = _COUNT.unpack(raw)
         nbytes = numel * stype.dtype.itemsize
         if numel < 0 or nxt + 8 + nbytes > end:
-            raise FormatError(f"storage {key} claims {numel} x {stype.dtype}, past the end "
-                              f"of the storages member", code="truncated", path=path,
-                              member="storages", offset=nxt - start)
+            raise error("truncated", f"storage {key} claims {numel} x {stype.dtype}, past the end "
+                              f"of the storages member", path=path, member="storages", offset=nxt - start)
         ref = StorageRef(str(key), stype.dtype, numel, location, reader)
         reader.spans[ref.key] = (nxt + 8, nbytes)
         objects[key] = ref
@@ -488,9 +466,8 @@ def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
                       "tensors", start, pos)
         storage = objects.get(value[1])
         if type(storage) is not StorageRef:
-            raise FormatError(f"tensor {value[0]} names storage {value[1]}, which the "
-                              f"storages member does not hold", code="missing-storage",
-                              path=path, member="tensors", offset=pos - start)
+            raise error("missing-storage", f"tensor {value[0]} names storage {value[1]}, which the "
+                              f"storages member does not hold", path=path, member="tensors", offset=pos - start)
         head = source.read_at(nxt, 8, what="tensor record", member="tensors") \
             if nxt + 8 <= end else b""
         ndim = struct.unpack_from("<i", head)[0] if len(head) == 8 else -1
@@ -515,8 +492,8 @@ def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
         try:
             return objects[int(saved_id)]
         except (KeyError, ValueError, TypeError):
-            raise FormatError(f"persistent id {safe_repr(saved_id)} names no tensor or "
-                              f"storage", code="bad-persistent-id", path=path) from None
+            raise error("bad-persistent-id", f"persistent id {safe_repr(saved_id)} names no tensor or "
+                              f"storage", path=path) from None
 
     main, _ = r.run(start, "main pickle", persistent_load, select=opts.select,
                     end=start + size, member="pickle", member_start=start)

@@ -15,14 +15,14 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     pass
 
-from ..checkpoint import Checkpoint
-from ..errors import CheckpointError, FormatError, UnsupportedError
-from ..opcodes import Limits
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import CheckpointError, error
+from ckptpeek.unpickle.opcodes import Limits
 from . import ReadOptions
-from ..source import ByteSource
-from ..tensor import StorageRef
-from ..torch_rebuild import StorageResolver
-from ..zipdir import ZipDirectory
+from ckptpeek.io.source import ByteSource
+from ckptpeek.tensor import StorageRef
+from ckptpeek.unpickle.torch_rebuild import StorageResolver
+from ckptpeek.io.zipdir import ZipDirectory
 
 __all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read", "is_torchscript")
 
@@ -42,8 +42,7 @@ def find_prefix(directory: ZipDirectory) -> str:
         head, sep, tail = name.partition("/")
         if sep and tail == "data.pkl":
             return head
-    raise FormatError("zip archive has no <prefix>/data.pkl: not a torch checkpoint",
-                      code="zip-no-data-pkl", path=directory.source.path)
+    raise error("zip-no-data-pkl", "zip archive has no <prefix>/data.pkl: not a torch checkpoint", path=directory.source.path)
 
 
 class ZipStorageReader:
@@ -78,8 +77,7 @@ class ZipStorageReader:
                 self._source()
                 raw = self.directory.read(name, max_size=16).strip()
                 if raw not in (b"little", b"big"):
-                    raise FormatError(f"byteorder record says {raw[:16]!r}", code="bad-byteorder",
-                                      path=self.path, member=name)
+                    raise error("bad-byteorder", f"byteorder record says {raw[:16]!r}", path=self.path, member=name)
                 self._byteorder = raw.decode()
             else:
                 self._byteorder = "little"  # files from torch < 2.1 have no record
@@ -94,15 +92,13 @@ class ZipStorageReader:
             start, _ = self.directory.data_offset(member)
         m = self.directory.members[member]
         if m.method != 0:
-            raise UnsupportedError(f"storage member {member!r} is compressed", code="zip-compression",
-                                   path=self.path, member=member)
+            raise error("zip-compression", f"storage member {member!r} is compressed", path=self.path, member=member)
         return member, start, m.size
 
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
         member, base, size = self.storage_location(storage)
         if stop > size:
-            raise FormatError(f"bytes {start}..{stop} are past the end of {member!r} ({size} bytes)",
-                              code="tensor-out-of-storage", path=self.path, member=member)
+            raise error("tensor-out-of-storage", f"bytes {start}..{stop} are past the end of {member!r} ({size} bytes)", path=self.path, member=member)
         return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}",
                                    member=member)
 

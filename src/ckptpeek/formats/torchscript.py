@@ -51,13 +51,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-from ..checkpoint import Checkpoint
-from ..errors import CheckpointError, FormatError, LimitError
-from ..opcodes import DEFAULT_LIMITS, Limits
-from ..source import ByteSource
-from ..standins import KnownGlobal
-from ..tensor import TensorRef
-from ..zipdir import ZipDirectory
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import CheckpointError, error
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.io.source import ByteSource
+from ckptpeek.unpickle.standins import KnownGlobal
+from ckptpeek.tensor import TensorRef
+from ckptpeek.io.zipdir import ZipDirectory
 from . import ReadOptions
 from .torch_zip import ZipStorageReader, find_prefix, read_pickle_member
 
@@ -190,13 +190,11 @@ def _module_tensors(root: ScriptObject, prefix: str, limits: Limits,
         for name, sub in subs:
             visited += 1
             if visited > limits.max_nodes:
-                raise LimitError(f"module graph has more than {limits.max_nodes} modules",
-                                  code="limit-nodes", path=path)
+                raise error("limit-nodes", f"module graph has more than {limits.max_nodes} modules", path=path)
             if id(sub) in ancestors:
                 continue
             if len(stack) >= limits.max_depth:
-                raise LimitError(f"modules nest deeper than {limits.max_depth}",
-                                  code="limit-depth", path=path)
+                raise error("limit-depth", f"modules nest deeper than {limits.max_depth}", path=path)
             yield from enter(sub, f"{pre}{name}.")
             break
         else:
@@ -305,8 +303,7 @@ def _name_list(text: str, member: str) -> tuple[str, ...]:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         value = None
     if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        raise FormatError(f"class source has a malformed name list {text[:60]!r}",
-                          code="torchscript-bad-code", member=member)
+        raise error("torchscript-bad-code", f"class source has a malformed name list {text[:60]!r}", member=member)
     return tuple(value)
 
 
@@ -320,8 +317,7 @@ def _script_objects(root: Any, limits: Limits, path: str | None) -> list[ScriptO
         obj = todo.pop()
         budget -= 1
         if budget < 0:
-            raise LimitError(f"object graph has more than {limits.max_nodes} nodes",
-                              code="limit-nodes", path=path)
+            raise error("limit-nodes", f"object graph has more than {limits.max_nodes} nodes", path=path)
         if id(obj) in seen:
             continue
         if type(obj) is ScriptObject:
@@ -359,16 +355,15 @@ def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Chec
                   path)
     module = result.value
     if type(module) is not ScriptObject:
-        raise FormatError(f"data.pkl holds a {type(module).__name__}, not a TorchScript "
-                          f"object", code="torchscript-bad-root", path=path, member=data_member)
+        raise error("torchscript-bad-root", f"data.pkl holds a {type(module).__name__}, not a TorchScript "
+                          f"object", path=path, member=data_member)
     globals_ = dict(result.globals)
 
     const_member = f"{prefix}/constants.pkl"
     consts = _run(opts, directory, const_member,
                   ZipStorageReader(directory, prefix, "constants").persistent_load, path)
     if not isinstance(consts.value, tuple):
-        raise FormatError(f"constants.pkl holds a {type(consts.value).__name__}, not a tuple",
-                          code="torchscript-bad-constants", path=path, member=const_member)
+        raise error("torchscript-bad-constants", f"constants.pkl holds a {type(consts.value).__name__}, not a tuple", path=path, member=const_member)
     for key, safe in consts.globals.items():
         globals_.setdefault(key, safe)
 

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .opcodes import Limits
-from .vm_support import PickleResult
+from .context import PickleResult
 
 ENGINE: Final[str]
 SPEC_DIGEST: Final[str]

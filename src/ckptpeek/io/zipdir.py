@@ -13,15 +13,22 @@ from __future__ import annotations
 import collections
 import struct
 import zlib
-from collections.abc import Callable
+
+from ckptpeek import _extensions
+from ckptpeek.errors import CheckpointError, error
+
+from .source import ByteSource
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Final
 
-from .errors import FormatError, LimitError, UnsupportedError
-from .source import ByteSource
+__all__ = ("ZipMember", "ZipDirectory", "read_directory", "NATIVE", "NATIVE_ERROR")
 
-__all__ = ("ZipMember", "ZipDirectory", "read_directory")
+# the central-directory parser in C (native/io/_zipdir_c.pyx), when built
+_native, NATIVE_ERROR = _extensions.load(f"{__package__}._zipdir_c")
+#: whether read_directory parses in C by default
+NATIVE: Final = _native is not None
 
 _EOCD_SIG: Final = b"PK\x05\x06"
 _EOCD64_LOC_SIG: Final = b"PK\x06\x07"
@@ -65,8 +72,8 @@ class ZipDirectory:
     def names(self) -> list[str]:
         return list(self.members)
 
-    def _error(self, msg: str, code: str, offset: int, member: str | None = None) -> FormatError:
-        return FormatError(msg, code=code, path=self.source.path, member=member, offset=offset)
+    def _error(self, msg: str, code: str, offset: int, member: str | None = None) -> CheckpointError:
+        return error(code, msg, path=self.source.path, member=member, offset=offset)
 
     def data_offset(self, name: str, *, prefetch: int = 0) -> tuple[int, bytes]:
         """Absolute file offset of ``name``'s data, plus up to ``prefetch`` bytes of it.
@@ -99,14 +106,11 @@ class ZipDirectory:
         """The whole (decompressed) content of ``name``; ``max_size`` guards allocation."""
         m = self.members.get(name)
         if m is None:
-            raise FormatError(f"archive has no member {name!r}", code="zip-missing-member",
-                              path=self.source.path)
+            raise error("zip-missing-member", f"archive has no member {name!r}", path=self.source.path)
         if max_size is not None and max(m.size, m.compressed_size) > max_size:
-            raise LimitError(f"member {name!r} is {m.size} bytes, over the limit of {max_size}",
-                             code="limit-member-size", path=self.source.path, member=name)
+            raise error("limit-member-size", f"member {name!r} is {m.size} bytes, over the limit of {max_size}", path=self.source.path, member=name)
         if m.flags & 0x1:
-            raise UnsupportedError(f"member {name!r} is encrypted", code="zip-encrypted",
-                                   path=self.source.path, member=name)
+            raise error("zip-encrypted", f"member {name!r} is encrypted", path=self.source.path, member=name)
         offset, data = self.data_offset(name, prefetch=m.compressed_size)
         if len(data) < m.compressed_size:
             data += self.source.read_at(offset + len(data), m.compressed_size - len(data),
@@ -126,18 +130,17 @@ class ZipDirectory:
                                   f"{m.size} bytes the directory states", "zip-bad-deflate",
                                   offset, name)
             return out
-        raise UnsupportedError(f"member {name!r} uses compression method {m.method}",
-                               code="zip-compression", path=self.source.path, member=name)
+        raise error("zip-compression", f"member {name!r} uses compression method {m.method}", path=self.source.path, member=name)
 
 
 def read_directory(source: ByteSource, *, max_members: int = 10_000_000,
-                   fast_parse: Callable[..., dict[str, ZipMember] | None] | None = None,
-                   ) -> ZipDirectory:
+                   native: bool | None = None) -> ZipDirectory:
     """Find the end-of-central-directory record and parse the central directory.
 
-    ``fast_parse`` is the native engine's ``parse_central_directory``: it parses
-    well-formed directories in C and returns ``None`` at anything unusual (ZIP64 fields,
-    non-ASCII names, any inconsistency), which this module then parses - and reports.
+    ``native`` (default: when built) parses well-formed directories in C; the C parser
+    returns ``None`` at anything unusual (ZIP64 fields, non-ASCII names, any
+    inconsistency), which this module then parses - and reports. Both give the same
+    directory (``tests/test_zipdir.py`` checks it).
 
     Raises:
         FormatError: ``zip-no-eocd``, ``zip-bad-central-dir``, ``truncated``.
@@ -153,47 +156,43 @@ def read_directory(source: ByteSource, *, max_members: int = 10_000_000,
     while pos >= 0 and pos + _EOCD.size > len(tail):
         pos = tail.rfind(_EOCD_SIG, 0, pos)
     if pos < 0:
-        raise FormatError("no ZIP end-of-central-directory record", code="zip-no-eocd",
-                          path=source.path, offset=size)
+        raise error("zip-no-eocd", "no ZIP end-of-central-directory record", path=source.path, offset=size)
     eocd_off = tail_start + pos
     (_sig, disk, cd_disk, _n_here, n_total, cd_size, cd_offset,
      _clen) = _EOCD.unpack_from(tail, pos)
     if disk != cd_disk and 0xFFFF not in (disk, cd_disk):
-        raise UnsupportedError("multi-disk ZIP archives are not supported",
-                               code="zip-multidisk", path=source.path, offset=eocd_off)
+        raise error("zip-multidisk", "multi-disk ZIP archives are not supported", path=source.path, offset=eocd_off)
     cd_end = eocd_off  # where the central directory must end (before any ZIP64 records)
     loc_pos = pos - _EOCD64_LOC.size
     if loc_pos >= 0 and tail[loc_pos:loc_pos + 4] == _EOCD64_LOC_SIG:
         _s, _d, eocd64_off, _disks = _EOCD64_LOC.unpack_from(tail, loc_pos)
         rec = source.read_at(eocd64_off, _EOCD64.size, what="ZIP64 end record")
         if rec[:4] != _EOCD64_SIG:
-            raise FormatError("bad ZIP64 end-of-central-directory signature",
-                              code="zip-bad-central-dir", path=source.path, offset=eocd64_off)
+            raise error("zip-bad-central-dir", "bad ZIP64 end-of-central-directory signature", path=source.path, offset=eocd64_off)
         (_s, _rs, _vm, _vn, _dk, _cdk, _nh, n_total, cd_size,
          cd_offset) = _EOCD64.unpack_from(rec)
         cd_end = eocd64_off
     # A prefix before the archive (e.g. a self-extracting stub) shifts every offset.
     base = cd_end - cd_size - cd_offset
     if base < 0 or cd_size < 0:
-        raise FormatError(f"central directory (offset {cd_offset}, size {cd_size}) does not "
-                          f"fit before its end record at {cd_end}",
-                          code="zip-bad-central-dir", path=source.path, offset=eocd_off)
+        raise error("zip-bad-central-dir", f"central directory (offset {cd_offset}, size {cd_size}) does not "
+                          f"fit before its end record at {cd_end}", path=source.path, offset=eocd_off)
     if n_total > max_members or n_total * _CDIR.size > cd_size:
         if n_total > max_members:
-            raise LimitError(f"archive claims {n_total} members, over the limit of "
-                             f"{max_members}", code="limit-zip-members", path=source.path,
-                             offset=eocd_off)
-        raise FormatError(f"central directory of {cd_size} bytes cannot hold {n_total} "
-                          f"entries", code="zip-bad-central-dir", path=source.path,
-                          offset=eocd_off)
+            raise error("limit-zip-members", f"archive claims {n_total} members, over the limit of "
+                             f"{max_members}", path=source.path, offset=eocd_off)
+        raise error("zip-bad-central-dir", f"central directory of {cd_size} bytes cannot hold {n_total} "
+                          f"entries", path=source.path, offset=eocd_off)
     cd_start = base + cd_offset
     if cd_start >= tail_start:
         cd = tail[cd_start - tail_start:cd_start - tail_start + cd_size]
     else:
         cd = source.read_at(cd_start, cd_size, what="central directory")
     members = None
-    if fast_parse is not None:
-        members = fast_parse(cd, n_total, source.size, ZipMember)
+    if _native is not None and (native is None or native):
+        members = _native.parse_central_directory(cd, n_total, source.size, ZipMember)
+    elif native:
+        raise ValueError(f"the native ZIP directory parser is not available: {NATIVE_ERROR}")
     if members is None:
         members = _parse_central_directory(cd, n_total, source, cd_start)
     return ZipDirectory(source, members, base)
@@ -206,30 +205,23 @@ def _parse_central_directory(cd: bytes, count: int, source: ByteSource,
     unpack = _CDIR.unpack_from
     for _ in range(count):
         if pos + _CDIR.size > len(cd):
-            raise FormatError("central directory ends in the middle of an entry",
-                              code="zip-bad-central-dir", path=source.path,
-                              offset=cd_start + pos)
+            raise error("zip-bad-central-dir", "central directory ends in the middle of an entry", path=source.path, offset=cd_start + pos)
         (sig, _vm, _vn, flags, method, _t, _d, _crc, csize, usize, nlen, xlen, clen,
          _disk, _ia, _ea, hoff) = unpack(cd, pos)
         if sig != _CDIR_SIG:
-            raise FormatError(f"bad central directory entry signature {sig!r}",
-                              code="zip-bad-central-dir", path=source.path,
-                              offset=cd_start + pos)
+            raise error("zip-bad-central-dir", f"bad central directory entry signature {sig!r}", path=source.path, offset=cd_start + pos)
         name_end = pos + _CDIR.size + nlen
         extra_end = name_end + xlen
         if pos + _CDIR.size + nlen + xlen + clen > len(cd):
-            raise FormatError("central directory entry runs past the directory",
-                              code="zip-bad-central-dir", path=source.path,
-                              offset=cd_start + pos)
+            raise error("zip-bad-central-dir", "central directory entry runs past the directory", path=source.path, offset=cd_start + pos)
         raw = cd[pos + _CDIR.size:name_end]
         name = raw.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
         if 0xFFFFFFFF in (csize, usize, hoff):
             usize, csize, hoff = _zip64_extra(cd[name_end:extra_end], usize, csize, hoff,
                                               source, cd_start + pos)
         if hoff + _LOCAL.size > source.size:
-            raise FormatError(f"member {name!r} has its header at {hoff}, past the end of "
-                              f"the file", code="zip-bad-central-dir", path=source.path,
-                              offset=cd_start + pos)
+            raise error("zip-bad-central-dir", f"member {name!r} has its header at {hoff}, past the end of "
+                              f"the file", path=source.path, offset=cd_start + pos)
         members[name] = ZipMember(name, method, csize, usize, hoff, flags)
         pos = extra_end + clen
     return members
@@ -255,5 +247,4 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, hoff: int, source: ByteSo
                 break
             return usize, csize, hoff
         pos += 4 + size
-    raise FormatError("ZIP64 extra field missing or too short", code="zip-bad-central-dir",
-                      path=source.path, offset=at)
+    raise error("zip-bad-central-dir", "ZIP64 extra field missing or too short", path=source.path, offset=at)

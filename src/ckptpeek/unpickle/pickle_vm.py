@@ -6,7 +6,8 @@ resolve against ``registry.KNOWN_GLOBALS``; unknown ones become placeholders (or
 ``UnsafePickleError`` with ``strict=True``). Every inline length is checked against the
 bytes present before it is used, and every error carries the opcode's byte offset.
 Object-level semantics and messages are shared with the Cython engine
-(``native/_pickle_vm_c.pyx``) through ``vm_support.py``.
+(``native/unpickle/_pickle_vm_c.pyx``) through ``context.py``, ``messages.py`` and
+``select.py``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any, Final
 
-from . import vm_support as S
-from .errors import CheckpointError, UnsupportedError
-from .opcodes import BY_CODE, BY_NAME, DEFAULT_LIMITS, HIGHEST_PROTOCOL, Limits
+from . import context as C
+from . import messages as S
+from . import select as SEL
+from ckptpeek.errors import CheckpointError
+from .opcodes import BY_CODE, BY_NAME, DEFAULT_LIMITS, HIGHEST_PROTOCOL, Limits, group
 from .standins import Placeholder
-from .vm_support import PickleResult
+from .context import PickleResult
 
 __all__ = ("run_pickle", "PickleResult", "ENGINE", "SUPPORTED")
 
@@ -38,7 +41,7 @@ class _VM:
     """One run over one pickle. Handlers take the offset after the opcode byte and
     return the offset of the next opcode (or -1 at STOP)."""
 
-    def __init__(self, data: bytes, ctx: S.Context, select: frozenset[Any] | None = None) -> None:
+    def __init__(self, data: bytes, ctx: C.Context, select: frozenset[Any] | None = None) -> None:
         self.data = data
         self.select = select
         self.n = len(data)
@@ -178,7 +181,7 @@ class _VM:
                         # a text at an odd count is the next key, unless the item below
                         # is a container that may still get a one-item SETITEM/APPEND
                         # (then it is that container's key, and nothing changes)
-                        if len(stack) == 1 or not S.maybe_open(stack[-2], fills):
+                        if len(stack) == 1 or not SEL.maybe_open(stack[-2], fills):
                             skipping = stack[-1] not in select  # type: ignore[operator]
         except CheckpointError:
             raise
@@ -198,30 +201,30 @@ class _VM:
 
     # skipped variants: same operands consumed, SKIPPED pushed, nothing built or called
     def skip_push(self, pos: int) -> int:
-        self.stack.append(S.SKIPPED)
+        self.stack.append(SEL.SKIPPED)
         return pos
 
     def skip_mark(self, pos: int) -> int:
         self.pop_mark()
-        self.stack.append(S.SKIPPED)
+        self.stack.append(SEL.SKIPPED)
         return pos
 
     def skip_pop1(self, pos: int) -> int:
         self.pop()
-        self.stack.append(S.SKIPPED)
+        self.stack.append(SEL.SKIPPED)
         return pos
 
     def skip_pop2(self, pos: int) -> int:
         self.pop()
         self.pop()
-        self.stack.append(S.SKIPPED)
+        self.stack.append(SEL.SKIPPED)
         return pos
 
     def skip_pop3(self, pos: int) -> int:
         self.pop()
         self.pop()
         self.pop()
-        self.stack.append(S.SKIPPED)
+        self.stack.append(SEL.SKIPPED)
         return pos
 
     def skip_inst(self, pos: int) -> int:
@@ -230,16 +233,16 @@ class _VM:
         self.ctx.find_global(S.decode_text(module, "INST", self.op_pos),
                              S.decode_text(name, "INST", self.op_pos), self.op_pos)
         self.pop_mark()
-        self.stack.append(S.SKIPPED)
+        self.stack.append(SEL.SKIPPED)
         return end
 
     def skip_persid(self, pos: int) -> int:
         _raw, end = self.line(pos, "PERSID")
-        self.stack.append(S.SKIPPED)
+        self.stack.append(SEL.SKIPPED)
         return end
 
     def skip_build(self, pos: int) -> int:
-        if len(self.stack) >= 2 and self.stack[-2] is S.SKIPPED:
+        if len(self.stack) >= 2 and self.stack[-2] is SEL.SKIPPED:
             self.pop()  # the state of a skipped object
             return pos
         return self.op_BUILD(pos)
@@ -256,7 +259,7 @@ class _VM:
             if not self.metastack:
                 raise S.mark_missing(self.code(), self.op_pos)
             below, at = self.metastack[-1], -1
-        if len(below) >= -at and below[at] is S.SKIPPED:
+        if len(below) >= -at and below[at] is SEL.SKIPPED:
             if npop:
                 del self.stack[at + 1:]
             else:
@@ -283,7 +286,7 @@ class _VM:
     def op_PROTO(self, pos: int) -> int:
         end = self.need(pos, 1, "PROTO")
         if self.data[pos] > HIGHEST_PROTOCOL:
-            raise S.error(UnsupportedError, "protocol-too-new",
+            raise S.error("protocol-too-new",
                           f"pickle protocol {self.data[pos]} is newer than {HIGHEST_PROTOCOL}",
                           self.op_pos)
         return end
@@ -458,7 +461,7 @@ class _VM:
         return end
 
     def op_NEXT_BUFFER(self, pos: int) -> int:
-        raise S.error(UnsupportedError, "unsupported-opcode",
+        raise S.error("unsupported-opcode",
                       "NEXT_BUFFER needs out-of-band buffers, which checkpoints never carry",
                       self.op_pos)
 
@@ -711,12 +714,9 @@ _SKIP_TABLE: Final = tuple(_SKIP_BY_NAME.get(BY_CODE[c].name) if c in BY_CODE el
                            for c in range(256))
 _EMPTY_DICT: Final = BY_NAME["EMPTY_DICT"].code
 _SETITEMS: Final = BY_NAME["SETITEMS"].code
-_SINGLE_FILLS: Final = frozenset(BY_NAME[n].code for n in ("SETITEM", "APPEND"))
-_FILL_OPS: Final = _SINGLE_FILLS | {BY_NAME[n].code for n in ("SETITEMS", "APPENDS", "ADDITEMS")}
-#: opcodes after which a text on top of the stack may be a root key
-_TEXT_OPS: Final = frozenset(BY_NAME[n].code for n in (
-    "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
-    "BINSTRING", "STRING", "BINGET", "LONG_BINGET", "GET"))
+_SINGLE_FILLS: Final = group("single_fill")
+_FILL_OPS: Final = group("fill")
+_TEXT_OPS: Final = group("text")
 #: opcode names the pure engine implements (a test checks this equals the table)
 SUPPORTED: Final = frozenset(name for name in BY_NAME if hasattr(_VM, f"op_{name}"))
 
@@ -745,10 +745,10 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
         FormatError, LimitError, UnsupportedError, UnsafePickleError with ``offset`` set
         to the opcode's position in ``data``.
     """
-    return S.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
+    return C.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
                    encoding=encoding, select=select, extra_globals=extra_globals)
 
 
-def _run(data: bytes, ctx: S.Context, select: frozenset[Any] | None) -> Any:
+def _run(data: bytes, ctx: C.Context, select: frozenset[Any] | None) -> Any:
     vm = _VM(data, ctx, select)
     return vm.run() if select is None else vm.run_selective()

@@ -7,7 +7,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Final
 
-from .errors import FormatError
+from ckptpeek.errors import error
 from .source import ByteSource
 
 __all__ = ("sniff",)
@@ -28,7 +28,7 @@ def sniff(source: ByteSource) -> str:
             first bytes look like).
     """
     if source.size == 0:
-        raise FormatError("file is empty", code="empty-file", path=source.path, offset=0)
+        raise error("empty-file", "file is empty", path=source.path, offset=0)
     head = source.read_at(0, min(source.size, 512), what="file header")
     source.keep(0, head)  # readers re-read the start of the file: serve it from memory
     if head.startswith((_ZIP_LOCAL, _ZIP_EMPTY)):
@@ -50,8 +50,7 @@ def sniff(source: ByteSource) -> str:
     if head.lstrip()[:1] == b"{" and b'"weight_map"' in source.read_at(
             0, min(source.size, 1 << 20), what="JSON index"):
         return "json"
-    raise FormatError(f"not a checkpoint format I know: the file starts with {_describe(head)}",
-                      code="unknown-format", path=source.path, offset=0)
+    raise error("unknown-format", f"not a checkpoint format I know: the file starts with {_describe(head)}", path=source.path, offset=0)
 
 
 def _describe(head: bytes) -> str:

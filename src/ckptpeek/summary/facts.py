@@ -15,16 +15,16 @@ import math
 import pathlib
 from collections import Counter
 
-from .standins import Placeholder, PlaceholderType, safe_repr
-from .tensor import TensorRef
-from .torch_types import DType, Device
-from .walk import is_namespace
+from ckptpeek.unpickle.standins import Placeholder, PlaceholderType, safe_repr
+from ckptpeek.tensor import TensorRef
+from ckptpeek.torch_types import DType, Device
+from ckptpeek.walk import is_namespace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-    from .checkpoint import Checkpoint
+    from ckptpeek.checkpoint import Checkpoint
 
 __all__ = ("collect", "to_jsonable", "infer_optimizer", "infer_scheduler", "scalar",
            "SUMMARY_FIELDS")

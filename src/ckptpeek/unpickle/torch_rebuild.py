@@ -12,10 +12,10 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any, Final
 
-from .errors import FormatError, UnsupportedError
+from ckptpeek.errors import error
 from .standins import KnownGlobal, PlaceholderType, safe_repr
-from .tensor import StorageRef, TensorRef, new_dense
-from .torch_types import (DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Layout,
+from ckptpeek.tensor import StorageRef, TensorRef, new_dense
+from ckptpeek.torch_types import (DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Layout,
                           QScheme, Size, StorageType)
 
 __all__ = ("TORCH_GLOBALS", "StorageResolver")
@@ -42,28 +42,23 @@ class StorageResolver:
     def __call__(self, pid: Any) -> StorageRef:
         path = self.reader.path
         if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
-            raise UnsupportedError(f"unknown persistent id {safe_repr(pid)}",
-                                   code="bad-persistent-id", path=path)
+            raise error("bad-persistent-id", f"unknown persistent id {safe_repr(pid)}", path=path)
         _tag, stype, key, location, numel = pid
         ref = self.cache.get(key) if type(key) is str else None
         if ref is not None:
             return ref
         if type(stype) is not StorageType:
-            raise FormatError(f"persistent id names {safe_repr(stype)}, not a storage type",
-                              code="bad-persistent-id", path=path)
+            raise error("bad-persistent-id", f"persistent id names {safe_repr(stype)}, not a storage type", path=path)
         if not (type(key) is str and type(location) is str and type(numel) is int
                 and numel >= 0):
-            raise FormatError(f"malformed storage persistent id {safe_repr(pid)}",
-                              code="bad-persistent-id", path=path)
+            raise error("bad-persistent-id", f"malformed storage persistent id {safe_repr(pid)}", path=path)
         size = self.sizes.get(key)
         if size is None:
-            raise FormatError(f"storage {key!r} has no data at {self.where}{key}",
-                              code="missing-storage", path=path)
+            raise error("missing-storage", f"storage {key!r} has no data at {self.where}{key}", path=path)
         if size < numel * stype.dtype.itemsize:
             # located at the persistent id in the pickle; the message names where the bytes are
-            raise FormatError(f"storage {key!r} claims {numel} x {stype.dtype} but "
-                              f"{self.where}{key} holds {size} bytes",
-                              code="storage-too-small", path=path)
+            raise error("storage-too-small", f"storage {key!r} claims {numel} x {stype.dtype} but "
+                              f"{self.where}{key} holds {size} bytes", path=path)
         ref = self.cache[key] = StorageRef(key, stype.dtype, numel, location, self.reader)
         return ref
 

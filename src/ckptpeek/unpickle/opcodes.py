@@ -140,12 +140,30 @@ class Limits(collections.namedtuple(
 
 DEFAULT_LIMITS: Final = Limits()
 
+#: opcode groups the selective reader of both engines acts on (the Cython engine gets
+#: them as generated predicates, ``_is_<group>_op``, so the two cannot differ)
+OPCODE_GROUPS: Final = {
+    # one item into a container (the pickler's last, partial batch)
+    "single_fill": ("SETITEM", "APPEND"),
+    # any fill of a container
+    "fill": ("SETITEM", "APPEND", "SETITEMS", "APPENDS", "ADDITEMS"),
+    # opcodes after which a text on top of the stack may be a root key
+    "text": ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+             "BINSTRING", "STRING", "BINGET", "LONG_BINGET", "GET"),
+}
+
+
+def group(name: str) -> frozenset[int]:
+    """The codes of an ``OPCODE_GROUPS`` group."""
+    return frozenset(BY_NAME[n].code for n in OPCODE_GROUPS[name])
+
 
 def _digest() -> str:
     # two CRC-32s over the table and the limits: a fingerprint to detect an extension
     # built from another table (not a security check; zlib imports faster than hashlib)
     text = repr([(op.name, op.code, op.arg, op.proto) for op in OPCODES]
-                + [Limits._fields, tuple(DEFAULT_LIMITS)]).encode()
+                + [Limits._fields, tuple(DEFAULT_LIMITS)]
+                + sorted(OPCODE_GROUPS.items())).encode()
     return f"{zlib.crc32(text):08x}{zlib.crc32(text[::-1]):08x}"
 
 
@@ -153,14 +171,19 @@ SPEC_DIGEST: Final = _digest()
 
 
 def write_pxi(path: str) -> None:
-    """Write ``native/_opcodes.pxi``: the table as a Cython enum, and the digest.
+    """Write ``native/unpickle/_opcodes.pxi``: the table as a Cython enum, the opcode
+    groups as inline predicates, and the digest.
 
     Called by ``setup.py`` at build time, so the native engine is always compiled from
     this table; the file is generated, never edited (and not committed).
     """
-    lines = ["# GENERATED from src/ckptpeek/opcodes.py by setup.py: do not edit.",
+    lines = ["# GENERATED from src/ckptpeek/unpickle/opcodes.py by setup.py: do not edit.",
              "cdef enum:"]
     lines += [f"    OP_{op.name} = {op.code}" for op in OPCODES]
+    for name, members in OPCODE_GROUPS.items():
+        test = " or ".join(f"code == OP_{m}" for m in members)
+        lines += ["", "", f"cdef inline bint _is_{name}_op(int code) noexcept:",
+                  f"    return {test}"]
     lines += ["", f"SPEC_DIGEST = {SPEC_DIGEST!r}",
               f"cdef int HIGHEST_PROTO = {HIGHEST_PROTOCOL}", ""]
     with open(path, "w", encoding="utf-8") as f:

@@ -4,47 +4,41 @@
 The opcode loop runs over a C view of the bytes with C-level dispatch (the ``if code ==``
 chain compiles to a switch) and bounds checks in C; everything object-level - globals,
 constructors, BUILD, persistent ids, hashing guards, string decoding and every error
-message - is shared with the pure engine through ``ckptpeek.vm_support``. Branches are
+message - is shared with the pure engine through ``ckptpeek.unpickle.context`` (and its
+``messages`` and ``select``). Branches are
 in the same order as the pure handlers, so both engines fail on the same opcode with
 the same error. The opcode numbers come from ``_opcodes.pxi``, generated from
-``src/ckptpeek/opcodes.py`` at build time; ``SPEC_DIGEST`` lets the package refuse an
+``src/ckptpeek/unpickle/opcodes.py`` at build time; ``SPEC_DIGEST`` lets the package refuse an
 extension built from another table.
 """
 
 from libc.string cimport memchr, memcpy
 from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
-from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 include "_opcodes.pxi"
 
-from . import vm_support as S
-from .errors import CheckpointError, UnsupportedError
+from . import context as C
+from . import messages as S
+from . import select as SEL
+from ckptpeek.errors import CheckpointError, UnsupportedError
 from .opcodes import DEFAULT_LIMITS
 from .registry import KNOWN_GLOBALS
 from .standins import Placeholder
-from .tensor import StorageRef, StorageRef as _StorageRef, TensorRef as _TensorRef
+from ckptpeek.tensor import StorageRef, StorageRef as _StorageRef, TensorRef as _TensorRef
 from .torch_rebuild import StorageResolver
-from .torch_types import Size as _Size, StorageType
-from .vm_support import PickleResult
+from ckptpeek.torch_types import Size as _Size, StorageType
+from .context import PickleResult
 
 ENGINE = "native"
 
 cdef object _BAD_OPERAND = S.BAD_OPERAND
 cdef object _UNSET = object()
-cdef object _SKIPPED = S.SKIPPED
+cdef object _SKIPPED = SEL.SKIPPED
 
 
-cdef inline bint _is_fill_op(int code) noexcept:
-    return (code == OP_SETITEMS or code == OP_APPENDS or code == OP_ADDITEMS
-            or code == OP_SETITEM or code == OP_APPEND)
-
-
-cdef inline bint _is_text_op(int code) noexcept:
-    # opcodes after which a text on top of the stack may be a root key
-    return (code == OP_SHORT_BINUNICODE or code == OP_BINUNICODE or code == OP_BINUNICODE8
-            or code == OP_UNICODE or code == OP_SHORT_BINSTRING or code == OP_BINSTRING
-            or code == OP_STRING or code == OP_BINGET or code == OP_LONG_BINGET
-            or code == OP_GET)
+# _is_fill_op, _is_text_op, _is_single_fill_op: generated into _opcodes.pxi from
+# opcodes.OPCODE_GROUPS, the same sets the pure engine uses
 cdef tuple _LIST_LIKE = (list, Placeholder)
 cdef tuple _DICT_LIKE = (dict, Placeholder)
 cdef tuple _SET_LIKE = (set, Placeholder)
@@ -317,7 +311,7 @@ cdef class _CVM:
     cdef Py_ssize_t fill_size(self, int code):
         """Items the fill op about to run adds to a root-level container (else -1)."""
         cdef Py_ssize_t depth = len(self.metastack)
-        if code == OP_SETITEM or code == OP_APPEND:
+        if _is_single_fill_op(code):
             return 1 if depth == 1 and self.metastack[0] is self.base else -1
         if depth == 2 and self.metastack[0] is self.base:
             return len(self.stack) // 2 if code == OP_SETITEMS else len(self.stack)
@@ -340,7 +334,7 @@ cdef class _CVM:
             if filled >= 0 and size:
                 self.fills[id(stack[size - 1])] = filled
             elif size & 1 and _is_text_op(code) and type(stack[size - 1]) is str:
-                if size == 1 or not S.maybe_open(stack[size - 2], self.fills):
+                if size == 1 or not SEL.maybe_open(stack[size - 2], self.fills):
                     self.skipping = stack[size - 1] not in self.select
         return 0
 
@@ -572,7 +566,7 @@ cdef class _CVM:
             elif code == OP_PROTO:
                 end = self.need(pos, 1, "PROTO")
                 if buf[pos] > HIGHEST_PROTO:
-                    raise S.error(UnsupportedError, "protocol-too-new",
+                    raise S.error("protocol-too-new",
                                   f"pickle protocol {buf[pos]} is newer than {HIGHEST_PROTO}",
                                   self.op_pos)
                 pos = end
@@ -673,7 +667,7 @@ cdef class _CVM:
                 pos = end + 1
                 self.stack.append(ctx.py2_string(S.quoted_bytes(a, self.op_pos)))
             elif code == OP_NEXT_BUFFER:
-                raise S.error(UnsupportedError, "unsupported-opcode",
+                raise S.error("unsupported-opcode",
                               "NEXT_BUFFER needs out-of-band buffers, which checkpoints never carry",
                               self.op_pos)
             elif code == OP_READONLY_BUFFER:
@@ -777,47 +771,11 @@ cdef class _CVM:
 
 def run_pickle(data, *, persistent_load=None, strict=False, limits=DEFAULT_LIMITS,
                encoding="utf-8", select=None, extra_globals=None):
-    """Same contract as ``ckptpeek.pickle_vm.run_pickle`` (both go through
-    ``vm_support.drive``)."""
-    return S.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
+    """Same contract as ``ckptpeek.unpickle.pickle_vm.run_pickle`` (both go through
+    ``context.drive``)."""
+    return C.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
                    encoding=encoding, select=select, extra_globals=extra_globals)
 
 
 def _run(bytes data, ctx, select):
     return (<_CVM>_CVM(data, ctx, select)).run()
-
-def parse_central_directory(bytes cd, Py_ssize_t count, Py_ssize_t file_size, member_cls):
-    """``zipdir._parse_central_directory`` for the common case, in C (APPNOTE §4.3.12).
-
-    Returns ``{name: member_cls(name, method, compressed_size, size, header_offset,
-    flags)}``, or ``None`` at anything unusual - a bad signature or length, a ZIP64
-    field, a non-ASCII name, a header past the end - so that the pure parser handles
-    (and reports) it exactly as without the extension.
-    """
-    cdef const unsigned char* p = <const unsigned char*>cd
-    cdef Py_ssize_t n = len(cd), pos = 0, k, i, nlen, xlen, clen
-    cdef uint32_t csize, usize, hoff
-    cdef dict members = {}
-    for k in range(count):
-        if n - pos < 46 or p[pos] != 0x50 or p[pos + 1] != 0x4B or p[pos + 2] != 1 or p[pos + 3] != 2:
-            return None
-        nlen = _u2(p + pos + 28)
-        xlen = _u2(p + pos + 30)
-        clen = _u2(p + pos + 32)
-        if 46 + nlen + xlen + clen > n - pos:
-            return None
-        csize = _u4(p + pos + 20)
-        usize = _u4(p + pos + 24)
-        hoff = _u4(p + pos + 42)
-        if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF or hoff == 0xFFFFFFFF:
-            return None
-        if <Py_ssize_t>hoff + 30 > file_size:
-            return None
-        for i in range(pos + 46, pos + 46 + nlen):
-            if p[i] >= 0x80:
-                return None
-        name = PyUnicode_DecodeASCII(<const char*>p + pos + 46, nlen, NULL)
-        members[name] = tuple.__new__(member_cls, (name, _u2(p + pos + 10), csize, usize,
-                                                   hoff, _u2(p + pos + 8)))
-        pos += 46 + nlen + xlen + clen
-    return members

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     import datetime
     from typing import Any, Final
 
-from ._frozen import Frozen
-from .omegaconf_resolve import resolve_interpolations
+from ckptpeek._frozen import Frozen
+from .interpolation import resolve_interpolations
 
 __all__ = ("KnownGlobal", "Placeholder", "PlaceholderType", "AttributeDict", "OmegaDict",
            "OmegaList", "STDLIB_GLOBALS", "BUILDERS", "apply_build")

@@ -14,7 +14,7 @@ from .facts import (EARLY_STOPPING_FIELDS, MODEL_CHECKPOINT_FIELDS, OPTIMIZER_FI
                     SCHEDULER_FIELDS, SUMMARY_FIELDS, collect)
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
+    from ckptpeek.checkpoint import Checkpoint
 
 __all__ = ("CheckpointSummary", "ModelCheckpointState", "EarlyStoppingState", "OptimizerInfo",
            "SchedulerInfo", "summarize")

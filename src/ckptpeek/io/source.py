@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-from .errors import FormatError
+from ckptpeek.errors import error
 
 __all__ = ("ByteSource",)
 
@@ -65,8 +65,7 @@ class ByteSource:
         src = ByteSource(self.path)
         if src.size != self.size:
             src.close()
-            raise FormatError("file changed size since it was opened", code="file-changed",
-                              path=self.path)
+            raise error("file-changed", "file changed size since it was opened", path=self.path)
         return src
 
     def read_at(self, offset: int, n: int, *, what: str = "data", member: str | None = None,
@@ -81,10 +80,8 @@ class ByteSource:
             if not exact and 0 <= offset:
                 n = max(0, min(n, self.size - offset))
             else:
-                raise FormatError(
-                    f"file is truncated: {what} needs bytes {offset}..{offset + n} "
-                    f"but the file has {self.size}",
-                    code="truncated", path=self.path, member=member, offset=offset)
+                raise error("truncated", f"file is truncated: {what} needs bytes {offset}..{offset + n} "
+                    f"but the file has {self.size}", path=self.path, member=member, offset=offset)
         n = min(n, self.size - offset)
         if n == 0:
             return b""
@@ -108,8 +105,7 @@ class ByteSource:
             raise ValueError("I/O operation on a closed checkpoint")
         self.bytes_read += len(data)
         if len(data) != n:  # the file shrank under us (still being written?)
-            raise FormatError(f"short read: {what} wanted {n} bytes, got {len(data)}",
-                              code="truncated", path=self.path, member=member, offset=offset)
+            raise error("truncated", f"short read: {what} wanted {n} bytes, got {len(data)}", path=self.path, member=member, offset=offset)
         return data
 
     def keep(self, offset: int, data: bytes) -> None:
@@ -127,9 +123,8 @@ class ByteSource:
         Used for tensor data: only the pages touched are read from disk.
         """
         if offset < 0 or n < 0 or offset + n > self.size:
-            raise FormatError(f"{what} lies outside the file: bytes {offset}..{offset + n} "
-                              f"of {self.size}", code="truncated", path=self.path,
-                              member=member, offset=offset)
+            raise error("truncated", f"{what} lies outside the file: bytes {offset}..{offset + n} "
+                              f"of {self.size}", path=self.path, member=member, offset=offset)
         if self._fd is not None and n > 0:
             with self._lock:
                 if self._mmap is None:

@@ -1,0 +1,207 @@
+"""What both pickle engines share besides the opcode table: the object-level semantics.
+
+Resolving a global, calling a known constructor, BUILD, persistent ids and hashing
+guards live here (the messages in ``messages.py``, selective reads in ``select.py``), so
+the pure loop (``pickle_vm.py``) and the Cython loop (``native/unpickle/_pickle_vm_c.pyx``)
+cannot drift: they differ only in how they walk the bytes and keep the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+
+from ckptpeek.errors import CheckpointError
+
+from . import registry
+from .messages import BAD_OPERAND, bad_operand, error
+from .select import SKIPPED, filter_root, selected_result
+from .standins import (MAX_KEY_DEPTH, KnownGlobal, Placeholder, PlaceholderType, apply_build,
+                       check_key_depth)
+
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .opcodes import Limits
+
+__all__ = ("Context", "PickleResult", "drive", "gc_paused")
+
+
+class PickleResult:
+    """What a run produced: the unpickled object, every global the pickle named, whether
+    the value is complete (not restricted by ``select``), and ``end``, the offset just
+    past the STOP opcode (files that hold several pickles in a row need it)."""
+
+    __slots__ = ("value", "globals", "complete", "end")
+
+    def __init__(self, value: Any, globals_: dict[tuple[str, str], bool],
+                 complete: bool = True, end: int = -1) -> None:
+        self.value = value
+        self.globals = globals_  # (module, name) -> known-safe?
+        self.complete = complete
+        self.end = end
+
+
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a pickle is built.
+
+    Building hundreds of thousands of small containers triggers a collection every few
+    hundred allocations, each walking everything built so far: a quarter of the native
+    engine's time. A run creates no garbage cycles worth collecting, so both engines
+    pause the collector (counted across threads: the last run to finish restores it).
+    """
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                # Everything allocated while paused still counts towards the next young
+                # collection, which would then walk the whole result (~1 ms per 100k
+                # objects). freeze()+unfreeze() moves tracked objects to the oldest
+                # generation and resets that count in O(1): the result is kept anyway.
+                gc.freeze()
+                gc.unfreeze()
+                gc.enable()
+
+
+class Context:
+    """Per-run state and the object-level operations of the interpreter."""
+
+    __slots__ = ("persistent_load", "strict", "limits", "encoding", "globals", "end", "extra")
+
+    def __init__(self, persistent_load: Callable[[Any], Any] | None, strict: bool,
+                 limits: Limits, encoding: str,
+                 extra_globals: Mapping[tuple[str, str], Any] | None = None) -> None:
+        self.extra = extra_globals  # a format's own known names (after the registry)
+        self.persistent_load = persistent_load
+        self.strict = strict
+        self.limits = limits
+        self.encoding = encoding
+        self.globals: dict[tuple[str, str], bool] = {}
+        self.end = -1  # set by the engine at STOP: the offset after it
+
+    def py2_string(self, raw: bytes) -> Any:
+        """A Python 2 ``str``: text in the pickle's encoding, or bytes if it is not text."""
+        if self.encoding == "bytes":
+            return raw
+        try:
+            return raw.decode(self.encoding)
+        except UnicodeDecodeError:
+            return raw
+
+    def check_hashable(self, key: Any, pos: int) -> None:
+        """Refuse keys whose hashing or comparison would recurse deeper than the limit.
+
+        CPython hashes and compares nested tuples recursively in C, so a key is held to
+        ``MAX_KEY_DEPTH`` even when ``Limits.max_depth`` allows deeper containers.
+        """
+        if type(key) in (tuple, frozenset):
+            limit = min(self.limits.max_depth, MAX_KEY_DEPTH)
+            try:
+                check_key_depth(key, limit)
+            except RecursionError:
+                raise error("limit-depth",
+                            f"a key nests deeper than {limit}", pos) from None
+
+    def find_global(self, module: str, name: str, pos: int) -> Any:
+        """GLOBAL / STACK_GLOBAL: a registry entry, or a placeholder type. Never imports."""
+        value = registry.resolve(module, name)
+        if value is None and self.extra is not None:
+            value = self.extra.get(registry.normalise(module, name))
+        self.globals[registry.normalise(module, name)] = value is not None
+        if value is not None:
+            return value
+        if self.strict:
+            raise error("forbidden-global",
+                        f"global {module}.{name} is not known to be safe; open with "
+                        f"strict=False to get a Placeholder for it instead", pos)
+        return PlaceholderType(module, name)
+
+    def instantiate(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                    how: str, pos: int) -> Any:
+        """REDUCE / NEWOBJ / INST / OBJ on a resolved global."""
+        if type(cls) is KnownGlobal:
+            fn = cls.new if kwargs is not None else cls.call
+            if fn is None:
+                raise error("forbidden-reduce",
+                            f"{how} of {cls.qualname} is not allowed", pos)
+            try:
+                return fn(args, kwargs) if kwargs is not None else fn(args)  # type: ignore[call-arg]
+            except CheckpointError as exc:
+                if exc.offset is None:
+                    exc.offset = pos
+                raise
+            except BAD_OPERAND as exc:
+                raise error("bad-call",
+                            f"{how} of {cls.qualname} with bad arguments: {exc}", pos) from None
+        if type(cls) is PlaceholderType:
+            return Placeholder(cls.module, cls.name, args, kwargs)
+        raise bad_operand(f"{how} needs a class or function, got {type(cls).__name__}", pos)
+
+    def build(self, obj: Any, state: Any, pos: int) -> None:
+        try:
+            apply_build(obj, state)
+        except BAD_OPERAND as exc:
+            raise error("bad-build", f"BUILD refused: {exc}", pos) from None
+
+    def persistent(self, pid: Any, pos: int) -> Any:
+        if self.persistent_load is None:
+            raise error("bad-persistent-id",
+                        "persistent id in a pickle that has no storages", pos)
+        try:
+            return self.persistent_load(pid)
+        except CheckpointError as exc:
+            if exc.offset is None:
+                exc.offset = pos
+            raise
+        except BAD_OPERAND as exc:
+            raise error("bad-persistent-id", f"bad persistent id: {exc}", pos) from None
+
+
+def drive(run: Callable[[bytes, Context, frozenset[Any] | None], Any], data: bytes, *,
+          persistent_load: Callable[[Any], Any] | None, strict: bool, limits: Limits,
+          encoding: str, select: Any,
+          extra_globals: Mapping[tuple[str, str], Any] | None = None) -> PickleResult:
+    """``run_pickle`` for either engine: ``run(data, ctx, select)`` interprets once.
+
+    With ``select``, a selective run comes first; if it fails, or a skipped value
+    reached a selected one, a full run decides (and reports any error), so the result
+    is always that of a full read restricted to the selected keys.
+    """
+    if len(data) > limits.max_pickle_bytes:
+        raise error("limit-pickle-size", f"pickle of {len(data)} bytes is over the limit of "
+                         f"{limits.max_pickle_bytes}")
+    data = bytes(data)
+    with gc_paused():
+        if select is not None:
+            select = frozenset(select)
+            ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
+            try:
+                value = selected_result(run(data, ctx, select), select, limits)
+            except CheckpointError:
+                value = SKIPPED
+            if value is not SKIPPED:
+                return PickleResult(value, ctx.globals, complete=False, end=ctx.end)
+        ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
+        value = run(data, ctx, None)
+    if select is not None:
+        return PickleResult(filter_root(value, select), ctx.globals,
+                            complete=type(value) not in (dict, OrderedDict), end=ctx.end)
+    return PickleResult(value, ctx.globals, end=ctx.end)
