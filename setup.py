@@ -35,20 +35,26 @@ def _extensions():
     except ImportError:
         if required:
             raise
-        print("ckptpeek: Cython is not installed; installing the pure-Python engine only",
-              file=sys.stderr)
+        print(
+            "ckptpeek: Cython is not installed; installing the pure-Python engine only",
+            file=sys.stderr,
+        )
         return []
     # the opcode table is the single specification: generate the Cython enum from it
     spec = importlib.util.spec_from_file_location(
-        "_ckptpeek_opcodes", HERE / "src" / "ckptpeek" / "unpickle" / "opcodes.py")
+        "_ckptpeek_opcodes", HERE / "src" / "ckptpeek" / "unpickle" / "opcodes.py"
+    )
     opcodes = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = opcodes  # dataclasses look their module up while building
     spec.loader.exec_module(opcodes)
     opcodes.write_pxi(str(HERE / "native" / "unpickle" / "_opcodes.pxi"))
     flags = ["-O2"] if os.name != "nt" else []
     exts = [
-        Extension("ckptpeek.unpickle._pickle_vm_c", ["native/unpickle/_pickle_vm_c.pyx"],
-                  extra_compile_args=flags),
+        Extension(
+            "ckptpeek.unpickle._pickle_vm_c",
+            ["native/unpickle/_pickle_vm_c.pyx"],
+            extra_compile_args=flags,
+        ),
         Extension("ckptpeek.io._zipdir_c", ["native/io/_zipdir_c.pyx"], extra_compile_args=flags),
     ]
     exts = cythonize(exts, language_level=3, quiet=True)

@@ -50,8 +50,7 @@ def warm(path: str) -> None:
             pass
 
 
-def measure(methods: dict[str, Callable[[], Any]], blocks: int,
-            rounds: int) -> dict[str, float]:
+def measure(methods: dict[str, Callable[[], Any]], blocks: int, rounds: int) -> dict[str, float]:
     """Min over blocks of the per-block median, methods interleaved round-robin."""
     for fn in methods.values():  # untimed warm-up
         fn()
@@ -74,15 +73,24 @@ def fmt(s: float) -> str:
     return f"{s * 1e3:.2f} ms"
 
 
-def check(name: str, floor: float, slow: str, fast: str,
-          methods: dict[str, Callable[[], Any]], blocks: int, rounds: int) -> tuple[bool, float]:
+def check(
+    name: str,
+    floor: float,
+    slow: str,
+    fast: str,
+    methods: dict[str, Callable[[], Any]],
+    blocks: int,
+    rounds: int,
+) -> tuple[bool, float]:
     for attempt in (1, 2):
         t = measure(methods, blocks, rounds)
         ratio = t[slow] / t[fast]
         ok = ratio >= floor
-        say(f"{name}: {slow} {fmt(t[slow])} / {fast} {fmt(t[fast])} = {ratio:.1f}x "
+        say(
+            f"{name}: {slow} {fmt(t[slow])} / {fast} {fmt(t[fast])} = {ratio:.1f}x "
             f"(floor {floor:g}x, min of {blocks} block medians of {rounds} rounds, "
-            f"attempt {attempt}): {'ok' if ok else 'BELOW FLOOR'}")
+            f"attempt {attempt}): {'ok' if ok else 'BELOW FLOOR'}"
+        )
         if ok:
             return True, ratio
     return False, ratio
@@ -91,9 +99,13 @@ def check(name: str, floor: float, slow: str, fast: str,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--min-torch-ratio", type=float, default=20.0)
-    ap.add_argument("--file", choices=("big", "ci-100mb"), default="big",
-                    help="check 1 on the >= 300 MB Lightning checkpoint (default) or the "
-                         "~100 MB one of the ci outputs tree")
+    ap.add_argument(
+        "--file",
+        choices=("big", "ci-100mb"),
+        default="big",
+        help="check 1 on the >= 300 MB Lightning checkpoint (default) or the "
+        "~100 MB one of the ci outputs tree",
+    )
     ap.add_argument("--min-native-ratio", type=float, default=3.0)
     ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=7)
@@ -102,8 +114,11 @@ def main() -> int:
 
     import ckptpeek
     from ckptpeek.unpickle import engine as _backend
-    say(f"ckptpeek {ckptpeek.__version__} from {pathlib.Path(ckptpeek.__file__).parent}, "
-        f"default engine {ckptpeek.BACKEND}; engines: {sorted(_backend._ENGINES)}")
+
+    say(
+        f"ckptpeek {ckptpeek.__version__} from {pathlib.Path(ckptpeek.__file__).parent}, "
+        f"default engine {ckptpeek.BACKEND}; engines: {sorted(_backend._ENGINES)}"
+    )
     if "native" not in _backend._ENGINES:
         say(f"FAIL: the native engine is not available ({_backend.NATIVE_ERROR})")
         return 2
@@ -112,16 +127,21 @@ def main() -> int:
 
     m = corpus.ensure_outputs("ci")
     ckpts = corpus.outputs_checkpoints(m)
-    big = max((f for f in ckpts if f["experiment"] and f["file"].startswith("epoch=")),
-              key=lambda f: f["file_bytes"])
+    big = max(
+        (f for f in ckpts if f["experiment"] and f["file"].startswith("epoch=")),
+        key=lambda f: f["file_bytes"],
+    )
     many = next(f for f in ckpts if f.get("name") == "lightning-10k")
     say(f"corpus outputs-ci ready ({time.perf_counter() - t_start:.1f}s so far)")
 
     import torch
+
     if args.file == "ci-100mb":
         p = big["path"]
-        label = (f"{big['experiment']}/checkpoints/{big['file']}: {big['file_bytes'] / 1e6:.1f} MB, "
-                 f"{big['storages']} storages, data.pkl {big['data_pkl_bytes'] / 1e3:.1f} kB")
+        label = (
+            f"{big['experiment']}/checkpoints/{big['file']}: {big['file_bytes'] / 1e6:.1f} MB, "
+            f"{big['storages']} storages, data.pkl {big['data_pkl_bytes'] / 1e3:.1f} kB"
+        )
     else:  # the >= 300 MB Lightning checkpoint with AdamW state (make_big_checkpoint.py)
         p = str(make_big_checkpoint.make())
         label = f"{pathlib.Path(p).name}: {pathlib.Path(p).stat().st_size / 1e6:.1f} MB"
@@ -138,13 +158,20 @@ def main() -> int:
     if summary().tensor_count <= 0:
         say("FAIL: summary() found no tensors")
         return 2
-    ok1, r1 = check("torch.load(cpu) / ckptpeek summary()", args.min_torch_ratio,
-                    "torch.load", "ckptpeek", {"ckptpeek": summary, "torch.load": torch_load},
-                    args.blocks, args.rounds)
+    ok1, r1 = check(
+        "torch.load(cpu) / ckptpeek summary()",
+        args.min_torch_ratio,
+        "torch.load",
+        "ckptpeek",
+        {"ckptpeek": summary, "torch.load": torch_load},
+        args.blocks,
+        args.rounds,
+    )
 
     from ckptpeek.formats.torch_zip import ZipStorageReader, find_prefix
     from ckptpeek.io.source import ByteSource
     from ckptpeek.io.zipdir import read_directory
+
     warm(many["path"])
     src = ByteSource(many["path"])
     try:
@@ -154,26 +181,42 @@ def main() -> int:
         resolver = ZipStorageReader(directory, prefix).persistent_load
         native = _backend.engine("native").run_pickle
         pure = _backend.engine("python").run_pickle
-        say(f"check 2 pickle: synthetic/{many['file']}: {many['storages']} storages, "
-            f"data.pkl {len(data) / 1e3:.1f} kB")
-        ok2, r2 = check("pure / native run_pickle (full parse)", args.min_native_ratio,
-                        "pure", "native",
-                        {"native": lambda: native(data, persistent_load=resolver),
-                         "pure": lambda: pure(data, persistent_load=resolver)},
-                        args.blocks, max(3, args.rounds // 2))
+        say(
+            f"check 2 pickle: synthetic/{many['file']}: {many['storages']} storages, "
+            f"data.pkl {len(data) / 1e3:.1f} kB"
+        )
+        ok2, r2 = check(
+            "pure / native run_pickle (full parse)",
+            args.min_native_ratio,
+            "pure",
+            "native",
+            {
+                "native": lambda: native(data, persistent_load=resolver),
+                "pure": lambda: pure(data, persistent_load=resolver),
+            },
+            args.blocks,
+            max(3, args.rounds // 2),
+        )
     finally:
         src.close()
 
     load = os.getloadavg()[0]
-    say(f"done in {time.perf_counter() - t_start:.1f}s (load average {load:.2f}); ratios: "
+    say(
+        f"done in {time.perf_counter() - t_start:.1f}s (load average {load:.2f}); ratios: "
         f"torch.load/summary {r1:.1f}x (floor {args.min_torch_ratio:g}x), "
-        f"pure/native {r2:.1f}x (floor {args.min_native_ratio:g}x)")
-    failed = [n for n, ok in (("torch.load(cpu) / summary()", ok1),
-                              ("pure / native engine", ok2)) if not ok]
+        f"pure/native {r2:.1f}x (floor {args.min_native_ratio:g}x)"
+    )
+    failed = [
+        n
+        for n, ok in (("torch.load(cpu) / summary()", ok1), ("pure / native engine", ok2))
+        if not ok
+    ]
     if failed:
-        say("FAIL: below the floor (twice): " + "; ".join(failed) + ". ckptpeek got slower "
+        say(
+            "FAIL: below the floor (twice): " + "; ".join(failed) + ". ckptpeek got slower "
             "relative to its incumbent, or the machine was too busy to measure; rerun with "
-            "`python benchmarks/ci_check.py` to see the numbers")
+            "`python benchmarks/ci_check.py` to see the numbers"
+        )
         return 1
     say("PASS")
     return 0

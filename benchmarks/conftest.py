@@ -56,8 +56,7 @@ def manifest(config: pytest.Config) -> dict[str, Any]:
         only = os.environ.get("CKPTPEEK_BENCH_ONLY")
         if only:
             keep = {s.strip() for s in only.split(",")}
-            _MANIFEST = {**_MANIFEST, "files": [f for f in _MANIFEST["files"]
-                                                if f["name"] in keep]}
+            _MANIFEST = {**_MANIFEST, "files": [f for f in _MANIFEST["files"] if f["name"] in keep]}
     return _MANIFEST
 
 
@@ -66,21 +65,26 @@ def big_entry(config: pytest.Config) -> dict[str, Any] | None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"ckptpeek {ckptpeek.__version__} from {pathlib.Path(ckptpeek.__file__).parent}: "
-            f"default engine {ckptpeek.BACKEND}"
-            + (f" (native unavailable: {_backend.NATIVE_ERROR})" if _backend.NATIVE_ERROR else ""),
-            f"benchmark corpus: {corpus.corpus_dir()}"]
+    return [
+        f"ckptpeek {ckptpeek.__version__} from {pathlib.Path(ckptpeek.__file__).parent}: "
+        f"default engine {ckptpeek.BACKEND}"
+        + (f" (native unavailable: {_backend.NATIVE_ERROR})" if _backend.NATIVE_ERROR else ""),
+        f"benchmark corpus: {corpus.corpus_dir()}",
+    ]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "corpus_entry" in metafunc.fixturenames:
         files = manifest(metafunc.config)["files"]
-        metafunc.parametrize("corpus_entry", files, ids=[f["name"] for f in files],
-                             scope="session")
+        metafunc.parametrize("corpus_entry", files, ids=[f["name"] for f in files], scope="session")
     if "big_checkpoint" in metafunc.fixturenames:
         big = big_entry(metafunc.config)
-        metafunc.parametrize("big_checkpoint", [big] if big else [],
-                             ids=[big["name"]] if big else [], scope="session")
+        metafunc.parametrize(
+            "big_checkpoint",
+            [big] if big else [],
+            ids=[big["name"]] if big else [],
+            scope="session",
+        )
 
 
 class PickleCase:
@@ -120,5 +124,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def require_engine(name: str) -> None:
     if name == "native" and "native" not in _backend._ENGINES:
-        pytest.skip(f"native engine not built ({_backend.NATIVE_ERROR}); build it with "
-                    "`python setup.py build_ext --inplace`")
+        pytest.skip(
+            f"native engine not built ({_backend.NATIVE_ERROR}); build it with "
+            "`python setup.py build_ext --inplace`"
+        )

@@ -22,18 +22,32 @@ RESNETS = {
 # (kernel, expansion, out channels, SE, stride) per block; roughly mobilenetv3_large_100
 MBV3_LARGE = [
     (3, 1, 16, False, 1),
-    (3, 4, 24, False, 2), (3, 3, 24, False, 1),
-    (5, 3, 40, True, 2), (5, 3, 40, True, 1), (5, 3, 40, True, 1),
-    (3, 6, 80, False, 2), (3, 2.5, 80, False, 1), (3, 2.3, 80, False, 1),
-    (3, 6, 112, True, 1), (3, 6, 112, True, 1),
-    (5, 6, 160, True, 2), (5, 6, 160, True, 1), (5, 6, 160, True, 1),
+    (3, 4, 24, False, 2),
+    (3, 3, 24, False, 1),
+    (5, 3, 40, True, 2),
+    (5, 3, 40, True, 1),
+    (5, 3, 40, True, 1),
+    (3, 6, 80, False, 2),
+    (3, 2.5, 80, False, 1),
+    (3, 2.3, 80, False, 1),
+    (3, 6, 112, True, 1),
+    (3, 6, 112, True, 1),
+    (5, 6, 160, True, 2),
+    (5, 6, 160, True, 1),
+    (5, 6, 160, True, 1),
 ]
 MBV3_SMALL = [
     (3, 1, 16, True, 2),
-    (3, 4.5, 24, False, 2), (3, 3.67, 24, False, 1),
-    (5, 4, 40, True, 2), (5, 6, 40, True, 1), (5, 6, 40, True, 1),
-    (5, 3, 48, True, 1), (5, 3, 48, True, 1),
-    (5, 6, 96, True, 2), (5, 6, 96, True, 1), (5, 6, 96, True, 1),
+    (3, 4.5, 24, False, 2),
+    (3, 3.67, 24, False, 1),
+    (5, 4, 40, True, 2),
+    (5, 6, 40, True, 1),
+    (5, 6, 40, True, 1),
+    (5, 3, 48, True, 1),
+    (5, 3, 48, True, 1),
+    (5, 6, 96, True, 2),
+    (5, 6, 96, True, 1),
+    (5, 6, 96, True, 1),
 ]
 
 
@@ -59,8 +73,9 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
             self.act2 = nn.ReLU(inplace=True)
             self.downsample = None
             if stride != 1 or cin != w:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, w, 1, stride, bias=False),
-                                                nn.BatchNorm2d(w))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(cin, w, 1, stride, bias=False), nn.BatchNorm2d(w)
+                )
 
         def forward(self, x: Any) -> Any:
             y = self.act1(self.bn1(self.conv1(x)))
@@ -82,8 +97,9 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
             self.act = nn.ReLU(inplace=True)
             self.downsample = None
             if stride != 1 or cin != out:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                                nn.BatchNorm2d(out))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+                )
 
         def forward(self, x: Any) -> Any:
             y = self.act(self.bn1(self.conv1(x)))
@@ -173,8 +189,9 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
                 cin = c
             self.blocks = nn.Sequential(*[nn.Sequential(*st) for st in stages])
             last = _div(960 * width_mult if "large" in name else 576 * width_mult)
-            self.conv_head = nn.Sequential(nn.Conv2d(cin, last, 1, bias=False),
-                                           nn.BatchNorm2d(last), nn.Hardswish())
+            self.conv_head = nn.Sequential(
+                nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.Hardswish()
+            )
             # feature taps: the ends of the stages at strides 4, 8, 16 and the head (32)
             self.n_stages = len(stages)
             with torch.no_grad():
@@ -199,8 +216,9 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
     class TimmEncoder(nn.Module):
         def __init__(self, name: str) -> None:
             super().__init__()
-            self.body = timm.create_model(name, pretrained=False, features_only=True,
-                                          out_indices=(1, 2, 3, 4))
+            self.body = timm.create_model(
+                name, pretrained=False, features_only=True, out_indices=(1, 2, 3, 4)
+            )
             self.channels = list(self.body.feature_info.channels())
 
         def forward(self, x: Any) -> list[Any]:
@@ -217,8 +235,11 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
     # -- decoders -------------------------------------------------------------------------
 
     def cbr(cin: int, cout: int, k: int = 3, stride: int = 1) -> Any:
-        return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
-                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
 
     def up_to(x: Any, ref: Any) -> Any:
         return nn.functional.interpolate(x, size=ref.shape[-2:], mode="nearest")
@@ -242,7 +263,7 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
         def __init__(self, chans: list[int], inner: int) -> None:
             super().__init__()
             blocks, cin = [], chans[-1]
-            widths = [inner * 2 ** i for i in range(len(chans) - 2, -1, -1)]
+            widths = [inner * 2**i for i in range(len(chans) - 2, -1, -1)]
             for skip, w in zip(chans[-2::-1], widths):
                 blocks.append(nn.ModuleDict({"conv1": cbr(cin + skip, w), "conv2": cbr(w, w)}))
                 cin = w
@@ -264,7 +285,8 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
             self.top_down = nn.ModuleList(cbr(inner, inner) for _ in range(n - 1))
             self.bottom_up = nn.ModuleList(
                 nn.ModuleDict({"downsample": cbr(inner, inner, 3, 2), "smooth": cbr(inner, inner)})
-                for _ in range(n - 1))
+                for _ in range(n - 1)
+            )
             self.fuse = cbr(inner * n, inner)
             self.out_channels = inner
 
@@ -285,9 +307,15 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
     def db_branch(cin: int) -> Any:
         mid = max(cin // 4, 8)
         return nn.Sequential(
-            nn.Conv2d(cin, mid, 3, 1, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(mid, mid, 2, 2), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(mid, 1, 2, 2), nn.Sigmoid())
+            nn.Conv2d(cin, mid, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(mid, mid, 2, 2),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(mid, 1, 2, 2),
+            nn.Sigmoid(),
+        )
 
     class DBHead(nn.Module):
         def __init__(self, cin: int, k: float) -> None:
@@ -303,8 +331,9 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
     # -- the LightningModule -----------------------------------------------------------------
 
     class DBNet(L.LightningModule):
-        def __init__(self, model: Any, optimizer: Any, data: Any, scheduler: Any = None,
-                     experiment: str = "") -> None:
+        def __init__(
+            self, model: Any, optimizer: Any, data: Any, scheduler: Any = None, experiment: str = ""
+        ) -> None:
             super().__init__()
             self.save_hyperparameters()
             self.encoder = make_encoder(model["encoder"])
@@ -314,15 +343,22 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
 
         def forward(self, x: Any) -> Any:
             y = self.head(self.decoder(self.encoder(x)))
-            return [nn.functional.interpolate(t, size=x.shape[-2:], mode="bilinear",
-                                              align_corners=False) for t in y]
+            return [
+                nn.functional.interpolate(
+                    t, size=x.shape[-2:], mode="bilinear", align_corners=False
+                )
+                for t in y
+            ]
 
         def _loss(self, batch: Any) -> Any:
             x, gt, gt_thresh = batch
             prob, thresh, binary = self(x)
             bce = nn.functional.binary_cross_entropy
-            return (bce(prob.clamp(1e-6, 1 - 1e-6), gt) + bce(binary.clamp(1e-6, 1 - 1e-6), gt)
-                    + 10 * (thresh - gt_thresh).abs().mean())
+            return (
+                bce(prob.clamp(1e-6, 1 - 1e-6), gt)
+                + bce(binary.clamp(1e-6, 1 - 1e-6), gt)
+                + 10 * (thresh - gt_thresh).abs().mean()
+            )
 
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             loss = self._loss(batch)
@@ -343,29 +379,41 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
             o, s = self.hparams.optimizer, self.hparams.scheduler
             name = o["name"]
             if name == "adam":
-                opt = torch.optim.Adam(self.parameters(), lr=o["lr"],
-                                       weight_decay=o.get("weight_decay", 0.0))
+                opt = torch.optim.Adam(
+                    self.parameters(), lr=o["lr"], weight_decay=o.get("weight_decay", 0.0)
+                )
             elif name == "adamw":
-                opt = torch.optim.AdamW(self.parameters(), lr=o["lr"],
-                                        weight_decay=o.get("weight_decay", 0.01))
+                opt = torch.optim.AdamW(
+                    self.parameters(), lr=o["lr"], weight_decay=o.get("weight_decay", 0.01)
+                )
             else:
-                opt = torch.optim.SGD(self.parameters(), lr=o["lr"], momentum=o["momentum"],
-                                      weight_decay=o.get("weight_decay", 0.0), nesterov=True)
+                opt = torch.optim.SGD(
+                    self.parameters(),
+                    lr=o["lr"],
+                    momentum=o["momentum"],
+                    weight_decay=o.get("weight_decay", 0.0),
+                    nesterov=True,
+                )
             if not s:
                 return opt
             kind = s["name"]
             if kind == "cosine":
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s["t_max"])
             elif kind == "onecycle":
-                sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o["lr"],
-                                                            total_steps=s["total_steps"])
+                sched = torch.optim.lr_scheduler.OneCycleLR(
+                    opt, max_lr=o["lr"], total_steps=s["total_steps"]
+                )
             elif kind == "poly":
-                sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=s["total_iters"],
-                                                              power=s["power"])
+                sched = torch.optim.lr_scheduler.PolynomialLR(
+                    opt, total_iters=s["total_iters"], power=s["power"]
+                )
             else:
-                sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(s["milestones"]),
-                                                             gamma=s["gamma"])
-            return {"optimizer": opt,
-                    "lr_scheduler": {"scheduler": sched, "interval": s.get("interval", "step")}}
+                sched = torch.optim.lr_scheduler.MultiStepLR(
+                    opt, milestones=list(s["milestones"]), gamma=s["gamma"]
+                )
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "interval": s.get("interval", "step")},
+            }
 
     return DBNet

@@ -31,8 +31,9 @@ FILENAME = f"lightning-encdec-{RECIPE}.ckpt"
 
 
 def cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("CKPTPEEK_BENCH_CACHE",
-                                       "~/.cache/ckptpeek-bench")).expanduser()
+    return pathlib.Path(
+        os.environ.get("CKPTPEEK_BENCH_CACHE", "~/.cache/ckptpeek-bench")
+    ).expanduser()
 
 
 def checkpoint_path() -> pathlib.Path:
@@ -71,8 +72,9 @@ def _build(torch, nn, L):  # imports passed in so `--help` and path queries stay
             self.act = nn.ReLU(inplace=True)
             self.shortcut = nn.Identity()
             if stride != 1 or cin != cout:
-                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                              nn.BatchNorm2d(cout))
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
 
         def forward(self, x):
             y = self.act(self.bn1(self.conv1(x)))
@@ -85,8 +87,11 @@ def _build(torch, nn, L):  # imports passed in so `--help` and path queries stay
             self.save_hyperparameters()
             m = config["model"]
             enc, dec = m["encoder"], m["decoder"]
-            self.stem = nn.Sequential(nn.Conv2d(m["in_channels"], enc["stem"], 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(enc["stem"]), nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(
+                nn.Conv2d(m["in_channels"], enc["stem"], 3, 1, 1, bias=False),
+                nn.BatchNorm2d(enc["stem"]),
+                nn.ReLU(inplace=True),
+            )
             stages, cin = [], enc["stem"]
             for i, (w, n) in enumerate(zip(enc["widths"], enc["blocks"])):
                 blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)]
@@ -130,12 +135,16 @@ def _build(torch, nn, L):  # imports passed in so `--help` and path queries stay
 
         def configure_optimizers(self):
             o = self.hparams.config["optim"]
-            opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
-                                    weight_decay=o["weight_decay"])
+            opt = torch.optim.AdamW(
+                self.parameters(),
+                lr=o["lr"],
+                betas=tuple(o["betas"]),
+                weight_decay=o["weight_decay"],
+            )
             s = o["scheduler"]
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o["lr"],
-                                                        total_steps=s["total_steps"],
-                                                        pct_start=s["pct_start"])
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=o["lr"], total_steps=s["total_steps"], pct_start=s["pct_start"]
+            )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     return EncDec
@@ -163,21 +172,37 @@ def make(force: bool = False) -> pathlib.Path:
     bs = CONFIG["data"]["batch_size"]
     mc_dir = out.parent / f"_modelcheckpoint-{RECIPE}"
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=2, limit_val_batches=1,
-        logger=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[ModelCheckpoint(dirpath=mc_dir, filename="best-{epoch}-{step}",
-                                   monitor="val/hmean", mode="max", save_top_k=1,
-                                   save_weights_only=True),
-                   EarlyStopping(monitor="val/hmean", mode="max", patience=3)],
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=mc_dir,
+                filename="best-{epoch}-{step}",
+                monitor="val/hmean",
+                mode="max",
+                save_top_k=1,
+                save_weights_only=True,
+            ),
+            EarlyStopping(monitor="val/hmean", mode="max", patience=3),
+        ],
     )
     trainer.fit(model, DataLoader(ds, batch_size=bs), DataLoader(ds, batch_size=bs))
     tmp = out.with_suffix(".ckpt.tmp")
     trainer.save_checkpoint(tmp)
     os.replace(tmp, out)
     shutil.rmtree(mc_dir, ignore_errors=True)  # only the full checkpoint is benchmarked
-    print(f"wrote {out}: {out.stat().st_size / 1e6:.1f} MB, {n_params / 1e6:.1f}M params, "
-          f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    print(
+        f"wrote {out}: {out.stat().st_size / 1e6:.1f} MB, {n_params / 1e6:.1f}M params, "
+        f"{time.perf_counter() - t0:.1f}s",
+        file=sys.stderr,
+    )
     return out
 
 

@@ -46,10 +46,14 @@ def old_way(root: pathlib.Path) -> list[dict]:
                 break
         data = torch.load(ckpt, map_location="cpu", weights_only=False)
         row["epoch"], row["step"] = data.get("epoch"), data.get("global_step")
-        row["callbacks"] = {k: {kk: (vv.item() if isinstance(vv, torch.Tensor) and vv.numel() == 1
-                                     else vv) for kk, vv in v.items()
-                                if not isinstance(vv, torch.Tensor) or vv.numel() == 1}
-                            for k, v in data.get("callbacks", {}).items()}
+        row["callbacks"] = {
+            k: {
+                kk: (vv.item() if isinstance(vv, torch.Tensor) and vv.numel() == 1 else vv)
+                for kk, vv in v.items()
+                if not isinstance(vv, torch.Tensor) or vv.numel() == 1
+            }
+            for k, v in data.get("callbacks", {}).items()
+        }
         row["shapes"] = {k: tuple(v.shape) for k, v in data.get("state_dict", {}).items()}
         rows.append(row)
         del data
@@ -93,23 +97,41 @@ def main() -> None:
     env = {**os.environ, "CKPTPEEK_CACHE_DIR": cache_dir}
     cli = [sys.executable, "-m", "ckptpeek", "catalog", str(root)]
     subprocess.run(cli, env=env, check=True, capture_output=True)  # warm-up (.pyc)
-    fresh_cached = timed(lambda: subprocess.run(cli, env=env, check=True, capture_output=True),
-                         args.rounds)
-    fresh_uncached = timed(lambda: subprocess.run(cli + ["--no-cache"], env=env, check=True,
-                                                  capture_output=True), args.rounds)
-    old_fresh = timed(lambda: subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); "
-         f"import measure_catalog, pathlib; measure_catalog.old_way(pathlib.Path({str(root)!r}))"],
-        check=True, capture_output=True), 1)
+    fresh_cached = timed(
+        lambda: subprocess.run(cli, env=env, check=True, capture_output=True), args.rounds
+    )
+    fresh_uncached = timed(
+        lambda: subprocess.run(cli + ["--no-cache"], env=env, check=True, capture_output=True),
+        args.rounds,
+    )
+    old_fresh = timed(
+        lambda: subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); "
+                f"import measure_catalog, pathlib; measure_catalog.old_way(pathlib.Path({str(root)!r}))",
+            ],
+            check=True,
+            capture_output=True,
+        ),
+        1,
+    )
 
     med = statistics.median
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    print(f"Tree: {len(ckpts)} checkpoints, {total / 1e9:.2f} GB; ckptpeek {ckptpeek.__version__} "
-          f"({ckptpeek.BACKEND}), commit {commit}, Python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}\n")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"Tree: {len(ckpts)} checkpoints, {total / 1e9:.2f} GB; ckptpeek {ckptpeek.__version__} "
+        f"({ckptpeek.BACKEND}), commit {commit}, Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}\n"
+    )
     rows = [
-        ("old way: sidecar + hydra + torch.load per checkpoint (in-process, torch imported)", med(old)),
+        (
+            "old way: sidecar + hydra + torch.load per checkpoint (in-process, torch imported)",
+            med(old),
+        ),
         ("old way, fresh process (imports torch)", med(old_fresh)),
         ("build_catalog(root, cache=False)", med(uncached)),
         ("build_catalog(root) cached, nothing changed", med(cached)),
@@ -120,9 +142,18 @@ def main() -> None:
     for name, t in rows:
         print(f"| {name} | {t * 1e3:,.1f} ms | {med(old) / t:,.1f}x |")
     print(f"\nuncached / cached: {med(uncached) / med(cached):.1f}x")
-    print(json.dumps({"old": old, "uncached": uncached, "cached": cached,
-                      "fresh_cached": fresh_cached, "fresh_uncached": fresh_uncached,
-                      "old_fresh": old_fresh}))
+    print(
+        json.dumps(
+            {
+                "old": old,
+                "uncached": uncached,
+                "cached": cached,
+                "fresh_cached": fresh_cached,
+                "fresh_uncached": fresh_uncached,
+                "old_fresh": old_fresh,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

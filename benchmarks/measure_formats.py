@@ -32,8 +32,11 @@ def make_files() -> tuple[pathlib.Path, pathlib.Path]:
     state.update({f"layers.{i}.bias": torch.randn(1024, generator=g) for i in range(48)})
     legacy = CACHE / "formats-legacy-100mb.pt"
     if not legacy.exists():
-        torch.save({"epoch": 3, "global_step": 1200, "state_dict": state}, legacy,
-                   _use_new_zipfile_serialization=False)
+        torch.save(
+            {"epoch": 3, "global_step": 1200, "state_dict": state},
+            legacy,
+            _use_new_zipfile_serialization=False,
+        )
     st = CACHE / "formats-100mb.safetensors"
     if not st.exists():
         save_file(state, st, metadata={"format": "pt", "epoch": "3"})
@@ -71,6 +74,7 @@ def main() -> None:
                 for _, t in c.tensors():
                     (t.shape, t.dtype)
                 return c.bytes_read
+
         return run
 
     def st_open():
@@ -81,17 +85,25 @@ def main() -> None:
 
     rows = []
     for label, path, methods in (
-        ("legacy torch.save", legacy, {
-            "ckptpeek.open + list tensors (native)": ck(legacy, "native"),
-            "ckptpeek.open + list tensors (python)": ck(legacy, "python"),
-            'torch.load(map_location="cpu")': lambda: torch.load(legacy, map_location="cpu"),
-            'torch.load(map_location="meta")': lambda: torch.load(legacy, map_location="meta"),
-        }),
-        ("safetensors", st, {
-            "ckptpeek.open + list tensors (native)": ck(st, "native"),
-            "safetensors.safe_open + keys/get_slice": st_open,
-            "safetensors.torch.load_file": lambda: load_file(st),
-        }),
+        (
+            "legacy torch.save",
+            legacy,
+            {
+                "ckptpeek.open + list tensors (native)": ck(legacy, "native"),
+                "ckptpeek.open + list tensors (python)": ck(legacy, "python"),
+                'torch.load(map_location="cpu")': lambda: torch.load(legacy, map_location="cpu"),
+                'torch.load(map_location="meta")': lambda: torch.load(legacy, map_location="meta"),
+            },
+        ),
+        (
+            "safetensors",
+            st,
+            {
+                "ckptpeek.open + list tensors (native)": ck(st, "native"),
+                "safetensors.safe_open + keys/get_slice": st_open,
+                "safetensors.torch.load_file": lambda: load_file(st),
+            },
+        ),
     ):
         med = bench(methods, args.repeats)
         first = next(iter(med))
@@ -99,15 +111,20 @@ def main() -> None:
             list(c.tensors())
             read = c.bytes_read
         size = path.stat().st_size
-        rows.append(f"\n**{label}** ({size / 1e6:.1f} MB; ckptpeek read {read:,} bytes = "
-                    f"{100 * read / size:.3f}% of the file)\n")
+        rows.append(
+            f"\n**{label}** ({size / 1e6:.1f} MB; ckptpeek read {read:,} bytes = "
+            f"{100 * read / size:.3f}% of the file)\n"
+        )
         rows.append("| method | median | ratio to ckptpeek (native) |\n|---|---:|---:|")
         for name, t in med.items():
             rows.append(f"| `{name}` | {t * 1e3:.2f} ms | {t / med[first]:.1f}x |")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    print(f"ckptpeek {ckptpeek.__version__} ({ckptpeek.BACKEND}), commit {commit}, "
-          f"torch {torch.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"ckptpeek {ckptpeek.__version__} ({ckptpeek.BACKEND}), commit {commit}, "
+        f"torch {torch.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
     print("\n".join(rows))
 
 

@@ -31,9 +31,13 @@ def big(big_checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def _tag(benchmark: Any, big: dict[str, Any], method: str) -> None:
     benchmark.group = f"header {big['name']}"
-    benchmark.extra_info.update(corpus=big["name"], method=method, tensors=big["tensors"],
-                                file_bytes=big["file_bytes"],
-                                data_pkl_bytes=big["data_pkl_bytes"])
+    benchmark.extra_info.update(
+        corpus=big["name"],
+        method=method,
+        tensors=big["tensors"],
+        file_bytes=big["file_bytes"],
+        data_pkl_bytes=big["data_pkl_bytes"],
+    )
 
 
 @pytest.mark.parametrize("engine", ["native", "python"])
@@ -89,8 +93,9 @@ def test_torch_load(benchmark: Any, big: dict[str, Any], variant: str) -> None:
     torch = pytest.importorskip("torch")
     p, kwargs = big["path"], TORCH_VARIANTS[variant]
     _tag(benchmark, big, variant)
-    benchmark.pedantic(torch.load, args=(p,), kwargs=kwargs, rounds=TORCH_ROUNDS,
-                       iterations=1, warmup_rounds=1)
+    benchmark.pedantic(
+        torch.load, args=(p,), kwargs=kwargs, rounds=TORCH_ROUNDS, iterations=1, warmup_rounds=1
+    )
 
 
 def test_lightning_lazy_load(benchmark: Any, big: dict[str, Any]) -> None:
@@ -99,5 +104,6 @@ def test_lightning_lazy_load(benchmark: Any, big: dict[str, Any]) -> None:
     if lazy is None:
         pytest.skip("lightning.fabric.utilities.load._lazy_load is gone")
     _tag(benchmark, big, "lightning-_lazy_load")
-    benchmark.pedantic(lazy, args=(big["path"],), rounds=TORCH_ROUNDS, iterations=1,
-                       warmup_rounds=1)
+    benchmark.pedantic(
+        lazy, args=(big["path"],), rounds=TORCH_ROUNDS, iterations=1, warmup_rounds=1
+    )

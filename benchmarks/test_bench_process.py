@@ -73,7 +73,7 @@ def test_startup(benchmark: Any, what: str) -> None:
 
 # -- peak memory per method ----------------------------------------------------------------------
 
-CHILD = r'''
+CHILD = r"""
 import json, sys, time
 method, path = sys.argv[1], sys.argv[2]
 
@@ -121,11 +121,17 @@ result = run()
 dt = time.perf_counter() - t0
 peak = hwm()
 print(json.dumps({"baseline_hwm": base, "peak_hwm": peak, "seconds": dt, "note": note}))
-'''
+"""
 
-MEMORY_METHODS = ("ckptpeek-native-summary", "ckptpeek-python-summary",
-                  "io-floor-zipfile-data.pkl", "torch.load-cpu", "torch.load-meta",
-                  "torch.load-mmap", "lightning-_lazy_load")
+MEMORY_METHODS = (
+    "ckptpeek-native-summary",
+    "ckptpeek-python-summary",
+    "io-floor-zipfile-data.pkl",
+    "torch.load-cpu",
+    "torch.load-meta",
+    "torch.load-mmap",
+    "lightning-_lazy_load",
+)
 
 
 def memory_files() -> list[dict[str, Any]]:
@@ -134,20 +140,36 @@ def memory_files() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for scale in SCALES:
         m = corpus.ensure_outputs(scale)
-        ckpts = sorted((f for f in corpus.outputs_checkpoints(m) if f["experiment"]
-                        and not f["file"].startswith("last")), key=lambda f: f["file_bytes"])
+        ckpts = sorted(
+            (
+                f
+                for f in corpus.outputs_checkpoints(m)
+                if f["experiment"] and not f["file"].startswith("last")
+            ),
+            key=lambda f: f["file_bytes"],
+        )
         picked: list[dict[str, Any]] = []
         for f in (ckpts[0], ckpts[len(ckpts) // 2], ckpts[-1]) if ckpts else ():
-            if all(abs(f["file_bytes"] - q["file_bytes"]) > 0.2 * q["file_bytes"]
-                   for q in picked):
+            if all(abs(f["file_bytes"] - q["file_bytes"]) > 0.2 * q["file_bytes"] for q in picked):
                 picked.append(f)
-        out += [{**f, "scale": scale,
-                 "name": f"{scale}:{f['experiment'].split('_', 1)[-1]}/{f['file']}"}
-                for f in picked]
+        out += [
+            {
+                **f,
+                "scale": scale,
+                "name": f"{scale}:{f['experiment'].split('_', 1)[-1]}/{f['file']}",
+            }
+            for f in picked
+        ]
     big = corpus.make_big_checkpoint.checkpoint_path()
     if big.exists():
-        out.append({"name": "lightning-big", "path": str(big), "file_bytes": big.stat().st_size,
-                    **corpus._pickle_info(big)})
+        out.append(
+            {
+                "name": "lightning-big",
+                "path": str(big),
+                "file_bytes": big.stat().st_size,
+                **corpus._pickle_info(big),
+            }
+        )
     return out
 
 
@@ -155,8 +177,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "memory_file" in metafunc.fixturenames:
         only = os.environ.get("CKPTPEEK_BENCH_ONLY")
         files = [] if only and "memory" not in only else memory_files()
-        metafunc.parametrize("memory_file", files, ids=[f["name"] for f in files],
-                             scope="module")
+        metafunc.parametrize("memory_file", files, ids=[f["name"] for f in files], scope="module")
 
 
 _WARM: set[str] = set()
@@ -188,14 +209,20 @@ def test_memory(benchmark: Any, memory_file: dict[str, Any], method: str) -> Non
 
     benchmark.group = f"memory {memory_file['name']}"
     benchmark.pedantic(run, rounds=MEMORY_ROUNDS, iterations=1, warmup_rounds=1)
-    timed = reports[1:] or reports  # the first is the warm-up round's (none with --benchmark-disable)
+    timed = (
+        reports[1:] or reports
+    )  # the first is the warm-up round's (none with --benchmark-disable)
     benchmark.extra_info.update(
-        method=method, corpus=memory_file["name"], file_bytes=memory_file["file_bytes"],
-        data_pkl_bytes=memory_file["data_pkl_bytes"], storages=memory_file["storages"],
+        method=method,
+        corpus=memory_file["name"],
+        file_bytes=memory_file["file_bytes"],
+        data_pkl_bytes=memory_file["data_pkl_bytes"],
+        storages=memory_file["storages"],
         tensors=memory_file["storages"],
         peak_hwm=max(r["peak_hwm"] for r in timed),
         baseline_hwm=statistics.median(r["baseline_hwm"] for r in timed),
         delta_hwm=max(r["peak_hwm"] - r["baseline_hwm"] for r in timed),
         call_seconds=statistics.median(r["seconds"] for r in timed),
         call_seconds_min=min(r["seconds"] for r in timed),
-        note=next((r["note"] for r in timed if r["note"]), ""))
+        note=next((r["note"] for r in timed if r["note"]), ""),
+    )

@@ -88,7 +88,11 @@ def test_vm(benchmark: Any, pickle_case: PickleCase, method: str) -> None:
     del result
     benchmark.group = f"vm {entry['name']}"
     benchmark.extra_info.update(
-        corpus=entry["name"], kind=entry["kind"], method=method,
-        tensors=entry["tensors"], data_pkl_bytes=len(pickle_case.data),
-        file_bytes=entry["file_bytes"])
+        corpus=entry["name"],
+        kind=entry["kind"],
+        method=method,
+        tensors=entry["tensors"],
+        data_pkl_bytes=len(pickle_case.data),
+        file_bytes=entry["file_bytes"],
+    )
     benchmark(fn)

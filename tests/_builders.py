@@ -14,8 +14,16 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-__all__ = ("Pickle", "small_pickle", "Member", "build_zip", "torch_zip", "small_checkpoint",
-           "FLOATS", "GLOBAL_OFFSETS")
+__all__ = (
+    "Pickle",
+    "small_pickle",
+    "Member",
+    "build_zip",
+    "torch_zip",
+    "small_checkpoint",
+    "FLOATS",
+    "GLOBAL_OFFSETS",
+)
 
 
 class Pickle:
@@ -131,10 +139,10 @@ def small_pickle() -> bytes:
     GLOBAL_OFFSETS["FloatStorage"] = p.pos
     p.glob("torch", "FloatStorage").binput(2)
     p.str("0").str("cpu").int(6).tuple().binput(3).binpersid()
-    p.int(0)                                   # storage_offset
-    p.int(2).int(3).tuple2().binput(4)         # size
-    p.int(3).int(1).tuple2().binput(5)         # stride
-    p.false()                                  # requires_grad
+    p.int(0)  # storage_offset
+    p.int(2).int(3).tuple2().binput(4)  # size
+    p.int(3).int(1).tuple2().binput(5)  # stride
+    p.false()  # requires_grad
     GLOBAL_OFFSETS["OrderedDict"] = p.pos
     p.glob("collections", "OrderedDict").binput(6).empty_tuple().reduce().binput(7)  # hooks
     p.tuple().binput(8).reduce().binput(9)
@@ -148,19 +156,25 @@ class Member:
 
     name: str
     data: bytes
-    method: int = 0                     # 0 STORED, 8 DEFLATE
-    compressed: bytes | None = None     # pre-compressed payload (raw deflate) for method 8
-    claim_size: int | None = None       # uncompressed size stated in the directory
-    claim_csize: int | None = None      # compressed size stated in the directory
-    claim_offset: int | None = None     # local header offset stated in the directory
-    zip64: bool = False                 # state sizes/offset in a ZIP64 extra field
+    method: int = 0  # 0 STORED, 8 DEFLATE
+    compressed: bytes | None = None  # pre-compressed payload (raw deflate) for method 8
+    claim_size: int | None = None  # uncompressed size stated in the directory
+    claim_csize: int | None = None  # compressed size stated in the directory
+    claim_offset: int | None = None  # local header offset stated in the directory
+    zip64: bool = False  # state sizes/offset in a ZIP64 extra field
     flags: int = 0
     extra_local: bytes = field(default=b"")
 
 
-def build_zip(members: list[Member], *, claim_count: int | None = None,
-              claim_cd_size: int | None = None, claim_cd_offset: int | None = None,
-              prefix: bytes = b"", comment: bytes = b"") -> bytes:
+def build_zip(
+    members: list[Member],
+    *,
+    claim_count: int | None = None,
+    claim_cd_size: int | None = None,
+    claim_cd_offset: int | None = None,
+    prefix: bytes = b"",
+    comment: bytes = b"",
+) -> bytes:
     """A ZIP archive written field by field (PKWARE APPNOTE 4.3.7, 4.3.12, 4.3.16)."""
     out = bytearray(prefix)
     central = bytearray()
@@ -175,9 +189,20 @@ def build_zip(members: list[Member], *, claim_count: int | None = None,
                 payload = c.compress(m.data) + c.flush()
         crc = zlib.crc32(m.data) & 0xFFFFFFFF
         offset = len(out) - len(prefix)
-        local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 45 if m.zip64 else 20, m.flags,
-                            m.method, 0, 0x21, crc, len(payload) & 0xFFFFFFFF,
-                            len(m.data) & 0xFFFFFFFF, len(name), len(m.extra_local))
+        local = struct.pack(
+            "<4s5H3L2H",
+            b"PK\x03\x04",
+            45 if m.zip64 else 20,
+            m.flags,
+            m.method,
+            0,
+            0x21,
+            crc,
+            len(payload) & 0xFFFFFFFF,
+            len(m.data) & 0xFFFFFFFF,
+            len(name),
+            len(m.extra_local),
+        )
         out += local + name + m.extra_local + payload
         size = len(m.data) if m.claim_size is None else m.claim_size
         csize = len(payload) if m.claim_csize is None else m.claim_csize
@@ -186,22 +211,59 @@ def build_zip(members: list[Member], *, claim_count: int | None = None,
         if m.zip64:
             extra = struct.pack("<2H3Q", 1, 24, size, csize, hoff)
             size = csize = hoff = 0xFFFFFFFF
-        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 45, 45 if m.zip64 else 20,
-                               m.flags | 0x800, m.method, 0, 0x21, crc, csize, size,
-                               len(name), len(extra), 0, 0, 0, 0, hoff) + name + extra
+        central += (
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                45,
+                45 if m.zip64 else 20,
+                m.flags | 0x800,
+                m.method,
+                0,
+                0x21,
+                crc,
+                csize,
+                size,
+                len(name),
+                len(extra),
+                0,
+                0,
+                0,
+                0,
+                hoff,
+            )
+            + name
+            + extra
+        )
     cd_offset = len(out) - len(prefix)
     out += central
     count = len(members) if claim_count is None else claim_count
-    out += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count & 0xFFFF, count & 0xFFFF,
-                       len(central) if claim_cd_size is None else claim_cd_size,
-                       cd_offset if claim_cd_offset is None else claim_cd_offset,
-                       len(comment)) + comment
+    out += (
+        struct.pack(
+            "<4s4H2LH",
+            b"PK\x05\x06",
+            0,
+            0,
+            count & 0xFFFF,
+            count & 0xFFFF,
+            len(central) if claim_cd_size is None else claim_cd_size,
+            cd_offset if claim_cd_offset is None else claim_cd_offset,
+            len(comment),
+        )
+        + comment
+    )
     return bytes(out)
 
 
-def torch_zip(pkl: bytes, *, prefix: str = "archive", storage: bytes | None = None,
-              pkl_member: Member | None = None, extra: list[Member] | None = None,
-              **kw: object) -> bytes:
+def torch_zip(
+    pkl: bytes,
+    *,
+    prefix: str = "archive",
+    storage: bytes | None = None,
+    pkl_member: Member | None = None,
+    extra: list[Member] | None = None,
+    **kw: object,
+) -> bytes:
     """The torch.save layout around ``pkl`` (the data.pkl member can be replaced whole)."""
     if storage is None:
         storage = struct.pack("<6f", *FLOATS)

@@ -147,12 +147,18 @@ class _StorageTracker:
     def __init__(self) -> None:
         self.key_by_storage: dict[int, tuple[str, tuple]] = {}
         self.storage_by_key: dict[str, tuple[int, tuple]] = {}
-        self.ref_by_tensor: dict[int, tuple[Any, Any, tuple]] = {}  # id(tensor) -> (tensor, ref, path)
+        self.ref_by_tensor: dict[
+            int, tuple[Any, Any, tuple]
+        ] = {}  # id(tensor) -> (tensor, ref, path)
 
     def check_identity(self, tensor, ref, path: tuple, problems: list[str]) -> None:
         seen = self.ref_by_tensor.get(id(tensor))
         if seen is None:
-            self.ref_by_tensor[id(tensor)] = (tensor, ref, path)  # keep tensor alive: ids stay unique
+            self.ref_by_tensor[id(tensor)] = (
+                tensor,
+                ref,
+                path,
+            )  # keep tensor alive: ids stay unique
         elif seen[1] is not ref:
             problems.append(
                 f"{fmt_path(path)}: torch returns the same tensor object as at {fmt_path(seen[2])}, "
@@ -258,13 +264,17 @@ def compare_tensor(tensor, ref, path: tuple, problems: list[str]) -> None:
         problems.append(f"{where}: numpy().dtype {arr.dtype} != {want_np}")
         return
     if arr.dtype.itemsize != tensor.element_size():
-        problems.append(f"{where}: numpy() itemsize {arr.dtype.itemsize} != {tensor.element_size()}")
+        problems.append(
+            f"{where}: numpy() itemsize {arr.dtype.itemsize} != {tensor.element_size()}"
+        )
         return
 
     want_bytes = _tensor_bytes(tensor)
     got_bytes = _array_bytes(arr)
     if not np.array_equal(want_bytes, got_bytes):
-        diff = np.flatnonzero(want_bytes != got_bytes) if want_bytes.shape == got_bytes.shape else None
+        diff = (
+            np.flatnonzero(want_bytes != got_bytes) if want_bytes.shape == got_bytes.shape else None
+        )
         first = int(diff[0]) // tensor.element_size() if diff is not None and diff.size else "?"
         problems.append(
             f"{where}: values differ (bit-exact compare, dtype {tensor.dtype}, first differing element {first}): "
@@ -291,13 +301,16 @@ def compare_tensor(tensor, ref, path: tuple, problems: list[str]) -> None:
             return
         want_item = tensor.item()
         if type(got_item) is not type(want_item):
-            problems.append(f"{where}: item() type {type(got_item).__name__} != {type(want_item).__name__}")
+            problems.append(
+                f"{where}: item() type {type(got_item).__name__} != {type(want_item).__name__}"
+            )
         elif isinstance(want_item, float):
             if not _floats_identical(want_item, got_item):
                 problems.append(f"{where}: item() {got_item!r} != {want_item!r}")
         elif isinstance(want_item, complex):
             if not (
-                _floats_identical(want_item.real, got_item.real) and _floats_identical(want_item.imag, got_item.imag)
+                _floats_identical(want_item.real, got_item.real)
+                and _floats_identical(want_item.imag, got_item.imag)
             ):
                 problems.append(f"{where}: item() {got_item!r} != {want_item!r}")
         elif got_item != want_item:
@@ -313,9 +326,13 @@ def _compare_mapping_items(expected: Mapping, got: Mapping, path, problems, stor
         missing = [k for k in want_keys if k not in got_keys]
         extra = [k for k in got_keys if k not in want_keys]
         if missing or extra:
-            problems.append(f"{fmt_path(path)}: keys differ: missing {missing!r}, unexpected {extra!r}")
+            problems.append(
+                f"{fmt_path(path)}: keys differ: missing {missing!r}, unexpected {extra!r}"
+            )
         else:
-            problems.append(f"{fmt_path(path)}: key order differs: expected {want_keys!r}, got {got_keys!r}")
+            problems.append(
+                f"{fmt_path(path)}: key order differs: expected {want_keys!r}, got {got_keys!r}"
+            )
     for k in want_keys:
         if k in got_keys:
             got_k = next(gk for gk in got_keys if gk == k)
@@ -326,7 +343,9 @@ def _compare_mapping_items(expected: Mapping, got: Mapping, path, problems, stor
             compare_objects(expected[k], got[k], path + (k,), problems, storages)
 
 
-def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], storages=None) -> None:
+def compare_objects(
+    expected: Any, got: Any, path: tuple, problems: list[str], storages=None
+) -> None:
     """Recursively compare torch's ``expected`` with ckptpeek's ``got``; append problems."""
     import torch
 
@@ -335,7 +354,9 @@ def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], s
     where = fmt_path(path)
 
     def type_problem(want: str) -> None:
-        problems.append(f"{where}: expected {want}, got {type(got).__module__}.{type(got).__qualname__}: {got!r:.200}")
+        problems.append(
+            f"{where}: expected {want}, got {type(got).__module__}.{type(got).__qualname__}: {got!r:.200}"
+        )
 
     # ---- tensors ---------------------------------------------------------------
     if isinstance(expected, torch.Tensor):
@@ -356,7 +377,9 @@ def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], s
         return
     if isinstance(expected, (torch.device, torch.dtype)):
         if str(got) != str(expected):
-            problems.append(f"{where}: str() {str(got)!r} != {str(expected)!r} ({type(expected).__name__} value)")
+            problems.append(
+                f"{where}: str() {str(got)!r} != {str(expected)!r} ({type(expected).__name__} value)"
+            )
         return
 
     # ---- config containers ------------------------------------------------------
@@ -398,7 +421,9 @@ def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], s
             if got_meta is None:
                 problems.append(f"{where}: the state dict's _metadata attribute was dropped")
             else:
-                compare_objects(expected._metadata, got_meta, path + ("<_metadata>",), problems, storages)
+                compare_objects(
+                    expected._metadata, got_meta, path + ("<_metadata>",), problems, storages
+                )
         return
 
     # ---- sequences ----------------------------------------------------------------
@@ -421,12 +446,16 @@ def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], s
     # ---- scalars ------------------------------------------------------------------
     if expected is None or isinstance(expected, (bool, int, str, bytes, bytearray)):
         if type(got) is not type(expected) or got != expected:
-            problems.append(f"{where}: expected {expected!r} ({type(expected).__name__}), got {got!r:.200} "
-                            f"({type(got).__name__})")
+            problems.append(
+                f"{where}: expected {expected!r} ({type(expected).__name__}), got {got!r:.200} "
+                f"({type(got).__name__})"
+            )
         return
     if isinstance(expected, float):
         if type(got) is not float or not _floats_identical(expected, got):
-            problems.append(f"{where}: expected float {expected!r}, got {got!r} ({type(got).__name__})")
+            problems.append(
+                f"{where}: expected float {expected!r}, got {got!r} ({type(got).__name__})"
+            )
         return
     if isinstance(expected, complex):
         if (
@@ -455,8 +484,10 @@ def compare_objects(expected: Any, got: Any, path: tuple, problems: list[str], s
     except Exception:  # noqa: BLE001
         same = False
     if not same:
-        problems.append(f"{where}: unhandled type {type(expected).__qualname__}: expected {expected!r:.200}, "
-                        f"got {got!r:.200}")
+        problems.append(
+            f"{where}: unhandled type {type(expected).__qualname__}: expected {expected!r:.200}, "
+            f"got {got!r:.200}"
+        )
 
 
 def _compare_loose(plain: Any, got: Any, path, problems, storages) -> None:
@@ -467,7 +498,9 @@ def _compare_loose(plain: Any, got: Any, path, problems, storages) -> None:
     """
     if isinstance(plain, dict):
         if not isinstance(got, dict):
-            problems.append(f"{fmt_path(path)}: expected a dict (from DictConfig), got {type(got).__name__}")
+            problems.append(
+                f"{fmt_path(path)}: expected a dict (from DictConfig), got {type(got).__name__}"
+            )
             return
         want_keys, got_keys = list(plain), list(got)
         if want_keys != got_keys:
@@ -478,7 +511,9 @@ def _compare_loose(plain: Any, got: Any, path, problems, storages) -> None:
         return
     if isinstance(plain, list):
         if not isinstance(got, list) or len(got) != len(plain):
-            problems.append(f"{fmt_path(path)}: expected list {plain!r} (from ListConfig), got {got!r:.200}")
+            problems.append(
+                f"{fmt_path(path)}: expected list {plain!r} (from ListConfig), got {got!r:.200}"
+            )
             return
         for i, (e, g) in enumerate(zip(plain, got)):
             _compare_loose(e, g, path + (i,), problems, storages)

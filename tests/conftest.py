@@ -32,5 +32,6 @@ def data_dir() -> pathlib.Path:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return (f"ckptpeek {ckptpeek.__version__}: default engine {ckptpeek.BACKEND}"
-            + (f" (native unavailable: {_backend.NATIVE_ERROR})" if _backend.NATIVE_ERROR else ""))
+    return f"ckptpeek {ckptpeek.__version__}: default engine {ckptpeek.BACKEND}" + (
+        f" (native unavailable: {_backend.NATIVE_ERROR})" if _backend.NATIVE_ERROR else ""
+    )

@@ -124,7 +124,9 @@ def test_open_reports_format_backend_and_path(corpus, name, engine):
         assert ckpt.path == str(path)
 
 
-@pytest.mark.parametrize("name", ["sd_sequential", "fileobj_archive_prefix", "lit_adam_steplr_last"])
+@pytest.mark.parametrize(
+    "name", ["sd_sequential", "fileobj_archive_prefix", "lit_adam_steplr_last"]
+)
 def test_open_binary_file_object(corpus, torch_load, name, engine):
     """Opening an already-open binary file gives the same tensors as opening the path."""
     with open(corpus[name], "rb") as fh, ckptpeek.open(fh, engine=engine) as ckpt:
@@ -174,7 +176,9 @@ def test_tensor_data_is_read_lazily(corpus, engine):
         root = ckpt.root
         after_root = ckpt.bytes_read
         big_nbytes = root["big"].nbytes
-        assert after_root < size - big_nbytes // 2, f"reading the pickle read {after_root} of {size} bytes"
+        assert after_root < size - big_nbytes // 2, (
+            f"reading the pickle read {after_root} of {size} bytes"
+        )
         root["layer0.weight"].numpy()
         assert ckpt.bytes_read - after_root < 64 * 1024, "reading an 8-byte tensor read far more"
         root["big"].numpy().sum()

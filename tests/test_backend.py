@@ -16,13 +16,20 @@ DATA = pathlib.Path(__file__).parent / "data"
 
 def _python(code: str, **env: str) -> str:
     full_env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, env=full_env).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=full_env
+    ).stdout.strip()
 
 
 def test_no_extensions_forces_python() -> None:
-    assert _python("import ckptpeek; print(ckptpeek.BACKEND)",
-                   CKPTPEEK_NO_EXTENSIONS="1", CKPTPEEK_REQUIRE_EXTENSIONS="") == "python"
+    assert (
+        _python(
+            "import ckptpeek; print(ckptpeek.BACKEND)",
+            CKPTPEEK_NO_EXTENSIONS="1",
+            CKPTPEEK_REQUIRE_EXTENSIONS="",
+        )
+        == "python"
+    )
 
 
 def test_backend_is_reported() -> None:
@@ -39,7 +46,7 @@ def test_unknown_engine_is_a_clear_error() -> None:
 def test_reading_never_imports_torch() -> None:
     code = f"""
 import sys, ckptpeek
-path = {str(DATA / 'lightning_tiny.ckpt')!r}
+path = {str(DATA / "lightning_tiny.ckpt")!r}
 with ckptpeek.open(path) as ckpt:
     s = ckpt.summary()
     list(ckpt.tensors())
@@ -53,6 +60,8 @@ print(bad)
 
 
 def test_import_is_light() -> None:
-    out = _python("import sys, ckptpeek; print(sorted(m for m in ('torch', 'pydantic', 'yaml', "
-                  "'numpy', 'safetensors') if m in sys.modules))")
+    out = _python(
+        "import sys, ckptpeek; print(sorted(m for m in ('torch', 'pydantic', 'yaml', "
+        "'numpy', 'safetensors') if m in sys.modules))"
+    )
     assert out == "[]"

@@ -57,17 +57,24 @@ def test_errors_are_one_line_and_exit_1(tmp_path, capsys) -> None:
 
 
 def test_version_shows_engine() -> None:
-    out = subprocess.run([sys.executable, "-m", "ckptpeek", "--version"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ckptpeek", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert __version__ in out and "engine:" in out
 
 
 @pytest.mark.parametrize("args", [["FILE"], ["--json", "FILE"], ["--tree", "FILE"]])
 def test_cli_never_imports_torch(args) -> None:
-    code = ("import sys, runpy; sys.argv = ['ckptpeek'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_module('ckptpeek', run_name='__main__')\n"
-            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys, runpy; sys.argv = ['ckptpeek'] + sys.argv[1:]\n"
+        "try:\n    runpy.run_module('ckptpeek', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     argv = [str(LIGHTNING) if a == "FILE" else a for a in args]
-    subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )

@@ -23,14 +23,20 @@ from torch.distributed.checkpoint.filesystem import _StorageInfo  # noqa: E402
 def _state() -> dict:
     g = torch.Generator().manual_seed(0)
     return {
-        "model": {"w": torch.randn(3, 4, generator=g), "b": torch.arange(5, dtype=torch.int64),
-                  "h": torch.randn(2, 2, generator=g).to(torch.bfloat16),
-                  "i8": torch.tensor([-1, 2, 3], dtype=torch.int8),
-                  "nc": torch.arange(12.0, dtype=torch.float64).reshape(3, 4).t(),
-                  "scalar": torch.tensor(2.5, dtype=torch.float16)},
-        "optimizer": {"state": {0: {"exp_avg": torch.zeros(3), "step": torch.tensor(4.0)}},
-                      "param_groups": [{"lr": 0.1, "params": [0]}]},
-        "epoch": 3, "name": "run",
+        "model": {
+            "w": torch.randn(3, 4, generator=g),
+            "b": torch.arange(5, dtype=torch.int64),
+            "h": torch.randn(2, 2, generator=g).to(torch.bfloat16),
+            "i8": torch.tensor([-1, 2, 3], dtype=torch.int8),
+            "nc": torch.arange(12.0, dtype=torch.float64).reshape(3, 4).t(),
+            "scalar": torch.tensor(2.5, dtype=torch.float16),
+        },
+        "optimizer": {
+            "state": {0: {"exp_avg": torch.zeros(3), "step": torch.tensor(4.0)}},
+            "param_groups": [{"lr": 0.1, "params": [0]}],
+        },
+        "epoch": 3,
+        "name": "run",
     }
 
 
@@ -106,8 +112,9 @@ def test_matches_dcp_load(saved: str, engine: str) -> None:
 
 def test_select_by_prefix(saved: str, engine: str) -> None:
     with ckptpeek.open(saved, engine=engine, select=["model", "epoch"]) as ckpt:
-        assert sorted(ckpt.root) == sorted(["epoch", "model.w", "model.b", "model.h", "model.i8",
-                                            "model.nc", "model.scalar"])
+        assert sorted(ckpt.root) == sorted(
+            ["epoch", "model.w", "model.b", "model.h", "model.i8", "model.nc", "model.scalar"]
+        )
         assert ckpt.selected == frozenset({"model", "epoch"})
 
 
@@ -123,12 +130,19 @@ def _write_chunked(path: str, full: torch.Tensor, cut: int, keep: int = 2) -> No
             torch.save(full[lo:hi].clone(), f)
             length = f.tell() - start
         offsets = torch.Size([lo, 0])
-        chunks.append(M.ChunkStorageMetadata(offsets=offsets, sizes=torch.Size([hi - lo, full.shape[1]])))
+        chunks.append(
+            M.ChunkStorageMetadata(offsets=offsets, sizes=torch.Size([hi - lo, full.shape[1]]))
+        )
         storage[M.MetadataIndex("w", offsets, rank)] = _StorageInfo(name, start, length)
     meta = M.Metadata(
-        state_dict_metadata={"w": M.TensorStorageMetadata(
-            properties=M.TensorProperties(dtype=full.dtype), size=full.shape, chunks=chunks)},
-        storage_data=storage, planner_data={"w": ("w",)})
+        state_dict_metadata={
+            "w": M.TensorStorageMetadata(
+                properties=M.TensorProperties(dtype=full.dtype), size=full.shape, chunks=chunks
+            )
+        },
+        storage_data=storage,
+        planner_data={"w": ("w",)},
+    )
     with open(os.path.join(path, ".metadata"), "wb") as f:
         pickle.dump(meta, f)
 
@@ -163,6 +177,7 @@ def test_partial_tensor_unsupported(tmp_path, engine: str) -> None:
 
 
 # -- hostile input ----------------------------------------------------------------------
+
 
 def _copy(saved: str, tmp_path) -> str:
     dst = str(tmp_path / "copy")
@@ -213,11 +228,14 @@ def _rewrite_storage(path: str, fn) -> None:
         pickle.dump(md, f)
 
 
-@pytest.mark.parametrize("change, code", [
-    (lambda s: _StorageInfo(s.relative_path, s.offset + 10**9, s.length), "dcp-bad-range"),
-    (lambda s: _StorageInfo("../../etc/passwd", s.offset, s.length), "dcp-bad-metadata"),
-    (lambda s: _StorageInfo(s.relative_path, s.offset + 1, s.length), None),
-])
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        (lambda s: _StorageInfo(s.relative_path, s.offset + 10**9, s.length), "dcp-bad-range"),
+        (lambda s: _StorageInfo("../../etc/passwd", s.offset, s.length), "dcp-bad-metadata"),
+        (lambda s: _StorageInfo(s.relative_path, s.offset + 1, s.length), None),
+    ],
+)
 def test_bad_storage_entries(saved: str, tmp_path, engine: str, change, code) -> None:
     path = _copy(saved, tmp_path)
     _rewrite_storage(path, change)

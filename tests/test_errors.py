@@ -39,8 +39,13 @@ def test_every_code_is_documented_in_the_readme() -> None:
 
 
 def test_message_names_file_member_and_offset() -> None:
-    err = FormatError("unknown opcode 0xf3", code="unknown-opcode", path="a.ckpt",
-                      member="archive/data.pkl", offset=1187)
+    err = FormatError(
+        "unknown opcode 0xf3",
+        code="unknown-opcode",
+        path="a.ckpt",
+        member="archive/data.pkl",
+        offset=1187,
+    )
     assert str(err) == "unknown opcode 0xf3 (at byte 1187 of archive/data.pkl in a.ckpt)"
     assert isinstance(err, ValueError) and isinstance(err, CheckpointError)
 
@@ -55,7 +60,12 @@ def test_errors_pickle_across_processes() -> None:
 
     err = FormatError("m", code="truncated", path="p", member="m", offset=3)
     back = pickle.loads(pickle.dumps(err))
-    assert (type(back), back.code, back.offset, str(back)) == (FormatError, "truncated", 3, str(err))
+    assert (type(back), back.code, back.offset, str(back)) == (
+        FormatError,
+        "truncated",
+        3,
+        str(err),
+    )
 
 
 def test_public_names() -> None:

@@ -32,8 +32,12 @@ def test_quantized(tmp_path, engine) -> None:
         "per_tensor_u8": torch.quantize_per_tensor(x, 0.1, 3, torch.quint8),
         "per_tensor_i32": torch.quantize_per_tensor(x, 0.01, 0, torch.qint32),
         "per_channel": torch.quantize_per_channel(
-            x, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.double),
-            torch.tensor([0, 1, 2, 3]), 0, torch.qint8),
+            x,
+            torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.double),
+            torch.tensor([0, 1, 2, 3]),
+            0,
+            torch.qint8,
+        ),
     }
     path = _save(tmp_path, saved)
     expected = torch.load(path)
@@ -53,9 +57,13 @@ def test_quantized(tmp_path, engine) -> None:
 
 def test_sparse(tmp_path, engine) -> None:
     dense = torch.tensor([[0.0, 1.5, 0.0, 0.0], [2.0, 0.0, 3.0, 0.0]])
-    saved = {"coo": dense.to_sparse(), "csr": dense.to_sparse_csr(),
-             "csc": dense.to_sparse_csc(), "bsr": dense.to_sparse_bsr((1, 2)),
-             "uncoalesced": torch.sparse_coo_tensor([[0, 0], [1, 1]], [1.0, 2.0], (2, 2))}
+    saved = {
+        "coo": dense.to_sparse(),
+        "csr": dense.to_sparse_csr(),
+        "csc": dense.to_sparse_csc(),
+        "bsr": dense.to_sparse_bsr((1, 2)),
+        "uncoalesced": torch.sparse_coo_tensor([[0, 0], [1, 1]], [1.0, 2.0], (2, 2)),
+    }
     path = _save(tmp_path, saved)
     expected = torch.load(path)
     got = ckptpeek.load_checkpoint(path, engine=engine, fallback=None)
@@ -81,7 +89,11 @@ def test_nested_and_meta(tmp_path, engine) -> None:
     assert [p.numpy().tolist() for p in parts] == [t.tolist() for t in expected["nested"].unbind()]
     meta = got["meta"]
     assert (meta.kind, str(meta.device), tuple(meta.shape), meta.stride()) == (
-        "meta", "meta", (2, 3), expected["meta"].stride())
+        "meta",
+        "meta",
+        (2, 3),
+        expected["meta"].stride(),
+    )
     with pytest.raises(ckptpeek.UnsupportedError):
         meta.numpy()
 
@@ -112,8 +124,10 @@ class _FromNumpy:
         self.dtype = dtype
 
     def __reduce__(self):
-        return (torch._utils._rebuild_device_tensor_from_numpy,
-                (self.array, self.dtype or torch.float32, "cpu", False))
+        return (
+            torch._utils._rebuild_device_tensor_from_numpy,
+            (self.array, self.dtype or torch.float32, "cpu", False),
+        )
 
 
 def test_device_tensor_from_numpy(tmp_path, engine) -> None:
@@ -129,9 +143,12 @@ def test_device_tensor_from_numpy(tmp_path, engine) -> None:
 def test_device_tensor_from_float32_numpy_is_narrowed_like_torch(tmp_path, engine, name) -> None:
     # older XLA files carry bfloat16 tensors as float32 numpy data; torch rounds on load
     rng = np.random.default_rng(0)
-    array = np.concatenate([rng.standard_normal(64).astype(np.float32) * 1000,
-                            np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40, 65519.0],
-                                     dtype=np.float32)])
+    array = np.concatenate(
+        [
+            rng.standard_normal(64).astype(np.float32) * 1000,
+            np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40, 65519.0], dtype=np.float32),
+        ]
+    )
     path = _save(tmp_path, {"x": _FromNumpy(array, getattr(torch, name))})
     expected = torch.load(path, weights_only=False)["x"]
     got = ckptpeek.load_checkpoint(path, engine=engine, fallback=None)["x"]
@@ -161,8 +178,11 @@ def _big_endian_copy(src, dst):
 @pytest.mark.parametrize("dtype", ["float32", "int64", "float16", "complex64", "uint8"])
 def test_big_endian_file(tmp_path, engine, dtype) -> None:
     base = torch.arange(12).reshape(3, 4).to(getattr(torch, dtype))
-    src = _save(tmp_path, {"t": base, "view": base.t()[1:], "scalar": base[1, 1].clone()},
-                name=f"{dtype}.pt")
+    src = _save(
+        tmp_path,
+        {"t": base, "view": base.t()[1:], "scalar": base[1, 1].clone()},
+        name=f"{dtype}.pt",
+    )
     dst = tmp_path / "big" / f"{dtype}.pt"
     dst.parent.mkdir()
     _big_endian_copy(src, dst)
@@ -175,14 +195,20 @@ def test_big_endian_file(tmp_path, engine, dtype) -> None:
 
 def test_wrapper_subclass_is_described(engine) -> None:
     # (cls, dtype, size, stride, storage_offset, layout, device, requires_grad): no data
-    data = (b"\x80\x02ctorch._utils\n_rebuild_wrapper_subclass\n"
-            b"(ctorch\nTensor\nctorch\nfloat32\n"          # MARK, cls, dtype
-            b"K\x02K\x03\x86K\x03K\x01\x86K\x00"            # size, stride, storage_offset
-            b"ctorch\nstrided\nX\x04\x00\x00\x00cuda\x89"   # layout, device, requires_grad
-            b"tR.")
+    data = (
+        b"\x80\x02ctorch._utils\n_rebuild_wrapper_subclass\n"
+        b"(ctorch\nTensor\nctorch\nfloat32\n"  # MARK, cls, dtype
+        b"K\x02K\x03\x86K\x03K\x01\x86K\x00"  # size, stride, storage_offset
+        b"ctorch\nstrided\nX\x04\x00\x00\x00cuda\x89"  # layout, device, requires_grad
+        b"tR."
+    )
     ref = ckptpeek.unpickle.engine.engine(engine).run_pickle(data).value
     assert (ref.kind, tuple(ref.shape), ref.stride(), ref.components["device"]) == (
-        "wrapper", (2, 3), (3, 1), "cuda")
+        "wrapper",
+        (2, 3),
+        (3, 1),
+        "cuda",
+    )
     with pytest.raises(ckptpeek.UnsupportedError):
         ref.numpy()
 

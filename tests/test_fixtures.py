@@ -19,8 +19,11 @@ import pytest
 import ckptpeek
 
 DATA = pathlib.Path(__file__).parent / "data"
-FIXTURES = sorted(p.name for p in DATA.iterdir() if p.suffix in (".pt", ".ckpt")
-                  and (DATA / f"{p.name}.expected.json").exists())
+FIXTURES = sorted(
+    p.name
+    for p in DATA.iterdir()
+    if p.suffix in (".pt", ".ckpt") and (DATA / f"{p.name}.expected.json").exists()
+)
 
 
 def _expected(name: str) -> dict:
@@ -53,7 +56,9 @@ def _check_graph(exp, got, path, tensors, seen, problems):
     elif isinstance(exp, dict) and "__seq__" in exp:
         want = tuple if exp["__type__"] == "tuple" else list
         if type(got) is not want or len(got) != len(exp["__seq__"]):
-            problems.append(f"{where}: expected {exp['__type__']} of {len(exp['__seq__'])}, got {got!r}")
+            problems.append(
+                f"{where}: expected {exp['__type__']} of {len(exp['__seq__'])}, got {got!r}"
+            )
             return
         for i, v in enumerate(exp["__seq__"]):
             _check_graph(v, got[i], path + (i,), tensors, seen, problems)
@@ -80,9 +85,15 @@ def test_fixture_matches_torch(name: str, engine: str) -> None:
         storage_of: dict[int, str] = {}
         for index, ref in seen:
             want = exp["tensors"][index]
-            got = {"dtype": str(ref.dtype), "shape": list(ref.shape), "stride": list(ref.stride()),
-                   "storage_offset": ref.storage_offset(), "requires_grad": ref.requires_grad,
-                   "is_parameter": ref.is_parameter, "hex": _tensor_hex(ref)}
+            got = {
+                "dtype": str(ref.dtype),
+                "shape": list(ref.shape),
+                "stride": list(ref.stride()),
+                "storage_offset": ref.storage_offset(),
+                "requires_grad": ref.requires_grad,
+                "is_parameter": ref.is_parameter,
+                "hex": _tensor_hex(ref),
+            }
             for field, value in got.items():
                 if value != want[field]:
                     problems.append(f"{want['path']}: {field} {value!r} != {want[field]!r}")
@@ -109,12 +120,19 @@ def test_lightning_summary(engine: str) -> None:
         root = ckpt.root
     assert (s.epoch, s.global_step) == (root["epoch"], root["global_step"]) == (1, 8)
     assert s.lightning_version == root["pytorch-lightning_version"]
-    assert s.hyper_parameters == {"lr": 0.01, "encoder": {"name": "resnet18", "stages": [2, 2, 2, 2]}}
+    assert s.hyper_parameters == {
+        "lr": 0.01,
+        "encoder": {"name": "resnet18", "stages": [2, 2, 2, 2]},
+    }
     (mc,) = s.model_checkpoints
     state = next(v for k, v in root["callbacks"].items() if k.startswith("ModelCheckpoint"))
     assert (mc.monitor, mc.mode) == ("val/hmean", "max")
     assert mc.best_model_score == float(state["best_model_score"].item())
-    assert mc.best_model_path == state["best_model_path"] == "outputs/tiny/checkpoints/epoch=1-step=8.ckpt"
+    assert (
+        mc.best_model_path
+        == state["best_model_path"]
+        == "outputs/tiny/checkpoints/epoch=1-step=8.ckpt"
+    )
     assert mc.last_model_path == "outputs/tiny/checkpoints/last.ckpt"
     assert set(mc.best_k_models) == set(state["best_k_models"])
     (es,) = s.early_stopping

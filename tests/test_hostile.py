@@ -59,6 +59,7 @@ SRC = pathlib.Path(ckptpeek.__file__).resolve().parents[1]  # the ckptpeek under
 
 # ------------------------------------------------------------------------------ helpers
 
+
 def run(engine: str, data: bytes, **kw: Any) -> Any:
     """``run_pickle`` of the chosen engine (no storages unless given)."""
     return _backend.engine(engine).run_pickle(data, **kw)
@@ -84,8 +85,14 @@ def open_and_consume(engine: str, data: bytes, **kw: Any) -> Any:
         return ckpt.root
 
 
-def vm_error(engine: str, data: bytes, cls: type = FormatError, code: str | tuple[str, ...] | None = None,
-             offset: int | None = None, **kw: Any) -> CheckpointError:
+def vm_error(
+    engine: str,
+    data: bytes,
+    cls: type = FormatError,
+    code: str | tuple[str, ...] | None = None,
+    offset: int | None = None,
+    **kw: Any,
+) -> CheckpointError:
     """Run ``data`` and check the error: class, code, and an offset inside the pickle."""
     with pytest.raises(CheckpointError) as info:
         run(engine, data, **kw)
@@ -100,9 +107,16 @@ def vm_error(engine: str, data: bytes, cls: type = FormatError, code: str | tupl
     return err
 
 
-def file_error(engine: str, tmp_path: pathlib.Path, data: bytes, cls: type = CheckpointError,
-               code: str | tuple[str, ...] | None = None, member: str | None = MEMBER,
-               pickle_len: int | None = None, **kw: Any) -> CheckpointError:
+def file_error(
+    engine: str,
+    tmp_path: pathlib.Path,
+    data: bytes,
+    cls: type = CheckpointError,
+    code: str | tuple[str, ...] | None = None,
+    member: str | None = MEMBER,
+    pickle_len: int | None = None,
+    **kw: Any,
+) -> CheckpointError:
     """Open ``data`` as a file: the error names the file (and member), offset in the pickle."""
     path = write(tmp_path, data)
     with pytest.raises(CheckpointError) as info:
@@ -142,8 +156,10 @@ def wrap(pkl: bytes) -> bytes:
 
 def snapshot(ckpt: Any) -> Any:
     """Everything observable about a read, for comparing two reads of the same file."""
-    tensors = [(key, tuple(t.shape), str(t.dtype), t.stride(), t.storage_offset(),
-                t.numpy().tolist()) for key, t in ckpt.tensors()]
+    tensors = [
+        (key, tuple(t.shape), str(t.dtype), t.stride(), t.storage_offset(), t.numpy().tolist())
+        for key, t in ckpt.tensors()
+    ]
     summary = ckpt.summary().model_dump()
     summary.pop("bytes_read", None)
     return repr(ckpt.root), tensors, [str(g) for g in ckpt.globals()], summary
@@ -153,15 +169,27 @@ def registry_snapshot() -> dict[Any, Any]:
     out = {}
     for key, value in registry.KNOWN_GLOBALS.items():
         if is_dataclass(value):
-            out[key] = (type(value), tuple((f.name, id(getattr(value, f.name)), repr(getattr(value, f.name)))
-                                           for f in fields(value)))
+            out[key] = (
+                type(value),
+                tuple(
+                    (f.name, id(getattr(value, f.name)), repr(getattr(value, f.name)))
+                    for f in fields(value)
+                ),
+            )
         else:
             out[key] = (type(value), repr(value))
     return out
 
 
-def isolated(engine: str, tmp_path: pathlib.Path, data: bytes, *, after: str = "",
-             timeout: float = 60, limit_mb: int | None = None) -> str:
+def isolated(
+    engine: str,
+    tmp_path: pathlib.Path,
+    data: bytes,
+    *,
+    after: str = "",
+    timeout: float = 60,
+    limit_mb: int | None = None,
+) -> str:
     """Run the pickle in a fresh interpreter; fail (not crash) if that process dies.
 
     The child prints ``result ok`` or ``result error <code>``, then runs ``after`` with
@@ -190,13 +218,15 @@ def isolated(engine: str, tmp_path: pathlib.Path, data: bytes, *, after: str = "
     """)
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     try:
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"reading a {len(data)}-byte pickle took more than {timeout} s")
     assert proc.returncode == 0 and "done" in proc.stdout, (
         f"interpreter process died (exit code {proc.returncode}) on a {len(data)}-byte pickle\n"
-        f"stdout: {proc.stdout[-500:]}\nstderr: {proc.stderr[-1500:]}")
+        f"stdout: {proc.stdout[-500:]}\nstderr: {proc.stderr[-1500:]}"
+    )
     if limit_mb is not None:
         rss = int(proc.stdout.split("maxrss_mb", 1)[1].split()[0])
         assert rss < limit_mb, f"a {len(data)}-byte pickle made the reader use {rss} MB"
@@ -216,6 +246,7 @@ def deflate_zeros(n_mb: int, head: bytes = b"") -> bytes:
 
 # ------------------------------------------------------------------------------ sanity
 
+
 def test_builder_checkpoint_reads(engine: str) -> None:
     with ckptpeek.open(io.BytesIO(CKPT), engine=engine) as ckpt:
         assert ckpt.root["epoch"] == 3
@@ -227,21 +258,26 @@ def test_builder_checkpoint_reads(engine: str) -> None:
 
 # ------------------------------------------------------------------------------ truncation
 
+
 def test_truncated_file_every_50th(engine: str, tmp_path: pathlib.Path) -> None:
     start = time.perf_counter()
     for k in range(50):
         cut = len(CKPT) * k // 50
         err = file_error(engine, tmp_path, CKPT[:cut], FormatError, member=None)
-        assert err.code in ("empty-file", "zip-no-eocd", "truncated", "unknown-format",
-                            "zip-bad-central-dir"), (cut, err.code, str(err))
+        assert err.code in (
+            "empty-file",
+            "zip-no-eocd",
+            "truncated",
+            "unknown-format",
+            "zip-bad-central-dir",
+        ), (cut, err.code, str(err))
     assert time.perf_counter() - start < 5
 
 
 def test_truncated_pickle_every_byte(engine: str, tmp_path: pathlib.Path) -> None:
     start = time.perf_counter()
     for k in range(len(PKL)):
-        err = file_error(engine, tmp_path, wrap(PKL[:k]), FormatError, "truncated",
-                         pickle_len=k)
+        err = file_error(engine, tmp_path, wrap(PKL[:k]), FormatError, "truncated", pickle_len=k)
         assert err.offset <= k
     assert time.perf_counter() - start < 5
 
@@ -257,6 +293,7 @@ def test_truncated_pickle_every_byte_vm(engine: str) -> None:
 
 
 # ------------------------------------------------------------------------------ bit flips, noise
+
 
 def test_pickle_bit_flips(engine: str) -> None:
     start_pkl = CKPT.index(PKL)
@@ -296,8 +333,9 @@ def test_random_bytes(engine: str, tmp_path: pathlib.Path, head: bytes, n: int) 
 def test_random_pickles_vm(engine: str, n: int) -> None:
     rng = random.Random(n)
     bad = only_checkpoint_errors(lambda d: run(engine, d), [rng.randbytes(n) for _ in range(200)])
-    bad += only_checkpoint_errors(lambda d: run(engine, d),
-                                  [b"\x80\x04" + rng.randbytes(n) for _ in range(200)])
+    bad += only_checkpoint_errors(
+        lambda d: run(engine, d), [b"\x80\x04" + rng.randbytes(n) for _ in range(200)]
+    )
     assert not bad, "\n".join(bad[:10])
 
 
@@ -307,14 +345,21 @@ def test_empty_file(engine: str, tmp_path: pathlib.Path) -> None:
 
 
 def test_text_file(engine: str, tmp_path: pathlib.Path) -> None:
-    err = file_error(engine, tmp_path, b"epoch: 3\nstep: 1200\n" * 20, FormatError,
-                     "unknown-format", member=None)
+    err = file_error(
+        engine, tmp_path, b"epoch: 3\nstep: 1200\n" * 20, FormatError, "unknown-format", member=None
+    )
     assert "text" in str(err)
 
 
 def test_zip_without_data_pkl(engine: str, tmp_path: pathlib.Path) -> None:
-    data = build_zip([Member("archive/version", b"3\n"), Member("archive/data/0", b"\0" * 24),
-                      Member("archive/data.pkl.bak", PKL), Member("data.pkl/x", PKL)])
+    data = build_zip(
+        [
+            Member("archive/version", b"3\n"),
+            Member("archive/data/0", b"\0" * 24),
+            Member("archive/data.pkl.bak", PKL),
+            Member("data.pkl/x", PKL),
+        ]
+    )
     file_error(engine, tmp_path, data, FormatError, "zip-no-data-pkl", member=None)
 
 
@@ -323,6 +368,7 @@ def test_empty_zip(engine: str, tmp_path: pathlib.Path) -> None:
 
 
 # ------------------------------------------------------------------------------ lying zips
+
 
 def _pkl_member(**kw: Any) -> Member:
     return Member(MEMBER, PKL, **kw)
@@ -384,14 +430,23 @@ def test_member_claims_4gb(engine: str, tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("claim", [0xFFFFFFFE, 1 << 40, (1 << 63) - 1])
-def test_member_claims_huge_under_raised_limit(engine: str, tmp_path: pathlib.Path, claim: int) -> None:
+def test_member_claims_huge_under_raised_limit(
+    engine: str, tmp_path: pathlib.Path, claim: int
+) -> None:
     """Even with the size guard lifted, a claim is checked against the file before use."""
-    data = torch_zip(PKL, pkl_member=_pkl_member(claim_size=claim, claim_csize=claim,
-                                                 zip64=claim >= 0xFFFFFFFF))
+    data = torch_zip(
+        PKL, pkl_member=_pkl_member(claim_size=claim, claim_csize=claim, zip64=claim >= 0xFFFFFFFF)
+    )
     tracemalloc.start()
     try:
-        err = file_error(engine, tmp_path, data, FormatError, "truncated",
-                         limits=Limits(max_pickle_bytes=1 << 63))
+        err = file_error(
+            engine,
+            tmp_path,
+            data,
+            FormatError,
+            "truncated",
+            limits=Limits(max_pickle_bytes=1 << 63),
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -400,10 +455,17 @@ def test_member_claims_huge_under_raised_limit(engine: str, tmp_path: pathlib.Pa
 
 
 def test_storage_claims_4gb(engine: str, tmp_path: pathlib.Path) -> None:
-    storage = Member("archive/data/0", struct.pack("<6f", *FLOATS), claim_size=0xFFFFFFF0,
-                     claim_csize=0xFFFFFFF0)
-    data = build_zip([Member(MEMBER, PKL), Member("archive/byteorder", b"little"), storage,
-                      Member("archive/version", b"3\n")])
+    storage = Member(
+        "archive/data/0", struct.pack("<6f", *FLOATS), claim_size=0xFFFFFFF0, claim_csize=0xFFFFFFF0
+    )
+    data = build_zip(
+        [
+            Member(MEMBER, PKL),
+            Member("archive/byteorder", b"little"),
+            storage,
+            Member("archive/version", b"3\n"),
+        ]
+    )
     path = write(tmp_path, data)
     tracemalloc.start()
     try:
@@ -422,8 +484,9 @@ def test_deflate_bomb_small_claim(engine: str, tmp_path: pathlib.Path) -> None:
     bomb = _pkl_member(method=8, compressed=deflate_zeros(32, PKL), claim_size=64 << 10)
     tracemalloc.start()
     try:
-        err = file_error(engine, tmp_path, torch_zip(PKL, pkl_member=bomb), FormatError,
-                         "zip-bad-deflate")
+        err = file_error(
+            engine, tmp_path, torch_zip(PKL, pkl_member=bomb), FormatError, "zip-bad-deflate"
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -436,7 +499,9 @@ def test_deflate_bomb_exact_pickle_claim(engine: str, tmp_path: pathlib.Path) ->
     bomb = _pkl_member(method=8, compressed=deflate_zeros(32, PKL), claim_size=len(PKL))
     tracemalloc.start()
     try:
-        file_error(engine, tmp_path, torch_zip(PKL, pkl_member=bomb), FormatError, "zip-bad-deflate")
+        file_error(
+            engine, tmp_path, torch_zip(PKL, pkl_member=bomb), FormatError, "zip-bad-deflate"
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -453,7 +518,9 @@ def test_deflate_bomb_short_of_claim(engine: str, tmp_path: pathlib.Path) -> Non
     bomb = _pkl_member(method=8, compressed=deflate_zeros(8, PKL), claim_size=64 << 20)
     tracemalloc.start()
     try:
-        file_error(engine, tmp_path, torch_zip(PKL, pkl_member=bomb), FormatError, "zip-bad-deflate")
+        file_error(
+            engine, tmp_path, torch_zip(PKL, pkl_member=bomb), FormatError, "zip-bad-deflate"
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -490,8 +557,9 @@ def _attack_args(kind: str, target: pathlib.Path) -> Pickle:
     return p.mark().glob("os", "system").str("system").tuple()
 
 
-def _attack_pickle(module: str, name: str, kind: str, target: pathlib.Path,
-                   how: str = "GLOBAL") -> tuple[bytes, int]:
+def _attack_pickle(
+    module: str, name: str, kind: str, target: pathlib.Path, how: str = "GLOBAL"
+) -> tuple[bytes, int]:
     """``{"x": module.name(args)}``; returns the pickle and the offset of the naming opcode."""
     p = Pickle().proto(4 if how in ("STACK_GLOBAL", "NEWOBJ") else 2).empty_dict().str("x")
     args = bytes(_attack_args(kind, target))
@@ -517,8 +585,9 @@ def _attack_pickle(module: str, name: str, kind: str, target: pathlib.Path,
 
 @pytest.mark.parametrize("how", ["GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ"])
 @pytest.mark.parametrize(("module", "name", "kind"), ATTACKS)
-def test_unknown_global_becomes_placeholder(engine: str, tmp_path: pathlib.Path, module: str,
-                                            name: str, kind: str, how: str) -> None:
+def test_unknown_global_becomes_placeholder(
+    engine: str, tmp_path: pathlib.Path, module: str, name: str, kind: str, how: str
+) -> None:
     target = tmp_path / "pwned"
     pkl, _at = _attack_pickle(module, name, kind, target, how)
     path = write(tmp_path, wrap(pkl))
@@ -530,8 +599,10 @@ def test_unknown_global_becomes_placeholder(engine: str, tmp_path: pathlib.Path,
             assert x.args == (f"touch {target}",)
         elif kind == "popen":
             assert x.args == (["touch", str(target)],)
-        assert any(g.module in (module, "builtins") and g.name == name and not g.safe
-                   for g in ckpt.globals()), ckpt.globals()
+        assert any(
+            g.module in (module, "builtins") and g.name == name and not g.safe
+            for g in ckpt.globals()
+        ), ckpt.globals()
         consume(ckpt)
         assert any(name in g for g in ckpt.summary().unknown_globals)
     assert not target.exists(), "the pickle's code ran"
@@ -539,16 +610,24 @@ def test_unknown_global_becomes_placeholder(engine: str, tmp_path: pathlib.Path,
 
 @pytest.mark.parametrize("how", ["GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ"])
 @pytest.mark.parametrize(("module", "name", "kind"), ATTACKS)
-def test_unknown_global_strict(engine: str, tmp_path: pathlib.Path, module: str, name: str,
-                               kind: str, how: str) -> None:
+def test_unknown_global_strict(
+    engine: str, tmp_path: pathlib.Path, module: str, name: str, kind: str, how: str
+) -> None:
     target = tmp_path / "pwned"
     pkl, at = _attack_pickle(module, name, kind, target, how)
     if kind == "getattr" and how != "INST":
         at = pkl.index(b"cos\nsystem\n")  # the first unknown global is os.system inside the args
         if how in ("GLOBAL", "STACK_GLOBAL", "NEWOBJ"):
             at = min(at, _attack_pickle(module, name, kind, target, how)[1])
-    err = file_error(engine, tmp_path, wrap(pkl), UnsafePickleError, "forbidden-global",
-                     pickle_len=len(pkl), strict=True)
+    err = file_error(
+        engine,
+        tmp_path,
+        wrap(pkl),
+        UnsafePickleError,
+        "forbidden-global",
+        pickle_len=len(pkl),
+        strict=True,
+    )
     if kind != "getattr":
         assert err.offset == at, (err.offset, at, str(err))
     assert not target.exists()
@@ -566,8 +645,9 @@ def test_known_global_file_strict_ok(engine: str) -> None:
         assert ckpt.root["epoch"] == 3
 
 
-def test_no_code_runs_even_if_names_are_monkeypatched(engine: str, monkeypatch: pytest.MonkeyPatch,
-                                                      tmp_path: pathlib.Path) -> None:
+def test_no_code_runs_even_if_names_are_monkeypatched(
+    engine: str, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
     calls = []
     monkeypatch.setattr(os, "system", lambda *a: calls.append(a))
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: calls.append(a))
@@ -578,6 +658,7 @@ def test_no_code_runs_even_if_names_are_monkeypatched(engine: str, monkeypatch: 
 
 
 # ------------------------------------------------------------------------------ BUILD attacks
+
 
 def _dict_state(*pairs: tuple[str, Any]) -> Pickle:
     p = Pickle().empty_dict()
@@ -592,13 +673,24 @@ def _dict_state(*pairs: tuple[str, Any]) -> Pickle:
 
 
 BUILDS = {
-    "odict-global-__class__": (("collections", "OrderedDict"), _dict_state(("__class__", ("os", "system")))),
+    "odict-global-__class__": (
+        ("collections", "OrderedDict"),
+        _dict_state(("__class__", ("os", "system"))),
+    ),
     "odict-global-x": (("collections", "OrderedDict"), _dict_state(("x", 1))),
-    "odict-global-call": (("collections", "OrderedDict"), _dict_state(("call", ("builtins", "eval")))),
+    "odict-global-call": (
+        ("collections", "OrderedDict"),
+        _dict_state(("call", ("builtins", "eval"))),
+    ),
     "rebuild-global-x": (("torch._utils", "_rebuild_tensor_v2"), _dict_state(("x", 1))),
-    "rebuild-global-call": (("torch._utils", "_rebuild_tensor_v2"), _dict_state(("call", ("os", "system")))),
-    "rebuild-global-slots": (("torch._utils", "_rebuild_tensor_v2"),
-                             Pickle().none().raw(bytes(_dict_state(("call", ("os", "system"))))).tuple2()),
+    "rebuild-global-call": (
+        ("torch._utils", "_rebuild_tensor_v2"),
+        _dict_state(("call", ("os", "system"))),
+    ),
+    "rebuild-global-slots": (
+        ("torch._utils", "_rebuild_tensor_v2"),
+        Pickle().none().raw(bytes(_dict_state(("call", ("os", "system"))))).tuple2(),
+    ),
     "dtype-itemsize": (("torch", "float32"), _dict_state(("itemsize", 1))),
     "storage-type-dtype": (("torch", "FloatStorage"), _dict_state(("dtype", ("torch", "float64")))),
     "layout": (("torch", "strided"), _dict_state(("name", 1))),
@@ -607,7 +699,10 @@ BUILDS = {
     "unknown-global": (("os", "system"), _dict_state(("module", 1))),
     "odict-instance-__class__": (None, _dict_state(("__class__", ("collections", "OrderedDict")))),
     "odict-instance-__dict__": (None, _dict_state(("__dict__", 1))),
-    "odict-instance-slot-__class__": (None, Pickle().none().raw(bytes(_dict_state(("__class__", ("os", "system"))))).tuple2()),
+    "odict-instance-slot-__class__": (
+        None,
+        Pickle().none().raw(bytes(_dict_state(("__class__", ("os", "system"))))).tuple2(),
+    ),
     "tensor-instance-shape": ("tensor", _dict_state(("shape", 1))),
 }
 
@@ -617,7 +712,7 @@ def _build_attack(target: Any, state: Pickle) -> bytes:
     if target is None:
         p.glob("collections", "OrderedDict").empty_tuple().reduce()
     elif target == "tensor":
-        body = PKL[PKL.index(b"c" + b"torch._utils"):PKL.rindex(b"u.")]
+        body = PKL[PKL.index(b"c" + b"torch._utils") : PKL.rindex(b"u.")]
         p.raw(body)
     else:
         p.glob(*target)
@@ -627,8 +722,9 @@ def _build_attack(target: Any, state: Pickle) -> bytes:
 
 @pytest.mark.parametrize("case", sorted(BUILDS))
 @pytest.mark.parametrize("strict", [False, True])
-def test_build_on_globals_and_standins(engine: str, tmp_path: pathlib.Path, case: str,
-                                       strict: bool) -> None:
+def test_build_on_globals_and_standins(
+    engine: str, tmp_path: pathlib.Path, case: str, strict: bool
+) -> None:
     with ckptpeek.open(io.BytesIO(CKPT), engine=engine) as ckpt:
         before = snapshot(ckpt)
     reg_before = registry_snapshot()
@@ -646,14 +742,30 @@ def test_build_on_globals_and_standins(engine: str, tmp_path: pathlib.Path, case
 def test_container_ops_on_globals(engine: str) -> None:
     """SETITEM / APPEND / ADDITEMS cannot reach into a shared registry record."""
     reg_before = registry_snapshot()
-    for glob in (("collections", "OrderedDict"), ("torch", "float32"), ("builtins", "list"),
-                 ("torch", "FloatStorage")):
-        vm_error(engine, bytes(Pickle().proto(2).glob(*glob).str("k").int(1).setitem().stop()),
-                 FormatError, "bad-operand")
-        vm_error(engine, bytes(Pickle().proto(2).glob(*glob).int(1).append().stop()),
-                 FormatError, "bad-operand")
-        vm_error(engine, bytes(Pickle().proto(4).glob(*glob).mark().int(1).raw(b"\x90.")),
-                 FormatError, "bad-operand")
+    for glob in (
+        ("collections", "OrderedDict"),
+        ("torch", "float32"),
+        ("builtins", "list"),
+        ("torch", "FloatStorage"),
+    ):
+        vm_error(
+            engine,
+            bytes(Pickle().proto(2).glob(*glob).str("k").int(1).setitem().stop()),
+            FormatError,
+            "bad-operand",
+        )
+        vm_error(
+            engine,
+            bytes(Pickle().proto(2).glob(*glob).int(1).append().stop()),
+            FormatError,
+            "bad-operand",
+        )
+        vm_error(
+            engine,
+            bytes(Pickle().proto(4).glob(*glob).mark().int(1).raw(b"\x90.")),
+            FormatError,
+            "bad-operand",
+        )
     assert registry_snapshot() == reg_before
 
 
@@ -678,6 +790,7 @@ def test_loads_do_not_share_objects(engine: str) -> None:
 
 
 # ------------------------------------------------------------------------------ deep nesting
+
 
 def _deep_list(n: int) -> bytes:
     return b"\x80\x02" + b"]" * n + b"a" * (n - 1) + b"."
@@ -704,8 +817,15 @@ def test_deep_lists(engine: str, n: int) -> None:
 
 def test_deep_list_under_hyper_parameters(engine: str) -> None:
     n = 100_000
-    pkl = (b"\x80\x02}" + bytes(Pickle().str("hyper_parameters")) + b"}"
-           + bytes(Pickle().str("a")) + b"]" * n + b"a" * (n - 1) + b"ss.")
+    pkl = (
+        b"\x80\x02}"
+        + bytes(Pickle().str("hyper_parameters"))
+        + b"}"
+        + bytes(Pickle().str("a"))
+        + b"]" * n
+        + b"a" * (n - 1)
+        + b"ss."
+    )
     _assert_walks_ok(engine, pkl)
 
 
@@ -765,13 +885,29 @@ def test_deep_tuple_hashed_by_opcodes(engine: str, op: str) -> None:
 _DEEP = b")" + b"\x85" * 200_000
 HASHING_STANDINS = {
     "builtins.set": bytes(Pickle().proto(2).glob("builtins", "set")) + _DEEP + b"\x85\x85R.",
-    "builtins.frozenset": bytes(Pickle().proto(2).glob("builtins", "frozenset")) + _DEEP + b"\x85\x85R.",
-    "builtins.dict-pairs": bytes(Pickle().proto(2).glob("builtins", "dict").raw(b"]")) + _DEEP + b"N\x86a\x85R.",
-    "OrderedDict-pairs": bytes(Pickle().proto(2).glob("collections", "OrderedDict").raw(b"]")) + _DEEP + b"N\x86a\x85R.",
-    "defaultdict-update": bytes(Pickle().proto(2).glob("collections", "defaultdict").none().raw(b"]")) + _DEEP + b"N\x86a\x86R.",
-    "_codecs.encode-encoding": bytes(Pickle().proto(2).glob("_codecs", "encode").str("x")) + _DEEP + b"\x86R.",
-    "builtins.bytes-encoding": bytes(Pickle().proto(2).glob("builtins", "bytes").str("x")) + _DEEP + b"\x86R.",
-    "builtins.bytearray-encoding": bytes(Pickle().proto(2).glob("builtins", "bytearray").str("x")) + _DEEP + b"\x86R.",
+    "builtins.frozenset": bytes(Pickle().proto(2).glob("builtins", "frozenset"))
+    + _DEEP
+    + b"\x85\x85R.",
+    "builtins.dict-pairs": bytes(Pickle().proto(2).glob("builtins", "dict").raw(b"]"))
+    + _DEEP
+    + b"N\x86a\x85R.",
+    "OrderedDict-pairs": bytes(Pickle().proto(2).glob("collections", "OrderedDict").raw(b"]"))
+    + _DEEP
+    + b"N\x86a\x85R.",
+    "defaultdict-update": bytes(
+        Pickle().proto(2).glob("collections", "defaultdict").none().raw(b"]")
+    )
+    + _DEEP
+    + b"N\x86a\x86R.",
+    "_codecs.encode-encoding": bytes(Pickle().proto(2).glob("_codecs", "encode").str("x"))
+    + _DEEP
+    + b"\x86R.",
+    "builtins.bytes-encoding": bytes(Pickle().proto(2).glob("builtins", "bytes").str("x"))
+    + _DEEP
+    + b"\x86R.",
+    "builtins.bytearray-encoding": bytes(Pickle().proto(2).glob("builtins", "bytearray").str("x"))
+    + _DEEP
+    + b"\x86R.",
 }
 
 
@@ -786,9 +922,30 @@ def test_deep_object_arrays_deallocate(engine: str, tmp_path: pathlib.Path) -> N
     p = Pickle().proto(2).glob("numpy.core.multiarray", "_reconstruct").binput(0)
     p.glob("numpy", "ndarray").binput(1).glob("numpy", "dtype").str("O").tuple1().reduce().binput(2)
     p.raw(b"0").none()
-    level = bytes(Pickle().binput(3).raw(b"0").binget(0).mark().binget(1).int(0).tuple1().str("b")
-                  .tuple().reduce().mark().int(1).int(1).tuple1().binget(2).false().empty_list()
-                  .binget(3).append().tuple().build())
+    level = bytes(
+        Pickle()
+        .binput(3)
+        .raw(b"0")
+        .binget(0)
+        .mark()
+        .binget(1)
+        .int(0)
+        .tuple1()
+        .str("b")
+        .tuple()
+        .reduce()
+        .mark()
+        .int(1)
+        .int(1)
+        .tuple1()
+        .binget(2)
+        .false()
+        .empty_list()
+        .binget(3)
+        .append()
+        .tuple()
+        .build()
+    )
     data = bytes(p) + level * n + b"."
     isolated(engine, tmp_path, data, timeout=60)
 
@@ -798,18 +955,27 @@ def test_summary_of_shared_subtrees_is_not_exponential(engine: str, tmp_path: pa
     p = Pickle().proto(2).raw(b"]q\x000")
     for _ in range(64):
         p.raw(b"]h\x00ah\x00aq\x000")
-    p.empty_dict().str("hyper_parameters").empty_dict().str("a").binget(0).setitem().setitem().stop()
+    p.empty_dict().str("hyper_parameters").empty_dict().str("a").binget(
+        0
+    ).setitem().setitem().stop()
     path = write(tmp_path, wrap(bytes(p)))
-    after = (f"ckpt = ckptpeek.open({str(path)!r}, engine={engine!r}); t = time.time(); "
-             "ckpt.summary(); print('summary', time.time() - t)")
+    after = (
+        f"ckpt = ckptpeek.open({str(path)!r}, engine={engine!r}); t = time.time(); "
+        "ckpt.summary(); print('summary', time.time() - t)"
+    )
     out = isolated(engine, tmp_path, bytes(p), after=after, timeout=4)
     assert "summary" in out
 
 
 def test_cycles_terminate(engine: str) -> None:
     # L = [L]; D = {"d": D, "l": L}
-    pkl = (b"\x80\x02}q\x00" + bytes(Pickle().str("d")) + b"h\x00s"
-           + bytes(Pickle().str("l")) + b"]q\x01h\x01as.")
+    pkl = (
+        b"\x80\x02}q\x00"
+        + bytes(Pickle().str("d"))
+        + b"h\x00s"
+        + bytes(Pickle().str("l"))
+        + b"]q\x01h\x01as."
+    )
     with ckptpeek.open(io.BytesIO(wrap(pkl)), engine=engine) as ckpt:
         assert list(ckpt.tensors()) == []
         ckpt.summary()
@@ -840,6 +1006,7 @@ def test_numpy_scalar_memory(engine: str, tmp_path: pathlib.Path) -> None:
 
 
 # ------------------------------------------------------------------------------ memo
+
 
 def test_memo_get_unset(engine: str) -> None:
     vm_error(engine, b"\x80\x02h\x05.", FormatError, "memo-missing", offset=2)
@@ -925,15 +1092,36 @@ def test_frame_past_end_in_file(engine: str, tmp_path: pathlib.Path) -> None:
 # ------------------------------------------------------------------------------ stack discipline
 
 UNDERFLOW = {  # opcode bytes (with a valid argument) that pop from the stack
-    "STOP": b".", "POP": b"0", "DUP": b"2", "TUPLE1": b"\x85", "TUPLE2": b"\x86",
-    "TUPLE3": b"\x87", "APPEND": b"a", "SETITEM": b"s", "BUILD": b"b", "REDUCE": b"R",
-    "NEWOBJ": b"\x81", "NEWOBJ_EX": b"\x92", "STACK_GLOBAL": b"\x93", "BINPERSID": b"Q",
-    "BINPUT": b"q\x00", "LONG_BINPUT": b"r\x00\x00\x00\x00", "PUT": b"p0\n", "MEMOIZE": b"\x94",
+    "STOP": b".",
+    "POP": b"0",
+    "DUP": b"2",
+    "TUPLE1": b"\x85",
+    "TUPLE2": b"\x86",
+    "TUPLE3": b"\x87",
+    "APPEND": b"a",
+    "SETITEM": b"s",
+    "BUILD": b"b",
+    "REDUCE": b"R",
+    "NEWOBJ": b"\x81",
+    "NEWOBJ_EX": b"\x92",
+    "STACK_GLOBAL": b"\x93",
+    "BINPERSID": b"Q",
+    "BINPUT": b"q\x00",
+    "LONG_BINPUT": b"r\x00\x00\x00\x00",
+    "PUT": b"p0\n",
+    "MEMOIZE": b"\x94",
     "READONLY_BUFFER": b"\x98",
 }
 NEED_MARK = {  # opcodes that pop to the topmost MARK
-    "POP_MARK": b"1", "TUPLE": b"t", "LIST": b"l", "DICT": b"d", "APPENDS": b"e",
-    "SETITEMS": b"u", "ADDITEMS": b"\x90", "FROZENSET": b"\x91", "OBJ": b"o",
+    "POP_MARK": b"1",
+    "TUPLE": b"t",
+    "LIST": b"l",
+    "DICT": b"d",
+    "APPENDS": b"e",
+    "SETITEMS": b"u",
+    "ADDITEMS": b"\x90",
+    "FROZENSET": b"\x91",
+    "OBJ": b"o",
     "INST": b"imymod\nThing\n",
 }
 
@@ -941,8 +1129,14 @@ NEED_MARK = {  # opcodes that pop to the topmost MARK
 @pytest.mark.parametrize("op", sorted(UNDERFLOW))
 def test_stack_underflow(engine: str, op: str) -> None:
     data = b"\x80\x05" + UNDERFLOW[op] + b"."
-    vm_error(engine, data, FormatError, ("stack-underflow", "mark-missing"), offset=2,
-             persistent_load=lambda pid: pid)
+    vm_error(
+        engine,
+        data,
+        FormatError,
+        ("stack-underflow", "mark-missing"),
+        offset=2,
+        persistent_load=lambda pid: pid,
+    )
 
 
 @pytest.mark.parametrize("op", sorted(UNDERFLOW))
@@ -951,8 +1145,14 @@ def test_stack_underflow_across_mark(engine: str, op: str) -> None:
     if op == "POP":  # POP on an empty stack after a MARK pops the mark (pickle.py does too)
         return
     data = b"\x80\x05NNN(" + UNDERFLOW[op] + b"."
-    vm_error(engine, data, FormatError, ("stack-underflow", "mark-missing"), offset=6,
-             persistent_load=lambda pid: pid)
+    vm_error(
+        engine,
+        data,
+        FormatError,
+        ("stack-underflow", "mark-missing"),
+        offset=6,
+        persistent_load=lambda pid: pid,
+    )
 
 
 @pytest.mark.parametrize("op", sorted(NEED_MARK))
@@ -967,9 +1167,21 @@ def test_mark_without_target(engine: str, op: str) -> None:
     vm_error(engine, data, FormatError, ("stack-underflow", "bad-operand"), offset=5)
 
 
-@pytest.mark.parametrize("data", [b"(.", b"((((.", b"\x80\x02(N(.", b"\x80\x02}(Nu(u.", b")(((.",
-                                  b"0.", b"1.", b"(1(1(1(1.", b"(N(NN(NNN" + b"t" * 4 + b".",
-                                  b"\x80\x02(K\x01d."])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"(.",
+        b"((((.",
+        b"\x80\x02(N(.",
+        b"\x80\x02}(Nu(u.",
+        b")(((.",
+        b"0.",
+        b"1.",
+        b"(1(1(1(1.",
+        b"(N(NN(NNN" + b"t" * 4 + b".",
+        b"\x80\x02(K\x01d.",
+    ],
+)
 def test_mark_imbalance(engine: str, data: bytes) -> None:
     try:
         run(engine, data)
@@ -987,22 +1199,26 @@ def test_leftover_mark_is_not_returned(engine: str) -> None:
     assert value == 5
 
 
-@pytest.mark.parametrize("data", [b"", b"\x80\x02", b"\x80\x02}", b"\x80\x02]K\x01a",
-                                  b"N", b"(lp0\n"])
+@pytest.mark.parametrize(
+    "data", [b"", b"\x80\x02", b"\x80\x02}", b"\x80\x02]K\x01a", b"N", b"(lp0\n"]
+)
 def test_no_stop(engine: str, data: bytes) -> None:
     err = vm_error(engine, data, FormatError, "truncated")
     assert err.offset == len(data)
 
 
 def test_no_stop_in_file(engine: str, tmp_path: pathlib.Path) -> None:
-    err = file_error(engine, tmp_path, wrap(PKL[:-1]), FormatError, "truncated",
-                     pickle_len=len(PKL))
+    err = file_error(
+        engine, tmp_path, wrap(PKL[:-1]), FormatError, "truncated", pickle_len=len(PKL)
+    )
     assert err.offset == len(PKL) - 1
 
 
 def test_unknown_opcode(engine: str) -> None:
     for byte in sorted(set(range(256)) - {op.code for op in ckptpeek.unpickle.opcodes.OPCODES}):
-        vm_error(engine, b"\x80\x02N" + bytes([byte]) + b".", FormatError, "unknown-opcode", offset=3)
+        vm_error(
+            engine, b"\x80\x02N" + bytes([byte]) + b".", FormatError, "unknown-opcode", offset=3
+        )
 
 
 def test_protocol_too_new(engine: str) -> None:
@@ -1014,14 +1230,18 @@ def test_persistent_id_without_storages(engine: str) -> None:
     vm_error(engine, b"P0\n.", FormatError, "bad-persistent-id", offset=0)
 
 
-@pytest.mark.parametrize("pid", [
-    b"N", b"X\x07\x00\x00\x00storage\x85",
-    b"(X\x07\x00\x00\x00storagecos\nsystem\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06t",
-    b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x009X\x03\x00\x00\x00cpuK\x06t",
-    b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ\xff\xff\xff\x7ft",
-    b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ\xff\xff\xff\xfft",
-    b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x05\x00\x00\x00../..X\x03\x00\x00\x00cpuK\x06t",
-])
+@pytest.mark.parametrize(
+    "pid",
+    [
+        b"N",
+        b"X\x07\x00\x00\x00storage\x85",
+        b"(X\x07\x00\x00\x00storagecos\nsystem\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06t",
+        b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x009X\x03\x00\x00\x00cpuK\x06t",
+        b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ\xff\xff\xff\x7ft",
+        b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ\xff\xff\xff\xfft",
+        b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x05\x00\x00\x00../..X\x03\x00\x00\x00cpuK\x06t",
+    ],
+)
 def test_bad_persistent_ids_in_file(engine: str, tmp_path: pathlib.Path, pid: bytes) -> None:
     pkl = b"\x80\x02}X\x01\x00\x00\x00w" + pid + b"Qs."
     err = file_error(engine, tmp_path, wrap(pkl), member=None, pickle_len=len(pkl))

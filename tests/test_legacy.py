@@ -29,16 +29,18 @@ from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
 from ckptpeek.io.source import ByteSource
 
 DATA = pathlib.Path(__file__).parent / "data"
-_spec = importlib.util.spec_from_file_location("make_legacy_fixtures",
-                                               DATA / "make_legacy_fixtures.py")
+_spec = importlib.util.spec_from_file_location(
+    "make_legacy_fixtures", DATA / "make_legacy_fixtures.py"
+)
 fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixtures)  # type: ignore[union-attr]
 
 
 def read_legacy(source, engine: str, select=None, limits: Limits = DEFAULT_LIMITS):
     """The legacy reader called directly (bypasses the sniffer)."""
-    opts = ReadOptions(False, _backend.engine(engine), limits,
-                       None if select is None else frozenset(select))
+    opts = ReadOptions(
+        False, _backend.engine(engine), limits, None if select is None else frozenset(select)
+    )
     return torch_legacy.read(ByteSource(source), opts)
 
 
@@ -49,6 +51,7 @@ def _all_values(ckpt) -> None:
 
 
 # ----------------------------------------------------------------------------- with torch
+
 
 @pytest.fixture(scope="module")
 def torch():
@@ -62,19 +65,37 @@ def _lightning_style(torch):
     w = torch.randn(4, 3, generator=g)
     sd = collections.OrderedDict([("net.weight", w), ("net.bias", torch.zeros(4))])
     return {
-        "epoch": 3, "global_step": 120, "pytorch-lightning_version": "1.4.9",
+        "epoch": 3,
+        "global_step": 120,
+        "pytorch-lightning_version": "1.4.9",
         "state_dict": sd,
-        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {
-            "monitor": "val_loss", "best_model_score": torch.tensor(0.125),
-            "best_model_path": "ckpts/epoch=2.ckpt", "current_score": torch.tensor(0.25),
-            "best_k_models": {"ckpts/epoch=2.ckpt": torch.tensor(0.125)}},
-            "EarlyStopping{'monitor': 'val_loss'}": {"wait_count": 0, "patience": 3,
-                                                     "best_score": torch.tensor(0.125)}},
-        "optimizer_states": [{"state": {0: {"step": 120, "exp_avg": torch.ones(4, 3),
-                                            "exp_avg_sq": torch.full((4, 3), 2.0)},
-                                        1: {"step": 120, "exp_avg": torch.ones(4)}},
-                              "param_groups": [{"lr": 0.01, "betas": (0.9, 0.999),
-                                                "params": [0, 1]}]}],
+        "callbacks": {
+            "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {
+                "monitor": "val_loss",
+                "best_model_score": torch.tensor(0.125),
+                "best_model_path": "ckpts/epoch=2.ckpt",
+                "current_score": torch.tensor(0.25),
+                "best_k_models": {"ckpts/epoch=2.ckpt": torch.tensor(0.125)},
+            },
+            "EarlyStopping{'monitor': 'val_loss'}": {
+                "wait_count": 0,
+                "patience": 3,
+                "best_score": torch.tensor(0.125),
+            },
+        },
+        "optimizer_states": [
+            {
+                "state": {
+                    0: {
+                        "step": 120,
+                        "exp_avg": torch.ones(4, 3),
+                        "exp_avg_sq": torch.full((4, 3), 2.0),
+                    },
+                    1: {"step": 120, "exp_avg": torch.ones(4)},
+                },
+                "param_groups": [{"lr": 0.01, "betas": (0.9, 0.999), "params": [0, 1]}],
+            }
+        ],
         "lr_schedulers": [{"step_size": 1, "gamma": 0.5, "last_epoch": 3}],
         "hyper_parameters": {"lr": 0.01, "layers": [4, 3]},
     }
@@ -82,16 +103,36 @@ def _lightning_style(torch):
 
 def _views(torch):
     base = torch.arange(60, dtype=torch.float64).reshape(5, 12)
-    return {"base": base, "row": base[2], "col": base[:, 3], "t": base.t(),
-            "block": base[1:4, 2:9:3], "flat_tail": base.view(-1)[50:],
-            "strided_t": base.t()[::2, 1:], "diag": base.diagonal(),
-            "expanded": base[0, :1].expand(4, 3), "other": torch.ones(2, 2),
-            "same_twice": [base, base]}
+    return {
+        "base": base,
+        "row": base[2],
+        "col": base[:, 3],
+        "t": base.t(),
+        "block": base[1:4, 2:9:3],
+        "flat_tail": base.view(-1)[50:],
+        "strided_t": base.t()[::2, 1:],
+        "diag": base.diagonal(),
+        "expanded": base[0, :1].expand(4, 3),
+        "other": torch.ones(2, 2),
+        "same_twice": [base, base],
+    }
 
 
 #: dtypes torch.save (legacy) writes *and* torch.load reads back
-LEGACY_DTYPES = ("float32", "float64", "float16", "bfloat16", "complex64", "complex128",
-                 "uint8", "int8", "int16", "int32", "int64", "bool")
+LEGACY_DTYPES = (
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "complex64",
+    "complex128",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "bool",
+)
 
 
 def _dtypes(torch):
@@ -131,14 +172,19 @@ CASES = ("state_dict", "lightning", "views", "dtypes")
 @pytest.fixture(scope="module")
 def legacy_files(torch, tmp_path_factory):
     out = tmp_path_factory.mktemp("legacy")
-    objs = {"state_dict": fixtures.legacy_state_dict(), "lightning": _lightning_style(torch),
-            "views": _views(torch), "dtypes": _dtypes(torch)}
+    objs = {
+        "state_dict": fixtures.legacy_state_dict(),
+        "lightning": _lightning_style(torch),
+        "views": _views(torch),
+        "dtypes": _dtypes(torch),
+    }
     files = {}
     for name, obj in objs.items():
         for proto in (2, 4):
             files[name, proto] = out / f"{name}.p{proto}.pt"
-            torch.save(obj, files[name, proto], _use_new_zipfile_serialization=False,
-                       pickle_protocol=proto)
+            torch.save(
+                obj, files[name, proto], _use_new_zipfile_serialization=False, pickle_protocol=proto
+            )
     return files
 
 
@@ -228,8 +274,11 @@ def test_big_endian_sys_info_still_little_endian_data(torch, engine, tmp_path):
     """torch writes legacy storages little-endian on every machine and reads them so:
     ``sys_info['little_endian']`` does not change how the bytes are read."""
     src = pathlib.Path(tmp_path / "le.pt")
-    torch.save({"w": torch.arange(5, dtype=torch.int32), "d": torch.tensor([1.5, -2.0])}, src,
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        {"w": torch.arange(5, dtype=torch.int32), "d": torch.tensor([1.5, -2.0])},
+        src,
+        _use_new_zipfile_serialization=False,
+    )
     raw = bytearray(src.read_bytes())
     at = raw.index(b"little_endian") + len(b"little_endian")
     at = raw.index(b"\x88", at)
@@ -243,8 +292,11 @@ def test_big_endian_sys_info_still_little_endian_data(torch, engine, tmp_path):
 
 def test_header_only_reads(torch, engine, tmp_path):
     path = tmp_path / "big.pt"
-    torch.save({f"layer{i}": torch.zeros(256, 1024) for i in range(8)}, path,
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        {f"layer{i}": torch.zeros(256, 1024) for i in range(8)},
+        path,
+        _use_new_zipfile_serialization=False,
+    )
     with ckptpeek.open(path, engine=engine) as ckpt:
         assert len(list(ckpt.tensors())) == 8
         assert ckpt.bytes_read < 80_000 < ckpt.file_size // 100
@@ -254,8 +306,10 @@ def test_header_only_reads(torch, engine, tmp_path):
 def test_large_main_pickle_grows_the_read(torch, engine, tmp_path):
     """A main pickle far past the first 64 KiB read is re-run on a longer buffer."""
     path = tmp_path / "many.pt"
-    obj = {"names": [f"name-{i}" for i in range(30_000)],
-           "t": {f"k{i}": torch.tensor(float(i)) for i in range(300)}}
+    obj = {
+        "names": [f"name-{i}" for i in range(30_000)],
+        "t": {f"k{i}": torch.tensor(float(i)) for i in range(300)},
+    }
     torch.save(obj, path, _use_new_zipfile_serialization=False)
     with _check(torch, path, engine) as ckpt:
         assert ckpt.bytes_read < ckpt.file_size * 1.1
@@ -273,8 +327,8 @@ def test_old_big_endian_count_is_accepted(torch, engine, tmp_path):
     at = raw.index(b"\x88", raw.index(b"little_endian"))
     raw[at] = 0x89
     count = len(raw) - 12 - 8
-    assert raw[count:count + 8] == struct.pack("<q", 3)
-    raw[count:count + 8] = struct.pack(">q", 3)
+    assert raw[count : count + 8] == struct.pack("<q", 3)
+    raw[count : count + 8] = struct.pack(">q", 3)
     path = tmp_path / "old_be.pt"
     path.write_bytes(bytes(raw))
     with ckptpeek.open(path, engine=engine) as ckpt:
@@ -282,6 +336,7 @@ def test_old_big_endian_count_is_accepted(torch, engine, tmp_path):
 
 
 # ------------------------------------------------------------------- Python 2, tar (no torch)
+
 
 def test_py2_strings(engine, tmp_path):
     path = tmp_path / "py2.pt"
@@ -293,7 +348,11 @@ def test_py2_strings(engine, tmp_path):
         assert root["title"] == "r\u00e9sum\u00e9" and root["big"] == 2**70
         sd = root["state_dict"]
         assert type(sd) is collections.OrderedDict and list(sd) == [
-            "fc.weight", "fc.weight_t", "steps", "loss"]
+            "fc.weight",
+            "fc.weight_t",
+            "steps",
+            "loss",
+        ]
         assert sd._metadata == {"": {"version": 1}, "fc": {"version": 1}}
         assert sd["fc.weight_t"].numpy().tolist() == [[-1.0, -0.25], [2.0, 8.0]]
         assert sd["loss"].item() == 2**40
@@ -324,11 +383,11 @@ def test_tar_errors(engine, tmp_path):
     assert err.value.code == "tar-bad-header"
     bad = bytearray(raw)
     name = bad.index(b"tensors")
-    bad[name:name + 7] = b"tensorz"
+    bad[name : name + 7] = b"tensorz"
     bad[148:156] = b"\0" * 8  # recompute the checksum of the header that was changed
     hdr = name - name % 512
-    bad[hdr + 148:hdr + 156] = b" " * 8
-    bad[hdr + 148:hdr + 155] = b"%06o\0" % sum(bad[hdr:hdr + 512]) + b" "
+    bad[hdr + 148 : hdr + 156] = b" " * 8
+    bad[hdr + 148 : hdr + 155] = b"%06o\0" % sum(bad[hdr : hdr + 512]) + b" "
     path.write_bytes(bytes(bad))
     with pytest.raises(FormatError) as err:
         ckptpeek.open(path, engine=engine)
@@ -336,6 +395,7 @@ def test_tar_errors(engine, tmp_path):
 
 
 # ------------------------------------------------------------------------ hostile inputs
+
 
 def _sample() -> bytes:
     return (DATA / "legacy_state_dict.pt").read_bytes()
@@ -372,10 +432,16 @@ def test_bit_flips_raise_only_checkpoint_errors(engine, tmp_path):
     assert failures > data_start // 7 // 4
 
 
-@pytest.mark.parametrize("what, code", [
-    ("magic", "legacy-bad-magic"), ("version", "legacy-bad-version"),
-    ("count", "legacy-storage-mismatch"), ("keys", "legacy-bad-header"),
-    ("sys_info", "legacy-bad-header")])
+@pytest.mark.parametrize(
+    "what, code",
+    [
+        ("magic", "legacy-bad-magic"),
+        ("version", "legacy-bad-version"),
+        ("count", "legacy-storage-mismatch"),
+        ("keys", "legacy-bad-header"),
+        ("sys_info", "legacy-bad-header"),
+    ],
+)
 def test_specific_errors(engine, tmp_path, what, code):
     raw = bytearray(_sample())
     if what == "magic":
@@ -385,10 +451,9 @@ def test_specific_errors(engine, tmp_path, what, code):
         raw[at + 1] = 0xE8
     elif what == "count":
         ck = read_legacy(io.BytesIO(bytes(raw)), engine)
-        last = max((ref.storage for _, ref in ck.tensors()),
-                   key=lambda s: s.reader.spans[s.key][0])
+        last = max((ref.storage for _, ref in ck.tensors()), key=lambda s: s.reader.spans[s.key][0])
         at = last.reader.spans[last.key][0] - 8
-        raw[at:at + 8] = struct.pack("<q", last.numel + 1)
+        raw[at : at + 8] = struct.pack("<q", last.numel + 1)
     elif what in ("keys", "sys_info"):  # a well-formed pickle of the wrong thing
         ck = read_legacy(io.BytesIO(bytes(raw)), engine)
         main_start, keys_start = map(int, ck.members["pickle"].split()[1].split(".."))

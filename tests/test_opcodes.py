@@ -9,8 +9,10 @@ from ckptpeek.unpickle import opcodes, pickle_vm
 
 def test_table_matches_pickletools() -> None:
     ours = {op.name: (op.code, op.arg, op.proto) for op in opcodes.OPCODES}
-    theirs = {op.name: (ord(op.code.encode("latin1")), op.arg.name if op.arg else "none", op.proto)
-              for op in pickletools.opcodes}
+    theirs = {
+        op.name: (ord(op.code.encode("latin1")), op.arg.name if op.arg else "none", op.proto)
+        for op in pickletools.opcodes
+    }
     assert ours == theirs
 
 

@@ -48,8 +48,11 @@ from ckptpeek.io.zipdir import read_directory  # noqa: E402
 
 ENGINES = {name: _backend.engine(name) for name in ("python", "native")}
 DATA = pathlib.Path(__file__).parent / "data"
-FIXTURE_PATHS = sorted(p for p in DATA.iterdir()  # torch zip fixtures (legacy files have their own tests)
-                       if p.suffix in (".pt", ".ckpt") and zipfile.is_zipfile(p))
+FIXTURE_PATHS = sorted(
+    p
+    for p in DATA.iterdir()  # torch zip fixtures (legacy files have their own tests)
+    if p.suffix in (".pt", ".ckpt") and zipfile.is_zipfile(p)
+)
 
 # ---------------------------------------------------------------------------------------
 # canonical form of a result
@@ -89,8 +92,11 @@ def canonical(value: Any, max_depth: int = MAX_DEPTH) -> Any:
             return ("type", o.__module__, o.__qualname__)
         if t is KnownGlobal:  # frozen registry records
             return ("global", o.module, o.name)
-        if t in (DType, StorageType, Device) or t.__module__ == "ckptpeek.torch_types" \
-                and t.__name__ in ("Layout", "MemoryFormat", "QScheme"):
+        if (
+            t in (DType, StorageType, Device)
+            or t.__module__ == "ckptpeek.torch_types"
+            and t.__name__ in ("Layout", "MemoryFormat", "QScheme")
+        ):
             return ("torch", t.__name__, repr(o))
         if depth > max_depth:
             return ("deep", t.__qualname__)
@@ -102,15 +108,43 @@ def canonical(value: Any, max_depth: int = MAX_DEPTH) -> Any:
         d = depth + 1
         tname = f"{t.__module__}.{t.__qualname__}"
         if t is TensorRef:
-            return ("TensorRef", str(o.dtype), type(o.shape).__name__, tuple(o.shape),
-                    c(o._stride, d), c(o._offset, d), o.requires_grad, o.is_parameter, o.kind,
-                    o.type_name, c(o.storage, d), c(o.attrs, d), c(o.metadata, d))
+            return (
+                "TensorRef",
+                str(o.dtype),
+                type(o.shape).__name__,
+                tuple(o.shape),
+                c(o._stride, d),
+                c(o._offset, d),
+                o.requires_grad,
+                o.is_parameter,
+                o.kind,
+                o.type_name,
+                c(o.storage, d),
+                c(o.attrs, d),
+                c(o.metadata, d),
+            )
         if t is StorageRef:
-            return ("StorageRef", o.key, str(o.dtype), o.numel, o.location,
-                    type(o.reader).__name__, getattr(o.reader, "prefix", None))
+            return (
+                "StorageRef",
+                o.key,
+                str(o.dtype),
+                o.numel,
+                o.location,
+                type(o.reader).__name__,
+                getattr(o.reader, "prefix", None),
+            )
         if t is Placeholder:
-            return ("Placeholder", o.module, o.name, c(o.args, d), c(o.kwargs, d),
-                    c(o.state, d), c(o.items, d), c(o.dictitems, d), c(o.setitems, d))
+            return (
+                "Placeholder",
+                o.module,
+                o.name,
+                c(o.args, d),
+                c(o.kwargs, d),
+                c(o.state, d),
+                c(o.items, d),
+                c(o.dictitems, d),
+                c(o.setitems, d),
+            )
         if t is PlaceholderType:
             return ("PlaceholderType", o.module, o.name)
         if np is not None:
@@ -119,8 +153,12 @@ def canonical(value: Any, max_depth: int = MAX_DEPTH) -> Any:
                     return ("ndarray", tname, o.dtype.str, o.shape, c(o.tolist(), d))
                 return ("ndarray", tname, o.dtype.str, o.shape, o.tobytes())
             if isinstance(o, np.generic):
-                return ("npscalar", tname, o.dtype.str, o.tobytes() if not o.dtype.hasobject
-                        else repr(o))
+                return (
+                    "npscalar",
+                    tname,
+                    o.dtype.str,
+                    o.tobytes() if not o.dtype.hasobject else repr(o),
+                )
             if isinstance(o, np.dtype):
                 return ("npdtype", o.str, repr(o), o.isnative)
         extra = c(vars(o), d) if hasattr(o, "__dict__") and vars(o) else None
@@ -188,8 +226,9 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 def assert_same(data: bytes, **kw: Any) -> tuple[Any, ...]:
     py = outcome("python", data, **kw)
     nat = outcome("native", data, **kw)
-    assert py == nat, (f"engines differ on {_short(bytes(data), 400)} with {kw}: "
-                       f"{_first_difference(py, nat)}")
+    assert py == nat, (
+        f"engines differ on {_short(bytes(data), 400)} with {kw}: {_first_difference(py, nat)}"
+    )
     assert py[0] != "escaped", f"a non-CheckpointError escaped on {_short(bytes(data))}: {py!r}"
     return py
 
@@ -261,14 +300,18 @@ def test_fixture_byte_flips(fx: Fixture) -> None:
     data = fx.pickle
     for i in range(min(len(data), 2048)):
         for new in {0x00, 0xFF, data[i] ^ 0x01} - {data[i]}:
-            mutated = data[:i] + bytes([new]) + data[i + 1:]
+            mutated = data[:i] + bytes([new]) + data[i + 1 :]
             assert_same(mutated, persistent_factory=fx.persistent_load)
 
 
 @pytest.mark.parametrize("fx", FIXTURES, ids=FIXTURE_IDS)
 def test_fixture_small_limits(fx: Fixture) -> None:
-    for limits in (ckptpeek.Limits(max_memo=3), ckptpeek.Limits(max_memo=0),
-                   ckptpeek.Limits(max_depth=2), ckptpeek.Limits(max_pickle_bytes=100)):
+    for limits in (
+        ckptpeek.Limits(max_memo=3),
+        ckptpeek.Limits(max_memo=0),
+        ckptpeek.Limits(max_depth=2),
+        ckptpeek.Limits(max_pickle_bytes=100),
+    ):
         assert_same(fx.pickle, persistent_factory=fx.persistent_load, limits=limits)
 
 
@@ -322,24 +365,92 @@ def _objects() -> list[Any]:
     od._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]
     dd = collections.defaultdict(list, {"k": [1]})
     return [
-        None, True, False, 0, 1, -1, 255, 256, 65535, 65536, 2**31 - 1, -2**31, 2**31,
-        2**63, -2**63 - 1, 2**200, -(2**1000), 0.0, -0.0, 1.5, 1e308, -1e-308, 5e-324,
-        float("inf"), float("-inf"), float("nan"), 1 + 2j, "", "a", "ünï\u20ac\U0001f600",
-        "\ud800x", "line\nbreak\\", "x" * 300, b"", b"\x00\xff", b"b" * 300,
-        bytearray(b"ba"), (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [], [1], list(range(2500)),
-        {}, {"a": 1}, {i: str(i) for i in range(1200)}, set(), {1, 2, 3}, frozenset(),
-        frozenset({"a", "b"}), [shared, shared, (shared,)], rec, d_rec, ((),) * 3,
-        {(1, 2): [3], frozenset({1}): {2}}, [[[[[[[[[[1]]]]]]]]]], ns, od, dd,
-        slice(1, 10, 2), datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
-        datetime.date(2020, 2, 29), datetime.timedelta(days=1, seconds=2),
+        None,
+        True,
+        False,
+        0,
+        1,
+        -1,
+        255,
+        256,
+        65535,
+        65536,
+        2**31 - 1,
+        -(2**31),
+        2**31,
+        2**63,
+        -(2**63) - 1,
+        2**200,
+        -(2**1000),
+        0.0,
+        -0.0,
+        1.5,
+        1e308,
+        -1e-308,
+        5e-324,
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+        1 + 2j,
+        "",
+        "a",
+        "ünï\u20ac\U0001f600",
+        "\ud800x",
+        "line\nbreak\\",
+        "x" * 300,
+        b"",
+        b"\x00\xff",
+        b"b" * 300,
+        bytearray(b"ba"),
+        (),
+        (1,),
+        (1, 2),
+        (1, 2, 3),
+        (1, 2, 3, 4),
+        [],
+        [1],
+        list(range(2500)),
+        {},
+        {"a": 1},
+        {i: str(i) for i in range(1200)},
+        set(),
+        {1, 2, 3},
+        frozenset(),
+        frozenset({"a", "b"}),
+        [shared, shared, (shared,)],
+        rec,
+        d_rec,
+        ((),) * 3,
+        {(1, 2): [3], frozenset({1}): {2}},
+        [[[[[[[[[[1]]]]]]]]]],
+        ns,
+        od,
+        dd,
+        slice(1, 10, 2),
+        datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
+        datetime.date(2020, 2, 29),
+        datetime.timedelta(days=1, seconds=2),
         datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
-        pathlib.PurePosixPath("/a/b"), pathlib.PureWindowsPath("C:/x"),
-        collections.Counter("abca"), Foreign(), ForeignSlots(), ForeignList([1, 2]),
-        ForeignDict(a=1), NewArgsEx(1, b=2), [Foreign(), Foreign()],
-        np.float32(1.5), np.int64(-3), np.float64("nan"), np.bool_(True),
-        np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=">i4"),
-        np.array(["a", "bc"]), np.array([1, None], dtype=object), np.zeros((0, 3)),
-        np.dtype("float16"), {"epoch": 3, "global_step": 12, "lr": [0.1, np.float64(0.01)]},
+        pathlib.PurePosixPath("/a/b"),
+        pathlib.PureWindowsPath("C:/x"),
+        collections.Counter("abca"),
+        Foreign(),
+        ForeignSlots(),
+        ForeignList([1, 2]),
+        ForeignDict(a=1),
+        NewArgsEx(1, b=2),
+        [Foreign(), Foreign()],
+        np.float32(1.5),
+        np.int64(-3),
+        np.float64("nan"),
+        np.bool_(True),
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array([1, 2], dtype=">i4"),
+        np.array(["a", "bc"]),
+        np.array([1, None], dtype=object),
+        np.zeros((0, 3)),
+        np.dtype("float16"),
+        {"epoch": 3, "global_step": 12, "lr": [0.1, np.float64(0.01)]},
         [1.0, 1.0, "s", "s", b"b", b"b"],
     ]
 
@@ -396,38 +507,130 @@ def test_stdlib_roundtrip_sanity() -> None:
 # ---------------------------------------------------------------------------------------
 
 EDGE_CASES = [
-    b"", b".", b"N.", b"(.", b"(N.", b"\x80\x06N.", b"\x80\x05N.", b"\x95" + b"\xff" * 8,
-    b"\x95\x02\x00\x00\x00\x00\x00\x00\x00N.", b"I00\n.", b"I01\n.", b"I-0\n.", b"I 1_0\n.",
-    b"L12L\n.", b"L\n.", b"F1e999\n.", b"Fnan\n.", b"F-nan\n.", b"Fx\n.",
-    b"G\x7f\xf8\x00\x00\x00\x00\x00\x01.", b"G\xff\xf0\x00\x00\x00\x00\x00\x01.",
-    b"S'a\\x41'\n.", b"S'a\n.", b"S\"\\q\"\n.", b"Vx\\u20ac\\\n.", b"V\\U00110000\n.",
-    b"U\x02\xc3\xa9.", b"U\x01\xff.", b"T\xff\xff\xff\xff.", b"T\x01\x00\x00\x00a.",
-    b"X\x02\x00\x00\x00\xed\xa0.", b"X\x03\x00\x00\x00\xed\xa0\x80.",
-    b"\x8c\x01\xff.", b"\x8d" + b"\xff" * 8, b"\x8e\x01" + b"\x00" * 7 + b"a.",
-    b"\x96\x01" + b"\x00" * 7 + b"a\x98.", b"\x97.", b"\x98.",
-    b"\x8a\x00.", b"\x8a\x02\xff\x7f.", b"\x8b\xff\xff\xff\xff.", b"\x8b\x01\x00\x00\x00\x80.",
-    b"Np0\n.", b"Np-1\n.", b"Np99999999999999999999\ng99999999999999999999\n.",
-    b"Ng0\n.", b"g-1\n.", b"Nq\x05h\x05.", b"Nr\xff\xff\xff\xffj\xff\xff\xff\xff.",
-    b"Nr\x00\x00\x00\x80j\x00\x00\x00\x80.", b"Np2147483648\nj\x00\x00\x00\x80.",
-    b"Nr\x00\x00\x00\x80g2147483648\n.", b"N\x94\x94h\x00h\x01.", b"Nq\x01\x94h\x00.",
-    b"Nq\x00q\x02\x94\x94\x94h\x01.", b"Np5\nq\x00q\x01q\x02q\x03q\x04q\x05\x94h\x06.",
-    b"\x82\x01.", b"\x83\xff\xff.", b"\x84\xff\xff\xff\xff.",
-    b"cbuiltins\nset\n)R.", b"cbuiltins\nset\n(K\x01K\x02lR.", b"c__builtin__\nlong\nK\x01\x85R.",
-    b"cfoo\nbar\n)R}b.", b"cfoo\nbar\n)\x81]b.", b"cfoo\nbar\n)}\x92.", b"cfoo\nbar\n)]\x92.",
-    b"(cfoo\nbar\nK\x01o.", b"(o.", b"(ifoo\nbar\n.", b"(K\x01ifoo\nbar\n.",
-    b"cbuiltins\nobject\n)R.", b"ccollections\nOrderedDict\n)R.",
+    b"",
+    b".",
+    b"N.",
+    b"(.",
+    b"(N.",
+    b"\x80\x06N.",
+    b"\x80\x05N.",
+    b"\x95" + b"\xff" * 8,
+    b"\x95\x02\x00\x00\x00\x00\x00\x00\x00N.",
+    b"I00\n.",
+    b"I01\n.",
+    b"I-0\n.",
+    b"I 1_0\n.",
+    b"L12L\n.",
+    b"L\n.",
+    b"F1e999\n.",
+    b"Fnan\n.",
+    b"F-nan\n.",
+    b"Fx\n.",
+    b"G\x7f\xf8\x00\x00\x00\x00\x00\x01.",
+    b"G\xff\xf0\x00\x00\x00\x00\x00\x01.",
+    b"S'a\\x41'\n.",
+    b"S'a\n.",
+    b'S"\\q"\n.',
+    b"Vx\\u20ac\\\n.",
+    b"V\\U00110000\n.",
+    b"U\x02\xc3\xa9.",
+    b"U\x01\xff.",
+    b"T\xff\xff\xff\xff.",
+    b"T\x01\x00\x00\x00a.",
+    b"X\x02\x00\x00\x00\xed\xa0.",
+    b"X\x03\x00\x00\x00\xed\xa0\x80.",
+    b"\x8c\x01\xff.",
+    b"\x8d" + b"\xff" * 8,
+    b"\x8e\x01" + b"\x00" * 7 + b"a.",
+    b"\x96\x01" + b"\x00" * 7 + b"a\x98.",
+    b"\x97.",
+    b"\x98.",
+    b"\x8a\x00.",
+    b"\x8a\x02\xff\x7f.",
+    b"\x8b\xff\xff\xff\xff.",
+    b"\x8b\x01\x00\x00\x00\x80.",
+    b"Np0\n.",
+    b"Np-1\n.",
+    b"Np99999999999999999999\ng99999999999999999999\n.",
+    b"Ng0\n.",
+    b"g-1\n.",
+    b"Nq\x05h\x05.",
+    b"Nr\xff\xff\xff\xffj\xff\xff\xff\xff.",
+    b"Nr\x00\x00\x00\x80j\x00\x00\x00\x80.",
+    b"Np2147483648\nj\x00\x00\x00\x80.",
+    b"Nr\x00\x00\x00\x80g2147483648\n.",
+    b"N\x94\x94h\x00h\x01.",
+    b"Nq\x01\x94h\x00.",
+    b"Nq\x00q\x02\x94\x94\x94h\x01.",
+    b"Np5\nq\x00q\x01q\x02q\x03q\x04q\x05\x94h\x06.",
+    b"\x82\x01.",
+    b"\x83\xff\xff.",
+    b"\x84\xff\xff\xff\xff.",
+    b"cbuiltins\nset\n)R.",
+    b"cbuiltins\nset\n(K\x01K\x02lR.",
+    b"c__builtin__\nlong\nK\x01\x85R.",
+    b"cfoo\nbar\n)R}b.",
+    b"cfoo\nbar\n)\x81]b.",
+    b"cfoo\nbar\n)}\x92.",
+    b"cfoo\nbar\n)]\x92.",
+    b"(cfoo\nbar\nK\x01o.",
+    b"(o.",
+    b"(ifoo\nbar\n.",
+    b"(K\x01ifoo\nbar\n.",
+    b"cbuiltins\nobject\n)R.",
+    b"ccollections\nOrderedDict\n)R.",
     b"ccollections\nOrderedDict\n)R}X\x01\x00\x00\x00aK\x01sb.",
-    b"ccollections\nOrderedDict\n(]tR.", b"ccollections\nOrderedDict\n(]K\x01atR.",
-    b"](K\x01K\x02e.", b"]K\x01a.", b"}K\x01a.", b"}(K\x01e.", b"](K\x01u.",
-    b"}(K\x01K\x02u.", b"}(K\x01u.", b"}(]K\x01u.", b"}]K\x01s.", b"(K\x01d.", b"(]K\x01d.",
-    b"\x8f(K\x01\x90.", b"\x8f(]\x90.", b"](K\x01\x90.", b"(]\x91.", b"(K\x01K\x01\x91.",
-    b"0.", b"1.", b"(0.", b"(1.", b"2.", b"N2.", b"t.", b"(t.", b"\x85.", b"N\x86.", b"NN\x87.",
-    b"\x93.", b"NN\x93.", b"X\x01\x00\x00\x00aX\x01\x00\x00\x00b\x93.",
-    b"R.", b"N)R.", b"NNR.", b"\x81.", b"N)\x81.", b"\x92.", b"N)}\x92.", b"N)N\x92.",
-    b"b.", b"N}b.", b"PX\n.", b"Q.", b"NQ.", b"(lq\x00h\x00a.", b"]q\x00h\x00\x85q\x01a.",
+    b"ccollections\nOrderedDict\n(]tR.",
+    b"ccollections\nOrderedDict\n(]K\x01atR.",
+    b"](K\x01K\x02e.",
+    b"]K\x01a.",
+    b"}K\x01a.",
+    b"}(K\x01e.",
+    b"](K\x01u.",
+    b"}(K\x01K\x02u.",
+    b"}(K\x01u.",
+    b"}(]K\x01u.",
+    b"}]K\x01s.",
+    b"(K\x01d.",
+    b"(]K\x01d.",
+    b"\x8f(K\x01\x90.",
+    b"\x8f(]\x90.",
+    b"](K\x01\x90.",
+    b"(]\x91.",
+    b"(K\x01K\x01\x91.",
+    b"0.",
+    b"1.",
+    b"(0.",
+    b"(1.",
+    b"2.",
+    b"N2.",
+    b"t.",
+    b"(t.",
+    b"\x85.",
+    b"N\x86.",
+    b"NN\x87.",
+    b"\x93.",
+    b"NN\x93.",
+    b"X\x01\x00\x00\x00aX\x01\x00\x00\x00b\x93.",
+    b"R.",
+    b"N)R.",
+    b"NNR.",
+    b"\x81.",
+    b"N)\x81.",
+    b"\x92.",
+    b"N)}\x92.",
+    b"N)N\x92.",
+    b"b.",
+    b"N}b.",
+    b"PX\n.",
+    b"Q.",
+    b"NQ.",
+    b"(lq\x00h\x00a.",
+    b"]q\x00h\x00\x85q\x01a.",
     b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n)R.",
     b"\x80\x02ctorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06t.",
-    b"\x80\x02ctorch\nSize\n(K\x01K\x02\x86\x85R.", b"\x80\x02ctorch\nSize\n(\x89\x85\x85R.",
+    b"\x80\x02ctorch\nSize\n(K\x01K\x02\x86\x85R.",
+    b"\x80\x02ctorch\nSize\n(\x89\x85\x85R.",
     b"\x80\x02ctorch\ndevice\nX\x04\x00\x00\x00cuda\x85R.",
     b"\x80\x02ctorch\ndevice\nX\x06\x00\x00\x00cuda:x\x85R.",
     b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00f8\x85R.",
@@ -444,7 +647,9 @@ def _deep(n: int, open_: bytes, close: bytes) -> bytes:
 
 
 EDGE_CASES += [
-    _deep(5000, b"(", b"l"), _deep(5000, b"(", b"t"), _deep(400, b"(", b"\x91"),
+    _deep(5000, b"(", b"l"),
+    _deep(5000, b"(", b"t"),
+    _deep(400, b"(", b"\x91"),
     b"\x80\x02" + b"]" * 5000 + b"a" * 4999 + b".",
     b"\x80\x02" + b"}" + b"N" * 2 + b"\x86" + b"N\x85" * 300 + b"N" + b"s" * 1 + b".",
     b"\x80\x02(" + b"N\x85" * 1 + b"\x85" * 500 + b"N" + b"d.",
@@ -469,22 +674,60 @@ def test_edge_cases_small_limits(data: bytes) -> None:
 # hypothesis: random bytes and mutated fixtures
 # ---------------------------------------------------------------------------------------
 
-HYPOTHESIS = dict(deadline=None, derandomize=True, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+HYPOTHESIS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 _OPCODES = pickletools.opcodes
-_LINES = [b"0", b"1", b"00", b"01", b"-1", b"255", b"2147483648", b"1.5", b"nan", b"'a'",
-          b"\"\\x00\"", b"x\\u1234", b"", b"storage", b"torch", b"collections", b"builtins",
-          b"foo", b"\xff"]
-_GLOBALS = [b"torch._utils\n_rebuild_tensor_v2\n", b"torch._utils\n_rebuild_parameter\n",
-            b"torch\nFloatStorage\n", b"torch\nLongStorage\n", b"torch\nSize\n",
-            b"torch\ndevice\n", b"torch\nfloat32\n", b"collections\nOrderedDict\n",
-            b"collections\ndefaultdict\n", b"builtins\nset\n", b"builtins\nlist\n",
-            b"builtins\ndict\n", b"builtins\nobject\n", b"copyreg\n_reconstructor\n",
-            b"argparse\nNamespace\n", b"numpy\ndtype\n", b"numpy.core.multiarray\nscalar\n",
-            b"torch._tensor\n_rebuild_from_type_v2\n", b"torch.nn.parameter\nParameter\n",
-            b"omegaconf.dictconfig\nDictConfig\n", b"omegaconf.nodes\nAnyNode\n",
-            b"pathlib\nPosixPath\n", b"foo\nbar\n"]
+_LINES = [
+    b"0",
+    b"1",
+    b"00",
+    b"01",
+    b"-1",
+    b"255",
+    b"2147483648",
+    b"1.5",
+    b"nan",
+    b"'a'",
+    b'"\\x00"',
+    b"x\\u1234",
+    b"",
+    b"storage",
+    b"torch",
+    b"collections",
+    b"builtins",
+    b"foo",
+    b"\xff",
+]
+_GLOBALS = [
+    b"torch._utils\n_rebuild_tensor_v2\n",
+    b"torch._utils\n_rebuild_parameter\n",
+    b"torch\nFloatStorage\n",
+    b"torch\nLongStorage\n",
+    b"torch\nSize\n",
+    b"torch\ndevice\n",
+    b"torch\nfloat32\n",
+    b"collections\nOrderedDict\n",
+    b"collections\ndefaultdict\n",
+    b"builtins\nset\n",
+    b"builtins\nlist\n",
+    b"builtins\ndict\n",
+    b"builtins\nobject\n",
+    b"copyreg\n_reconstructor\n",
+    b"argparse\nNamespace\n",
+    b"numpy\ndtype\n",
+    b"numpy.core.multiarray\nscalar\n",
+    b"torch._tensor\n_rebuild_from_type_v2\n",
+    b"torch.nn.parameter\nParameter\n",
+    b"omegaconf.dictconfig\nDictConfig\n",
+    b"omegaconf.nodes\nAnyNode\n",
+    b"pathlib\nPosixPath\n",
+    b"foo\nbar\n",
+]
 
 
 @st.composite
@@ -504,14 +747,23 @@ def _opcode_bytes(draw: st.DrawFn) -> bytes:
         return out + draw(st.binary(min_size=n, max_size=n))
     if n == pickletools.UP_TO_NEWLINE:
         return out + draw(st.sampled_from(_LINES)) + b"\n"
-    width = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
-             pickletools.TAKEN_FROM_ARGUMENT4U: 4, pickletools.TAKEN_FROM_ARGUMENT8U: 8}[n]
-    body = draw(st.one_of(st.sampled_from([b"storage", b"torch", b"0", b"cpu", b"\xed\xa0\x80"]),
-                          st.binary(max_size=12)))
+    width = {
+        pickletools.TAKEN_FROM_ARGUMENT1: 1,
+        pickletools.TAKEN_FROM_ARGUMENT4: 4,
+        pickletools.TAKEN_FROM_ARGUMENT4U: 4,
+        pickletools.TAKEN_FROM_ARGUMENT8U: 8,
+    }[n]
+    body = draw(
+        st.one_of(
+            st.sampled_from([b"storage", b"torch", b"0", b"cpu", b"\xed\xa0\x80"]),
+            st.binary(max_size=12),
+        )
+    )
     length = len(body)
     if draw(st.integers(0, 9)) == 0:
-        length = draw(st.sampled_from([0, length + 1, 2 ** (8 * width - 1) - 1,
-                                       2 ** (8 * width) - 1]))
+        length = draw(
+            st.sampled_from([0, length + 1, 2 ** (8 * width - 1) - 1, 2 ** (8 * width) - 1])
+        )
     return out + length.to_bytes(width, "little") + body
 
 
@@ -525,9 +777,9 @@ def _mutated_fixture(draw: st.DrawFn) -> tuple[int, bytes]:
         if kind == "splice":
             data[pos:pos] = draw(st.lists(_opcode_bytes(), min_size=1, max_size=3).map(b"".join))
         elif kind == "delete":
-            del data[pos:pos + draw(st.integers(1, 16))]
+            del data[pos : pos + draw(st.integers(1, 16))]
         elif kind == "dup":
-            data[pos:pos] = data[pos:pos + draw(st.integers(1, 64))]
+            data[pos:pos] = data[pos : pos + draw(st.integers(1, 64))]
         elif kind == "flip" and pos < len(data):
             data[pos] = draw(st.integers(0, 255))
         elif kind == "truncate":
@@ -569,8 +821,13 @@ def file_outcome(engine: str, data: bytes) -> tuple[Any, ...]:
     except Exception as e:  # noqa: BLE001
         return ("escaped", type(e).__name__, str(e))
     with ckpt:
-        opened = ("ok", ckpt.format, ckpt.members, canonical(ckpt.root),
-                  [(g.module, g.name, g.safe) for g in ckpt.globals()])
+        opened = (
+            "ok",
+            ckpt.format,
+            ckpt.members,
+            canonical(ckpt.root),
+            [(g.module, g.name, g.safe) for g in ckpt.globals()],
+        )
         try:
             dumped = ckpt.summary().model_dump(mode="json")
             assert dumped.pop("backend") == engine  # the one field that must differ
@@ -597,8 +854,10 @@ def test_fixture_files(fx: Fixture) -> None:
 
 
 @settings(max_examples=300, **HYPOTHESIS)
-@given(st.integers(0, len(FIXTURES) - 1),
-       st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=3))
+@given(
+    st.integers(0, len(FIXTURES) - 1),
+    st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=3),
+)
 def test_file_flips(index: int, flips: list[tuple[int, int]]) -> None:
     data = bytearray(FIXTURES[index].file)
     for pos, value in flips:
@@ -627,17 +886,21 @@ def _nested_state_pickle(depth: int) -> bytes:
     (float32, (), (), False), state)`` with ``state`` a 2-tuple nested ``depth`` deep:
     ``torch_rebuild._set_state`` recurses once per level with no depth limit."""
     state = b"N" + b"N\x86" * depth
-    return (b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n"
-            b"(ctorch._utils\n_rebuild_meta_tensor_no_storage\nctorch\nTensor\n"
-            b"(ctorch\nfloat32\n))\x89t" + state + b"tR.")
+    return (
+        b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n"
+        b"(ctorch._utils\n_rebuild_meta_tensor_no_storage\nctorch\nTensor\n"
+        b"(ctorch\nfloat32\n))\x89t" + state + b"tR."
+    )
 
 
 def _nested_rebuild_pickle(depth: int) -> bytes:
     """``_rebuild_from_type_v2`` whose rebuild function is ``_rebuild_from_type_v2``
     again, ``depth`` times: each level is one more Python call, unbounded."""
     f = b"ctorch._tensor\n_rebuild_from_type_v2\n"
-    s = (b"(ctorch._utils\n_rebuild_meta_tensor_no_storage\nctorch\nTensor\n"
-         b"(ctorch\nfloat32\n))\x89tNt")
+    s = (
+        b"(ctorch._utils\n_rebuild_meta_tensor_no_storage\nctorch\nTensor\n"
+        b"(ctorch\nfloat32\n))\x89tNt"
+    )
     for _ in range(depth):
         s = b"(" + f + b"ctorch\nTensor\n" + s + b"Nt"
     return b"\x80\x02" + f + s + b"R."

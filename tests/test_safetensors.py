@@ -32,13 +32,15 @@ TINY = DATA / "tiny.safetensors"
 
 
 def _read(path: pathlib.Path | str, select=None) -> ckptpeek.Checkpoint:
-    opts = ReadOptions(False, _backend.engine(None), DEFAULT_LIMITS,
-                       None if select is None else frozenset(select))
+    opts = ReadOptions(
+        False, _backend.engine(None), DEFAULT_LIMITS, None if select is None else frozenset(select)
+    )
     return st.read(ByteSource(path), opts)
 
 
-def _file(tmp_path: pathlib.Path, header: bytes | dict, data: bytes = b"",
-          name: str = "x.safetensors") -> pathlib.Path:
+def _file(
+    tmp_path: pathlib.Path, header: bytes | dict, data: bytes = b"", name: str = "x.safetensors"
+) -> pathlib.Path:
     h = header if isinstance(header, bytes) else json.dumps(header).encode()
     p = tmp_path / name
     p.write_bytes(struct.pack("<Q", len(h)) + h + data)
@@ -55,6 +57,7 @@ def _header_size(path: pathlib.Path) -> int:
 
 
 # -- the committed fixture against safe_open (no torch) -------------------------------------
+
 
 def test_fixture_matches_safe_open() -> None:
     with safe_open(TINY, framework="numpy") as ref, _read(TINY) as ckpt:
@@ -143,22 +146,34 @@ def test_load_checkpoint_is_load_file_shaped() -> None:
 
 # -- against torch --------------------------------------------------------------------------
 
+
 def _torch_state():
     torch = pytest.importorskip("torch")
     g = torch.Generator().manual_seed(0)
     f = torch.randn(4, 6, generator=g)
     sd = {
-        "f32": f, "f64": f.double(), "f16": f.half(), "bf16": f.bfloat16(),
-        "f8_e4m3fn": f.to(torch.float8_e4m3fn), "f8_e5m2": f.to(torch.float8_e5m2),
-        "f8_e4m3fnuz": f.to(torch.float8_e4m3fnuz), "f8_e5m2fnuz": f.to(torch.float8_e5m2fnuz),
+        "f32": f,
+        "f64": f.double(),
+        "f16": f.half(),
+        "bf16": f.bfloat16(),
+        "f8_e4m3fn": f.to(torch.float8_e4m3fn),
+        "f8_e5m2": f.to(torch.float8_e5m2),
+        "f8_e4m3fnuz": f.to(torch.float8_e4m3fnuz),
+        "f8_e5m2fnuz": f.to(torch.float8_e5m2fnuz),
         "f8_e8m0": f.abs().add(0.01).to(torch.float8_e8m0fnu),
         "f4": torch.arange(12, dtype=torch.uint8).reshape(2, 6).view(torch.float4_e2m1fn_x2),
-        "c64": torch.complex(f, -f), "i64": (f * 1e6).long(), "i32": (f * 100).int(),
-        "i16": (f * 100).short(), "i8": (f * 10).to(torch.int8), "u8": (f * 10).abs().byte(),
+        "c64": torch.complex(f, -f),
+        "i64": (f * 1e6).long(),
+        "i32": (f * 100).int(),
+        "i16": (f * 100).short(),
+        "i8": (f * 10).to(torch.int8),
+        "u8": (f * 10).abs().byte(),
         "u16": torch.tensor([0, 7, 65535], dtype=torch.uint16),
         "u32": torch.tensor([1, 2**32 - 1], dtype=torch.uint32),
-        "u64": torch.tensor([0, 2**63 - 1], dtype=torch.uint64), "bool": f > 0,
-        "scalar": torch.tensor(2.5), "empty": torch.zeros(2, 0, 3),
+        "u64": torch.tensor([0, 2**63 - 1], dtype=torch.uint64),
+        "bool": f > 0,
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(2, 0, 3),
         "big.0.weight": torch.randn(64, 33, generator=g),
     }
     return torch, sd
@@ -194,8 +209,10 @@ def test_against_torch_load_file(tmp_path: pathlib.Path) -> None:
             assert got.dtype == r.dtype and got.shape == r.shape and got.stride() == r.stride()
             got_raw = got.contiguous().reshape(-1).view(torch.uint8)
             assert bytes(got_raw.numpy()) == bytes(raw.numpy()), name
-            np.testing.assert_array_equal(t.numpy().reshape(-1).view(np.uint8),
-                                          r.contiguous().reshape(-1).view(torch.uint8).numpy())
+            np.testing.assert_array_equal(
+                t.numpy().reshape(-1).view(np.uint8),
+                r.contiguous().reshape(-1).view(torch.uint8).numpy(),
+            )
 
 
 @pytest.mark.torch
@@ -221,12 +238,17 @@ def test_against_safe_open_numpy_slices(tmp_path: pathlib.Path) -> None:
 
 # -- dtypes torch has no name for -----------------------------------------------------------
 
-@pytest.mark.parametrize("code,shape,nbytes", [("F6_E2M3", [4], 3), ("F6_E3M2", [2, 2, 4], 12),
-                                               ("F4", [2, 3], 3)])
+
+@pytest.mark.parametrize(
+    "code,shape,nbytes", [("F6_E2M3", [4], 3), ("F6_E3M2", [2, 2, 4], 12), ("F4", [2, 3], 3)]
+)
 def test_raw_bits_dtypes(tmp_path: pathlib.Path, code: str, shape: list, nbytes: int) -> None:
     data = bytes(range(nbytes))
-    p = _file(tmp_path, {"x": {"dtype": code, "shape": shape, "data_offsets": [0, nbytes]},
-                         **_u8("y", 2, nbytes)}, data + b"ab")
+    p = _file(
+        tmp_path,
+        {"x": {"dtype": code, "shape": shape, "data_offsets": [0, nbytes]}, **_u8("y", 2, nbytes)},
+        data + b"ab",
+    )
     with safe_open(p, framework="numpy") as ref:
         assert ref.get_slice("x").get_shape() == shape
     with ckptpeek.open(p) as ckpt:
@@ -276,12 +298,16 @@ HOSTILE = {
     "bom": (b"\xef\xbb\xbf{}", "st-invalid-json"),
     "deep": (b"[" * 100_000 + b"]" * 100_000, "st-invalid-json"),
     "deep-in-object": (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "st-invalid-json"),
-    "long-int": (b'{"a":{"dtype":"U8","shape":[' + b"9" * 5000 + b'],"data_offsets":[0,2]}}',
-                 "st-invalid-json"),
+    "long-int": (
+        b'{"a":{"dtype":"U8","shape":[' + b"9" * 5000 + b'],"data_offsets":[0,2]}}',
+        "st-invalid-json",
+    ),
     "meta-not-str": ({"__metadata__": {"a": 1}, "a": _TENSOR}, "st-invalid-json"),
     "meta-list": ({"__metadata__": ["a"], "a": _TENSOR}, "st-invalid-json"),
-    "meta-twice": (b'{"__metadata__":{},"__metadata__":{},"a":' + json.dumps(_TENSOR).encode()
-                   + b"}", "st-invalid-json"),
+    "meta-twice": (
+        b'{"__metadata__":{},"__metadata__":{},"a":' + json.dumps(_TENSOR).encode() + b"}",
+        "st-invalid-json",
+    ),
     "tensor-not-object": ({"a": 5}, "st-invalid-json"),
     "missing-offsets": ({"a": {"dtype": "U8", "shape": [2]}}, "st-invalid-json"),
     "negative-dim": ({"a": {**_TENSOR, "shape": [-2]}}, "st-invalid-json"),
@@ -295,17 +321,25 @@ HOSTILE = {
     "lowercase-dtype": ({"a": {**_TENSOR, "dtype": "u8"}}, "st-unknown-dtype"),
     "gap": ({"a": {**_TENSOR, "data_offsets": [1, 3]}}, "st-invalid-offset"),
     "overlap": ({**_u8("a"), "b": {**_TENSOR, "data_offsets": [1, 3]}}, "st-invalid-offset"),
-    "end-before-begin": ({"a": {**_TENSOR, "shape": [0], "data_offsets": [2, 0]}},
-                         "st-invalid-offset"),
+    "end-before-begin": (
+        {"a": {**_TENSOR, "shape": [0], "data_offsets": [2, 0]}},
+        "st-invalid-offset",
+    ),
     "shape-mismatch": ({"a": {**_TENSOR, "dtype": "U16"}}, "st-tensor-invalid-info"),
-    "overflow": ({"a": {**_TENSOR, "dtype": "F32", "shape": [2**62, 2**62]}},
-                 "st-validation-overflow"),
+    "overflow": (
+        {"a": {**_TENSOR, "dtype": "F32", "shape": [2**62, 2**62]}},
+        "st-validation-overflow",
+    ),
     "overflow-bits": ({"a": {**_TENSOR, "shape": [2**64 - 1]}}, "st-validation-overflow"),
-    "f4-half-byte": ({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}},
-                     "st-misaligned-slice"),
+    "f4-half-byte": (
+        {"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}},
+        "st-misaligned-slice",
+    ),
     "past-end": ({"a": {**_TENSOR, "shape": [4], "data_offsets": [0, 4]}}, "st-incomplete-buffer"),
-    "huge-offsets": ({"a": {**_TENSOR, "shape": [2**40], "data_offsets": [0, 2**40]}},
-                     "st-incomplete-buffer"),
+    "huge-offsets": (
+        {"a": {**_TENSOR, "shape": [2**40], "data_offsets": [0, 2**40]}},
+        "st-incomplete-buffer",
+    ),
     "trailing-bytes": ({"a": _TENSOR}, "st-incomplete-buffer"),
 }
 _HOSTILE_DATA = {"trailing-bytes": b"abc", "f4-half-byte": b"ab"}
@@ -376,14 +410,14 @@ ODD_BUT_VALID = {  # safe_open accepts all of these; so must we, with the same t
     "map-form-dtype": b'{"a":{"dtype":{"U8":null},"shape":[2],"data_offsets":[0,2]}}',
     "extra-field": b'{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2],"x":[1]}}',
     "duplicate-name": b'{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},'
-                      b'"a":{"dtype":"I8","shape":[1,2],"data_offsets":[0,2]}}',
+    b'"a":{"dtype":"I8","shape":[1,2],"data_offsets":[0,2]}}',
     "metadata-null": b'{"__metadata__":null,"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}',
     "metadata-only": b'{"__metadata__":{"k":"v"}}',
     "empty-object": b"{}",
     "empty-tensor-first": b'{"b":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},'
-                          b'"a":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}}',
+    b'"a":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}}',
     "unsorted": b'{"b":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},'
-                b'"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
+    b'"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}',
 }
 
 
@@ -393,12 +427,15 @@ def test_odd_but_valid(tmp_path: pathlib.Path, case: str) -> None:
     data = b"" if b"data_offsets" not in header and b"[0,2]" not in header else b"xy"
     p = _file(tmp_path, header, data)
     with safe_open(p, framework="numpy") as ref:
-        expected = {k: (ref.get_slice(k).get_dtype(), ref.get_slice(k).get_shape())
-                    for k in ref.offset_keys()}
+        expected = {
+            k: (ref.get_slice(k).get_dtype(), ref.get_slice(k).get_shape())
+            for k in ref.offset_keys()
+        }
         meta = ref.metadata()
     ckpt = _read(p)
     assert {k: (t.dtype.name, list(t.shape)) for k, t in ckpt.root.items()} == {
-        k: (st.ST_DTYPES[c][0], s) for k, (c, s) in expected.items()}
+        k: (st.ST_DTYPES[c][0], s) for k, (c, s) in expected.items()
+    }
     assert list(ckpt.root) == list(expected)
     assert ckpt.members["metadata"] == meta
     for k, t in ckpt.root.items():
@@ -417,12 +454,20 @@ def test_differential_fuzz(tmp_path: pathlib.Path) -> None:
     header = base[8:n]
     p = tmp_path / "f.safetensors"
 
-    @hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
-                         suppress_health_check=list(hypothesis.HealthCheck))
-    @hypothesis.given(hs.integers(0, len(header) - 1), hs.binary(min_size=0, max_size=3),
-                      hs.integers(0, 3), hs.integers(-3, 3))
+    @hypothesis.settings(
+        max_examples=150,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(
+        hs.integers(0, len(header) - 1),
+        hs.binary(min_size=0, max_size=3),
+        hs.integers(0, 3),
+        hs.integers(-3, 3),
+    )
     def check(pos: int, ins: bytes, cut: int, extra: int) -> None:
-        new = header[:pos] + ins + header[pos + cut:]
+        new = header[:pos] + ins + header[pos + cut :]
         body = base[n:]
         if extra > 0:
             body += b"\0" * extra
@@ -436,8 +481,9 @@ def test_differential_fuzz(tmp_path: pathlib.Path) -> None:
             want = None
         try:
             with _read(p) as ckpt:
-                got = {k: list(t.attrs.get("safetensors_shape", t.shape))
-                       for k, t in ckpt.root.items()}
+                got = {
+                    k: list(t.attrs.get("safetensors_shape", t.shape)) for k, t in ckpt.root.items()
+                }
                 for k, t in ckpt.root.items():  # packed fp4: the file's last dim is twice torch's
                     if t.dtype.name == "float4_e2m1fn_x2":
                         got[k][-1] *= 2

@@ -15,16 +15,28 @@ from ckptpeek.summary.model import MODEL_FIELDS
 
 DATA = pathlib.Path(__file__).parent / "data"
 LIGHTNING = DATA / "lightning_tiny.ckpt"
-SELECTIONS = [["epoch"], ["epoch", "global_step", "callbacks"], ["state_dict"],
-              ["hyper_parameters", "optimizer_states"], ["no-such-key"],
-              sorted(ckptpeek.SUMMARY_KEYS)]
+SELECTIONS = [
+    ["epoch"],
+    ["epoch", "global_step", "callbacks"],
+    ["state_dict"],
+    ["hyper_parameters", "optimizer_states"],
+    ["no-such-key"],
+    sorted(ckptpeek.SUMMARY_KEYS),
+]
 
 
 def _described(value):
     """A comparable rendering of a value (tensors by their metadata and values)."""
     if isinstance(value, ckptpeek.TensorRef):
-        return ("tensor", str(value.dtype), tuple(value.shape), value.stride(),
-                value.storage_offset(), value.storage_key, value.numpy().tolist())
+        return (
+            "tensor",
+            str(value.dtype),
+            tuple(value.shape),
+            value.stride(),
+            value.storage_offset(),
+            value.storage_key,
+            value.numpy().tolist(),
+        )
     if isinstance(value, dict):
         return (type(value).__name__, [(k, _described(v)) for k, v in value.items()])
     if isinstance(value, (list, tuple)):
@@ -50,9 +62,17 @@ def test_summary_of_a_selective_read(engine) -> None:
     full = ckptpeek.open(LIGHTNING, engine=engine).summary()
     part = ckptpeek.open(LIGHTNING, engine=engine, select=ckptpeek.SUMMARY_KEYS).summary()
     assert part.selected == sorted(ckptpeek.SUMMARY_KEYS)
-    for field in ("epoch", "global_step", "lightning_version", "hyper_parameters",
-                  "model_checkpoints", "early_stopping", "lr_schedulers", "state_dict_tensors",
-                  "parameter_count"):
+    for field in (
+        "epoch",
+        "global_step",
+        "lightning_version",
+        "hyper_parameters",
+        "model_checkpoints",
+        "early_stopping",
+        "lr_schedulers",
+        "state_dict_tensors",
+        "parameter_count",
+    ):
         assert getattr(part, field) == getattr(full, field), field
     assert part.optimizers == [] and full.optimizers  # optimizer_states was not read
 

@@ -39,14 +39,16 @@ def _numpy_state() -> dict[str, np.ndarray]:
 
 def _chunks(names: list[str], n: int) -> list[list[str]]:
     size = -(-len(names) // n)
-    return [names[i:i + size] for i in range(0, len(names), size)]
+    return [names[i : i + size] for i in range(0, len(names), size)]
 
 
-def _write_index(d: pathlib.Path, name: str, weight_map: dict[str, str],
-                 total: int = 0) -> pathlib.Path:
+def _write_index(
+    d: pathlib.Path, name: str, weight_map: dict[str, str], total: int = 0
+) -> pathlib.Path:
     p = d / name
-    p.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
-                            indent=2))
+    p.write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
     return p
 
 
@@ -63,8 +65,12 @@ def _write_numpy_shards(d: pathlib.Path, sd: dict, n: int = 3) -> pathlib.Path:
 
 
 def _opts(engine: str | None = None, select=None) -> ReadOptions:
-    return ReadOptions(False, _backend.engine(engine), DEFAULT_LIMITS,
-                       None if select is None else frozenset(select))
+    return ReadOptions(
+        False,
+        _backend.engine(engine),
+        DEFAULT_LIMITS,
+        None if select is None else frozenset(select),
+    )
 
 
 def _header_size(path: pathlib.Path) -> int:
@@ -73,6 +79,7 @@ def _header_size(path: pathlib.Path) -> int:
 
 
 # -- safetensors shards (no torch) ---------------------------------------------------------
+
 
 def test_safetensors_shards(tmp_path: pathlib.Path) -> None:
     sd = _numpy_state()
@@ -87,13 +94,16 @@ def test_safetensors_shards(tmp_path: pathlib.Path) -> None:
             assert ckpt.members["metadata"] == {"total_size": 0}
             assert ckpt.members["weight_map"] == weight_map
             assert ckpt.members["shards"] == dict.fromkeys(shards, "safetensors")
-            assert ckpt.file_size == sum(os.path.getsize(tmp_path / s) for s in shards) + \
-                index.stat().st_size
+            assert (
+                ckpt.file_size
+                == sum(os.path.getsize(tmp_path / s) for s in shards) + index.stat().st_size
+            )
             # header only: the index, and per shard its header (the sniffed first 512
             # bytes are kept and not read twice)
             assert ckpt.bytes_read == index.stat().st_size + sum(
                 max(min(512, os.path.getsize(tmp_path / s)), _header_size(tmp_path / s))
-                for s in shards)
+                for s in shards
+            )
             for name, arr in sd.items():
                 t = ckpt[name]
                 assert t.dtype.name == arr.dtype.name and tuple(t.shape) == arr.shape
@@ -139,8 +149,10 @@ def test_shards_in_subdirectory_and_symlinks(tmp_path: pathlib.Path) -> None:
     save_file({k: sd[k] for k in list(sd)[:3]}, str(blobs / "h1"))
     save_file({k: sd[k] for k in list(sd)[3:]}, str(snap / "sub" / "b.safetensors"))
     os.symlink("../../blobs/h1", snap / "a.safetensors")
-    wm = {**dict.fromkeys(list(sd)[:3], "a.safetensors"),
-          **dict.fromkeys(list(sd)[3:], "sub/b.safetensors")}
+    wm = {
+        **dict.fromkeys(list(sd)[:3], "a.safetensors"),
+        **dict.fromkeys(list(sd)[3:], "sub/b.safetensors"),
+    }
     _write_index(snap, "model.safetensors.index.json", wm)
     with ckptpeek.open(snap) as ckpt:
         assert list(ckpt.keys()) == list(sd)
@@ -149,6 +161,7 @@ def test_shards_in_subdirectory_and_symlinks(tmp_path: pathlib.Path) -> None:
 
 
 # -- against torch: safetensors and .bin flavours -------------------------------------------
+
 
 def _torch_state():
     torch = pytest.importorskip("torch")
@@ -183,8 +196,9 @@ def _write_torch_shards(d: pathlib.Path, sd: dict, flavour: str, n: int) -> path
             torch.save(part, d / fn)
         weight_map.update(dict.fromkeys(names, fn))
     total = sum(t.numel() * t.element_size() for t in sd.values())
-    name = ("model.safetensors.index.json" if ext == "safetensors"
-            else "pytorch_model.bin.index.json")
+    name = (
+        "model.safetensors.index.json" if ext == "safetensors" else "pytorch_model.bin.index.json"
+    )
     return _write_index(d, name, weight_map, total)
 
 
@@ -195,8 +209,11 @@ def _reference(torch, d: pathlib.Path, index: pathlib.Path) -> dict:
     loaded = {}
     for shard in dict.fromkeys(wm.values()):
         p = d / shard
-        loaded[shard] = (load_file(str(p)) if shard.endswith(".safetensors")
-                         else torch.load(p, map_location="cpu", weights_only=True))
+        loaded[shard] = (
+            load_file(str(p))
+            if shard.endswith(".safetensors")
+            else torch.load(p, map_location="cpu", weights_only=True)
+        )
     return {k: loaded[s][k] for k, s in wm.items()}
 
 
@@ -212,8 +229,9 @@ def _same(torch, t: ckptpeek.TensorRef, r) -> None:
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("flavour,n", [("safetensors", 2), ("safetensors", 3), ("bin", 2),
-                                       ("bin", 3)])
+@pytest.mark.parametrize(
+    "flavour,n", [("safetensors", 2), ("safetensors", 3), ("bin", 2), ("bin", 3)]
+)
 def test_against_torch(tmp_path: pathlib.Path, engine: str, flavour: str, n: int) -> None:
     torch, sd = _torch_state()
     index = _write_torch_shards(tmp_path, sd, flavour, n)
@@ -236,12 +254,22 @@ def test_against_torch(tmp_path: pathlib.Path, engine: str, flavour: str, n: int
 def test_bin_shards_with_views_and_select(tmp_path: pathlib.Path, engine: str) -> None:
     torch = pytest.importorskip("torch")
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-    sd = {"a.base": base, "a.t": base.t(), "b.slice": base[1:3, 2:5], "b.step": base[:, ::2],
-          "c.w": torch.ones(3, dtype=torch.int16)}
+    sd = {
+        "a.base": base,
+        "a.t": base.t(),
+        "b.slice": base[1:3, 2:5],
+        "b.step": base[:, ::2],
+        "c.w": torch.ones(3, dtype=torch.int16),
+    }
     torch.save({k: sd[k] for k in ("a.base", "a.t")}, tmp_path / "p1.bin")
     torch.save({k: sd[k] for k in ("b.slice", "b.step", "c.w")}, tmp_path / "p2.bin")
-    wm = {"a.base": "p1.bin", "a.t": "p1.bin", "b.slice": "p2.bin", "b.step": "p2.bin",
-          "c.w": "p2.bin"}
+    wm = {
+        "a.base": "p1.bin",
+        "a.t": "p1.bin",
+        "b.slice": "p2.bin",
+        "b.step": "p2.bin",
+        "c.w": "p2.bin",
+    }
     index = _write_index(tmp_path, "pytorch_model.bin.index.json", wm)
     ref = _reference(torch, tmp_path, index)
     with ckptpeek.open(index, engine=engine) as ckpt:
@@ -270,16 +298,29 @@ def test_mixed_shard_formats(tmp_path: pathlib.Path, engine: str) -> None:
 
 # -- broken and hostile indexes --------------------------------------------------------------
 
+
 def _err(path: pathlib.Path | str, engine: str | None = None) -> CheckpointError:
     with pytest.raises(CheckpointError) as exc:
         sharded.read_path(str(path), _opts(engine))
     return exc.value
 
 
-@pytest.mark.parametrize("name", ["../x.safetensors", "/etc/passwd", "a/../../b.safetensors",
-                                  "./a.safetensors", "a//b", "", "C:\\x.safetensors",
-                                  "C:x.safetensors", "..\\x.safetensors", "a\0b",
-                                  "//server/share/x"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x.safetensors",
+        "/etc/passwd",
+        "a/../../b.safetensors",
+        "./a.safetensors",
+        "a//b",
+        "",
+        "C:\\x.safetensors",
+        "C:x.safetensors",
+        "..\\x.safetensors",
+        "a\0b",
+        "//server/share/x",
+    ],
+)
 def test_shard_names_must_stay_inside(tmp_path: pathlib.Path, name: str) -> None:
     _write_numpy_shards(tmp_path, _numpy_state())
     index = _write_index(tmp_path, "bad.index.json", {"x": name})
@@ -302,9 +343,19 @@ def test_missing_shard_and_missing_tensor(tmp_path: pathlib.Path) -> None:
     assert _err(bad).code == "sharded-missing-shard"
 
 
-@pytest.mark.parametrize("text", ["{", "[]", '{"weight_map": []}', '{"weight_map": {"a": 1}}',
-                                  '{"metadata": 3, "weight_map": {}}', '{"no": 1}',
-                                  "\xff", "[" * 100_000 + "]" * 100_000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{",
+        "[]",
+        '{"weight_map": []}',
+        '{"weight_map": {"a": 1}}',
+        '{"metadata": 3, "weight_map": {}}',
+        '{"no": 1}',
+        "\xff",
+        "[" * 100_000 + "]" * 100_000,
+    ],
+)
 def test_bad_index(tmp_path: pathlib.Path, text: str) -> None:
     p = tmp_path / "x.index.json"
     p.write_bytes(text.encode("latin-1") if text == "\xff" else text.encode())
@@ -321,15 +372,20 @@ def test_index_too_large(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 
 def test_shard_that_is_an_index_is_refused(tmp_path: pathlib.Path) -> None:
     # a self-reference must not recurse
-    index = _write_index(tmp_path, "model.safetensors.index.json",
-                         {"a": "model.safetensors.index.json"})
+    index = _write_index(
+        tmp_path, "model.safetensors.index.json", {"a": "model.safetensors.index.json"}
+    )
     exc = _err(index)
     assert exc.code == "sharded-bad-shard"
 
 
 def test_hostile_safetensors_shard(tmp_path: pathlib.Path) -> None:
-    h = json.dumps({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
-                    "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]}}).encode()
+    h = json.dumps(
+        {
+            "a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
+            "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]},
+        }
+    ).encode()
     (tmp_path / "s.safetensors").write_bytes(struct.pack("<Q", len(h)) + h + b"xyz")
     _write_index(tmp_path, "m.index.json", {"a": "s.safetensors"})
     with pytest.raises(FormatError) as exc:

@@ -80,15 +80,20 @@ def unsupported(*a, **k):
     raise ckptpeek.UnsupportedError("pretend", code="not-dense")
 torch_zip.read = unsupported
 try:
-    ckptpeek.load_checkpoint({str(DATA / 'state_dict.pt')!r})
+    ckptpeek.load_checkpoint({str(DATA / "state_dict.pt")!r})
 except ckptpeek.UnsupportedError as exc:
     print(exc.code, "|", exc)
 try:
-    ckptpeek.open({str(DATA / 'state_dict.pt')!r}, fallback="torch")
+    ckptpeek.open({str(DATA / "state_dict.pt")!r}, fallback="torch")
 except ckptpeek.UnsupportedError as exc:
     print(exc.code, "|", exc)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=os.environ.copy()).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ.copy(),
+    ).stdout.splitlines()
     assert out[0].startswith("not-dense | pretend")  # auto fallback off: torch absent
     assert out[1].startswith("not-dense |") and "installing torch" in out[1]

@@ -41,8 +41,15 @@ class _Scripted(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self.lst:
             x = m(x)
-        return (self.sub(x.expand(-1, 3)) + self.c.sum() + self.ib.sum() + self.tmp.sum()
-                + self.frozen.sum() + self.bf.float().sum() + self.scale)
+        return (
+            self.sub(x.expand(-1, 3))
+            + self.c.sum()
+            + self.ib.sum()
+            + self.tmp.sum()
+            + self.frozen.sum()
+            + self.bf.float().sum()
+            + self.scale
+        )
 
 
 class _Traced(nn.Module):
@@ -95,7 +102,9 @@ def test_state_dict_matches_torch(which: str, engine: str, request: pytest.Fixtu
             _same(sd[name], t)
         module = ckpt.root["module"]
         assert isinstance(module, ScriptObject) and module.is_module
-        assert [n for n, _ in module.named_parameters()] == [n for n, _ in loaded.named_parameters()]
+        assert [n for n, _ in module.named_parameters()] == [
+            n for n, _ in loaded.named_parameters()
+        ]
         assert [n for n, _ in module.named_buffers()] == [n for n, _ in loaded.named_buffers()]
         assert [n for n, _ in module.named_modules()] == [n for n, _ in loaded.named_modules()]
         for name, p in loaded.named_parameters():
@@ -160,9 +169,8 @@ def test_bad_constants(traced: str, tmp_path, engine: str) -> None:
 def test_malformed_parameter_list(scripted: str, tmp_path, engine: str) -> None:
     bad = str(tmp_path / "bad.pt")
     with zipfile.ZipFile(scripted) as z:
-        name = next(n for n in z.namelist()
-                    if n.endswith(".py") and b'"frozen"' in z.read(n))
-        code = z.read(name).replace(b'__parameters__ = [', b'__parameters__ = [__import__("os"), ')
+        name = next(n for n in z.namelist() if n.endswith(".py") and b'"frozen"' in z.read(n))
+        code = z.read(name).replace(b"__parameters__ = [", b'__parameters__ = [__import__("os"), ')
     _rewrite(scripted, bad, name, code)
     with pytest.raises(FormatError) as err:
         ckptpeek.open(bad, engine=engine)
@@ -182,7 +190,7 @@ def test_truncated_and_flipped(scripted: str, tmp_path, engine: str) -> None:
     with zipfile.ZipFile(scripted) as z:
         name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
         pkl = bytearray(z.read(name))
-    pkl[len(pkl) // 2:] = b"\xff" * (len(pkl) - len(pkl) // 2)
+    pkl[len(pkl) // 2 :] = b"\xff" * (len(pkl) - len(pkl) // 2)
     _rewrite(scripted, bad, "/data.pkl", bytes(pkl))
     with pytest.raises(CheckpointError):
         ckptpeek.open(bad, engine=engine)

@@ -12,10 +12,14 @@ from ckptpeek.io.source import ByteSource
 from ckptpeek.io.zipdir import read_directory
 
 
-def _archive(tmp_path, *, zip64=False, comment=b"", prefix=b"", method=zipfile.ZIP_STORED,
-             members=None):
-    members = members or {"a/data.pkl": b"\x80\x02K\x01.", "a/data/0": bytes(range(256)) * 4,
-                          "a/ver.sion": b"3\n"}
+def _archive(
+    tmp_path, *, zip64=False, comment=b"", prefix=b"", method=zipfile.ZIP_STORED, members=None
+):
+    members = members or {
+        "a/data.pkl": b"\x80\x02K\x01.",
+        "a/data/0": bytes(range(256)) * 4,
+        "a/ver.sion": b"3\n",
+    }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=method, allowZip64=True) as z:
         for name, data in members.items():
@@ -30,9 +34,12 @@ def _archive(tmp_path, *, zip64=False, comment=b"", prefix=b"", method=zipfile.Z
 @pytest.mark.parametrize("kind", ["plain", "zip64", "comment", "prefixed", "deflated"])
 def test_members_match_zipfile(tmp_path, kind) -> None:
     path, members = _archive(
-        tmp_path, zip64=kind == "zip64", comment=b"c" * 1000 if kind == "comment" else b"",
+        tmp_path,
+        zip64=kind == "zip64",
+        comment=b"c" * 1000 if kind == "comment" else b"",
         prefix=b"#!stub\n" * 10 if kind == "prefixed" else b"",
-        method=zipfile.ZIP_DEFLATED if kind == "deflated" else zipfile.ZIP_STORED)
+        method=zipfile.ZIP_DEFLATED if kind == "deflated" else zipfile.ZIP_STORED,
+    )
     with ByteSource(path) as src:
         directory = read_directory(src)
         assert directory.names() == list(members)
@@ -64,8 +71,9 @@ def test_member_limit(tmp_path) -> None:
 
 
 def test_deflate_bomb_is_bounded(tmp_path) -> None:
-    path, _ = _archive(tmp_path, method=zipfile.ZIP_DEFLATED,
-                       members={"a/data.pkl": b"\0" * 10_000_000})
+    path, _ = _archive(
+        tmp_path, method=zipfile.ZIP_DEFLATED, members={"a/data.pkl": b"\0" * 10_000_000}
+    )
     with ByteSource(path) as src:
         directory = read_directory(src)
         with pytest.raises(LimitError):

@@ -92,7 +92,18 @@ CORE_DTYPES = [
 #: Rarer dtypes, kept in their own entry so a gap there does not hide the rest.
 EXOTIC_DTYPES = ["float8_e8m0fnu", "complex32"]
 
-_FLOAT_SPECIALS = [0.0, -0.0, 1.0, -1.5, 0.333, 240.0, 1e-3, float("inf"), float("-inf"), float("nan")]
+_FLOAT_SPECIALS = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.5,
+    0.333,
+    240.0,
+    1e-3,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -125,7 +136,12 @@ def _values_for(dtype):
         vals = list(_FLOAT_SPECIALS)
         if dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
             finfo = torch.finfo(dtype)
-            vals += [finfo.max, finfo.min, finfo.tiny, finfo.smallest_normal / 4]  # incl. a subnormal
+            vals += [
+                finfo.max,
+                finfo.min,
+                finfo.tiny,
+                finfo.smallest_normal / 4,
+            ]  # incl. a subnormal
         if dtype == torch.float64:
             vals += [0.1, 1 / 3, 2.0**-1074]
         return torch.tensor(vals, dtype=torch.float64).to(dtype)
@@ -193,7 +209,11 @@ def _build_plain(out: Path) -> dict[str, Path]:
                 continue
             try:
                 v = _values_for(dt)
-            except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - depends on torch build
+            except (
+                RuntimeError,
+                TypeError,
+                NotImplementedError,
+            ):  # pragma: no cover - depends on torch build
                 continue
             payload[name] = v
             # a 2-D contiguous version and a transposed (non-contiguous) view of it
@@ -288,10 +308,14 @@ def _build_plain(out: Path) -> dict[str, Path]:
     tagged.note = "has a __dict__"
     tagged_param = nn.Parameter(torch.ones(2))
     tagged_param.lr_scale = 0.5
-    paths["tensor_attrs"] = _save({"tagged": tagged, "tagged_param": tagged_param}, out / "tensor_attrs.pt")
+    paths["tensor_attrs"] = _save(
+        {"tagged": tagged, "tagged_param": tagged_param}, out / "tensor_attrs.pt"
+    )
 
     # -- many storages (keys "0".."149": string vs numeric order) and one ~200 KB tensor
-    many = collections.OrderedDict((f"layer{i}.weight", torch.full((2,), float(i))) for i in range(150))
+    many = collections.OrderedDict(
+        (f"layer{i}.weight", torch.full((2,), float(i))) for i in range(150)
+    )
     many["big"] = torch.arange(50_000, dtype=torch.float32).reshape(250, 200)
     many["big_tail_view"] = many["big"][-3:, 190:]
     paths["many_and_big"] = _save(many, out / "many_and_big.pt")
@@ -466,7 +490,9 @@ def _make_lightning_module_classes():
         def configure_optimizers(self):
             opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.optim.lr, weight_decay=0.05)
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=self.hparams.optim.lr, total_steps=int(self.trainer.estimated_stepping_batches)
+                opt,
+                max_lr=self.hparams.optim.lr,
+                total_steps=int(self.trainer.estimated_stepping_batches),
             )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -544,7 +570,12 @@ def _build_lightning(out: Path) -> dict[str, Path]:
         torch.manual_seed(0)
         module = LitAdam(
             lr=2e-2,
-            arch={"hidden": 16, "act": "tanh", "widths": [16, 8], "opts": {"bias": True, "init": None}},
+            arch={
+                "hidden": 16,
+                "act": "tanh",
+                "widths": [16, 8],
+                "opts": {"bias": True, "init": None},
+            },
             sched={"step_size": 2, "gamma": 0.5},
         )
         cb = _fit(module, out / "lit_adam", seed=0)
@@ -566,7 +597,9 @@ def _build_lightning(out: Path) -> dict[str, Path]:
 
         torch.manual_seed(2)
         args = argparse.Namespace(lr=0.05, hidden=10, name="sgd-run", layers=[10, 2])
-        cb = _fit(LitSGDCosine(args, extra={"note": "namespace", "k": [1, 2]}), out / "lit_sgd", seed=2)
+        cb = _fit(
+            LitSGDCosine(args, extra={"note": "namespace", "k": [1, 2]}), out / "lit_sgd", seed=2
+        )
         paths["lit_sgd_cosine_namespace"] = Path(cb.last_model_path)
     return paths
 

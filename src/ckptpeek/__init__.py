@@ -1,20 +1,21 @@
 """ckptpeek: read what is inside PyTorch checkpoints without loading weights or importing torch.
 
-    >>> import ckptpeek
-    >>> with ckptpeek.open("epoch=3-step=1200.ckpt") as ckpt:
-    ...     print(ckpt.get("epoch"), ckpt.summary().best_model_score)
+>>> import ckptpeek
+>>> with ckptpeek.open("epoch=3-step=1200.ckpt") as ckpt:
+...     print(ckpt.get("epoch"), ckpt.summary().best_model_score)
 """
 
 from __future__ import annotations
 
 from ckptpeek.unpickle.engine import BACKEND
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, SPEC_DIGEST, Limits
+from ckptpeek.unpickle.standins import Placeholder
+
 from .api import load_checkpoint, open_checkpoint
 from .checkpoint import SUMMARY_KEYS, Checkpoint, GlobalInfo
 from .errors import CheckpointError, FormatError, LimitError, UnsafePickleError, UnsupportedError
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, SPEC_DIGEST, Limits
-from ckptpeek.unpickle.standins import Placeholder
 from .tensor import StorageRef, TensorRef
-from .torch_types import DType, Device, Size
+from .torch_types import Device, DType, Size
 
 __version__ = "0.1.0"
 

@@ -24,8 +24,12 @@ class Frozen:
 
     @classmethod
     def _fields(cls) -> tuple[str, ...]:
-        return tuple(name for klass in reversed(cls.__mro__)
-                     for name in klass.__dict__.get("__slots__", ()) if name != "__weakref__")
+        return tuple(
+            name
+            for klass in reversed(cls.__mro__)
+            for name in klass.__dict__.get("__slots__", ())
+            if name != "__weakref__"
+        )
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._fields())
@@ -45,7 +49,9 @@ class Frozen:
         return hash((type(self).__name__, self._values()))
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{n}={v!r}" for n, v in zip(self._fields(), self._values()))
+        inner = ", ".join(
+            f"{n}={v!r}" for n, v in zip(self._fields(), self._values(), strict=False)
+        )
         return f"{type(self).__name__}({inner})"
 
     def __reduce__(self) -> Any:

@@ -5,27 +5,37 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterable
-TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
-if TYPE_CHECKING:
-    from typing import Any, BinaryIO
 
-from .unpickle import engine as _backend
-from .checkpoint import Checkpoint
-from .errors import CheckpointError, UnsupportedError, error
-from .formats import ReadOptions, torch_zip
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
 from ckptpeek.io.sniff import sniff
 from ckptpeek.io.source import ByteSource
 from ckptpeek.io.zipdir import read_directory
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+
+from .checkpoint import Checkpoint
+from .errors import CheckpointError, UnsupportedError, error
+from .formats import ReadOptions, torch_zip
+from .unpickle import engine as _backend
+
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 __all__ = ("open_checkpoint", "load_checkpoint")
 
 if TYPE_CHECKING:
     Source = str | os.PathLike[str] | BinaryIO
 
-def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None = None,
-                    limits: Limits = DEFAULT_LIMITS, select: Iterable[Any] | None = None,
-                    fallback: str | None = None, trust: bool = False) -> Checkpoint:
+
+def open_checkpoint(
+    source: Source,
+    *,
+    strict: bool = False,
+    engine: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    select: Iterable[Any] | None = None,
+    fallback: str | None = None,
+    trust: bool = False,
+) -> Checkpoint:
     """Open a checkpoint header-only: its directory and pickles, no tensor data.
 
     The format is recognised from the bytes (``Checkpoint.format``): ``torch-zip``
@@ -62,8 +72,15 @@ def open_checkpoint(source: Source, *, strict: bool = False, engine: str | None 
     if fallback not in (None, "torch"):
         raise ValueError(f"fallback must be None or 'torch', not {fallback!r}")
     try:
-        return _open(source, ReadOptions(strict, _backend.engine(engine), limits,
-                                         None if select is None else frozenset(select)))
+        return _open(
+            source,
+            ReadOptions(
+                strict,
+                _backend.engine(engine),
+                limits,
+                None if select is None else frozenset(select),
+            ),
+        )
     except UnsupportedError as exc:
         if fallback != "torch":
             raise
@@ -79,8 +96,7 @@ def _open(source: Source, opts: ReadOptions) -> Checkpoint:
     try:
         kind = sniff(src)
         if kind == "zip":
-            directory = read_directory(
-                src, max_members=opts.limits.max_zip_members)
+            directory = read_directory(src, max_members=opts.limits.max_zip_members)
             if torch_zip.is_torchscript(directory, torch_zip.find_prefix(directory)):
                 from .formats import torchscript  # noqa: PLC0415 - loaded for its format only
 
@@ -103,8 +119,11 @@ def _open(source: Source, opts: ReadOptions) -> Checkpoint:
 
 
 #: sniffed kind -> module in formats/ with a ``read(source, opts)``
-_FILE_READERS = {"torch-legacy": "torch_legacy", "tar": "torch_legacy",
-                 "safetensors": "safetensors"}
+_FILE_READERS = {
+    "torch-legacy": "torch_legacy",
+    "tar": "torch_legacy",
+    "safetensors": "safetensors",
+}
 
 
 def _path_of(source: Source, what: str) -> str:
@@ -125,13 +144,24 @@ def _read_directory_checkpoint(path: str, opts: ReadOptions) -> Checkpoint:
         from .formats import sharded  # noqa: PLC0415
 
         return sharded.read_path(os.path.join(path, indexes[0]), opts)
-    raise error("unknown-format", f"directory is no checkpoint ckptpeek knows: no .metadata (torch.distributed."
-        f"checkpoint) and {'several' if indexes else 'no'} *.index.json (Hugging Face)", path=path)
+    raise error(
+        "unknown-format",
+        f"directory is no checkpoint ckptpeek knows: no .metadata (torch.distributed."
+        f"checkpoint) and {'several' if indexes else 'no'} *.index.json (Hugging Face)",
+        path=path,
+    )
 
 
-def load_checkpoint(path: Source, *, strict: bool = False, engine: str | None = None,
-                    limits: Limits = DEFAULT_LIMITS, map_location: Any = None,
-                    fallback: str | None = "auto", trust: bool = False) -> Any:
+def load_checkpoint(
+    path: Source,
+    *,
+    strict: bool = False,
+    engine: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    map_location: Any = None,
+    fallback: str | None = "auto",
+    trust: bool = False,
+) -> Any:
     """Drop-in for ``torch.load(path, map_location="cpu")`` in catalog code.
 
     Returns the same nested structure and non-tensor values torch returns, with a
@@ -144,6 +174,7 @@ def load_checkpoint(path: Source, *, strict: bool = False, engine: str | None = 
         from .torch_bridge import torch_available  # noqa: PLC0415
 
         fallback = "torch" if torch_available() else None
-    with open_checkpoint(path, strict=strict, engine=engine, limits=limits,
-                         fallback=fallback, trust=trust) as ckpt:
+    with open_checkpoint(
+        path, strict=strict, engine=engine, limits=limits, fallback=fallback, trust=trust
+    ) as ckpt:
         return ckpt.root

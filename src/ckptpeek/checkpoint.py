@@ -7,15 +7,17 @@ tensors), the globals the file named, and the open file for lazy tensor reads.
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+from ckptpeek.io.source import ByteSource
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+
+from ._frozen import Frozen
+from .tensor import TensorRef
+from .walk import iter_tensors
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any
-
-from ._frozen import Frozen
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
-from ckptpeek.io.source import ByteSource
-from .tensor import TensorRef
-from .walk import iter_tensors
 
 if TYPE_CHECKING:
     from ckptpeek.summary.model import CheckpointSummary
@@ -28,11 +30,24 @@ _MISSING = object()
 #: gives the summary of a full read except what lives in the keys it skips (Lightning's
 #: ``loops`` and ``optimizer_states``: ``optimizers`` stays empty and the tensor
 #: statistics count what was read), for a fraction of the time on large checkpoints.
-SUMMARY_KEYS: frozenset[str] = frozenset({
-    "epoch", "global_step", "pytorch-lightning_version", "state_dict", "callbacks",
-    "lr_schedulers", "hparams_name", "hyper_parameters", "hparams", "model",
-    "checkpoint_callback_best_model_score", "checkpoint_callback_best_model_path",
-    "early_stop_callback_wait", "early_stop_callback_patience"})
+SUMMARY_KEYS: frozenset[str] = frozenset(
+    {
+        "epoch",
+        "global_step",
+        "pytorch-lightning_version",
+        "state_dict",
+        "callbacks",
+        "lr_schedulers",
+        "hparams_name",
+        "hyper_parameters",
+        "hparams",
+        "model",
+        "checkpoint_callback_best_model_score",
+        "checkpoint_callback_best_model_path",
+        "early_stop_callback_wait",
+        "early_stop_callback_patience",
+    }
+)
 
 
 class GlobalInfo(Frozen):
@@ -64,10 +79,18 @@ class Checkpoint:
             (everything was read).
     """
 
-    def __init__(self, *, format: str, backend: str, root: Any, source: ByteSource,
-                 globals_: dict[tuple[str, str], bool], limits: Limits = DEFAULT_LIMITS,
-                 members: dict[str, Any] | None = None,
-                 selected: frozenset[Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        format: str,
+        backend: str,
+        root: Any,
+        source: ByteSource,
+        globals_: dict[tuple[str, str], bool],
+        limits: Limits = DEFAULT_LIMITS,
+        members: dict[str, Any] | None = None,
+        selected: frozenset[Any] | None = None,
+    ) -> None:
         self.format = format
         self.backend = backend
         self.root = root
@@ -99,8 +122,10 @@ class Checkpoint:
             if default is not _MISSING:
                 return default
             if self.selected is not None and keys[0] not in self.selected:
-                raise KeyError(f"{keys[0]!r} was not read: the checkpoint was opened with "
-                               f"select={sorted(map(str, self.selected))}") from None
+                raise KeyError(
+                    f"{keys[0]!r} was not read: the checkpoint was opened with "
+                    f"select={sorted(map(str, self.selected))}"
+                ) from None
             raise KeyError(key) from None
         return node
 

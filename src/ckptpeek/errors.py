@@ -54,8 +54,9 @@ class CheckpointError(Exception):
         self.details = details
         super().__init__(msg)
 
-    def located(self, *, path: str | None = None, member: str | None = None,
-                offset_base: int = 0) -> CheckpointError:
+    def located(
+        self, *, path: str | None = None, member: str | None = None, offset_base: int = 0
+    ) -> CheckpointError:
         """Fill in where the error happened, keeping what is already known.
 
         Readers that run an inner parser over a member (the pickle VM knows only the
@@ -81,13 +82,21 @@ class CheckpointError(Exception):
         return f"{self.msg} (at {' '.join(where)})" if where else self.msg
 
     def __reduce__(self) -> Any:  # keep errors picklable across process pools
-        return (_rebuild_error, (type(self), self.msg, self.code, self.path, self.member,
-                                 self.offset, self.details))
+        return (
+            _rebuild_error,
+            (type(self), self.msg, self.code, self.path, self.member, self.offset, self.details),
+        )
 
 
-def _rebuild_error(cls: type[CheckpointError], msg: str, code: str, path: str | None,
-                   member: str | None, offset: int | None,
-                   details: dict[str, Any]) -> CheckpointError:
+def _rebuild_error(
+    cls: type[CheckpointError],
+    msg: str,
+    code: str,
+    path: str | None,
+    member: str | None,
+    offset: int | None,
+    details: dict[str, Any],
+) -> CheckpointError:
     return cls(msg, code=code, path=path, member=member, offset=offset, **details)
 
 
@@ -115,46 +124,103 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "unknown-format": (FormatError, "the bytes are no checkpoint format ckptpeek knows"),
     "truncated": (FormatError, "a record, member or pickle ends before its stated length"),
     "file-changed": (FormatError, "the file changed size between opening and a tensor read"),
-    "torch-refused": (UnsupportedError, "fallback='torch': torch.load could not read the file either"),
-    "needs-path": (UnsupportedError, "a checkpoint that refers to other files, opened as a file object"),
+    "torch-refused": (
+        UnsupportedError,
+        "fallback='torch': torch.load could not read the file either",
+    ),
+    "needs-path": (
+        UnsupportedError,
+        "a checkpoint that refers to other files, opened as a file object",
+    ),
     # legacy torch.save (torch_legacy.py)
     "legacy-bad-magic": (FormatError, "the first pickle is not torch's magic number"),
     "legacy-bad-version": (FormatError, "the protocol-version pickle is not 1001"),
     "legacy-bad-header": (FormatError, "sys_info or the storage-key list is not what torch writes"),
-    "legacy-storage-mismatch": (FormatError, "a storage's 8-byte element count disagrees with its persistent id"),
+    "legacy-storage-mismatch": (
+        FormatError,
+        "a storage's 8-byte element count disagrees with its persistent id",
+    ),
     "tar-bad-header": (FormatError, "a tar header is malformed (bad checksum or number field)"),
     "tar-missing-member": (FormatError, "the tar lacks its storages, tensors or pickle member"),
-    "tar-bad-record": (FormatError, "a storage/tensor/view record in the tar's members is malformed"),
+    "tar-bad-record": (
+        FormatError,
+        "a storage/tensor/view record in the tar's members is malformed",
+    ),
     # TorchScript (torchscript.py) and torch.distributed.checkpoint (dcp.py)
-    "torchscript-bad-root": (FormatError, "data.pkl of a TorchScript archive holds no __torch__ object"),
+    "torchscript-bad-root": (
+        FormatError,
+        "data.pkl of a TorchScript archive holds no __torch__ object",
+    ),
     "torchscript-bad-constants": (FormatError, "constants.pkl does not hold a tuple"),
-    "torchscript-bad-code": (FormatError, "a class's __parameters__/__buffers__ line in code/ is not a literal list of strings"),
-    "dcp-bad-metadata": (FormatError, "a DCP .metadata that is no Metadata, is inconsistent, or names a data path outside the directory"),
+    "torchscript-bad-code": (
+        FormatError,
+        "a class's __parameters__/__buffers__ line in code/ is not a literal list of strings",
+    ),
+    "dcp-bad-metadata": (
+        FormatError,
+        "a DCP .metadata that is no Metadata, is inconsistent, or names a data path outside the directory",
+    ),
     "dcp-missing-file": (FormatError, "a data file named by .metadata is absent"),
     "dcp-missing-item": (FormatError, "a chunk or bytes entry has no storage_data entry"),
     "dcp-bad-range": (FormatError, "an item's byte range reaches past the end of its data file"),
-    "dcp-item-mismatch": (FormatError, "a chunk's stored tensor has another dtype or shape than .metadata says"),
-    "dcp-item-format": (UnsupportedError, "numpy() of a DCP chunk whose item is not a torch.save archive"),
-    "dcp-transform": (UnsupportedError, "numpy() of a DCP chunk stored with transforms (e.g. compression)"),
-    "dcp-partial-tensor": (UnsupportedError, "numpy() of a DCP tensor whose saved chunks do not cover it"),
+    "dcp-item-mismatch": (
+        FormatError,
+        "a chunk's stored tensor has another dtype or shape than .metadata says",
+    ),
+    "dcp-item-format": (
+        UnsupportedError,
+        "numpy() of a DCP chunk whose item is not a torch.save archive",
+    ),
+    "dcp-transform": (
+        UnsupportedError,
+        "numpy() of a DCP chunk stored with transforms (e.g. compression)",
+    ),
+    "dcp-partial-tensor": (
+        UnsupportedError,
+        "numpy() of a DCP tensor whose saved chunks do not cover it",
+    ),
     # safetensors (safetensors.py) and Hugging Face indexes (sharded.py)
-    "st-header-too-small": (FormatError, "a safetensors file shorter than its 8-byte header length"),
-    "st-header-too-large": (LimitError, "a safetensors header length over 100,000,000 (the format's maximum)"),
-    "st-invalid-header-length": (FormatError, "8 + the header length goes past the end of the file"),
+    "st-header-too-small": (
+        FormatError,
+        "a safetensors file shorter than its 8-byte header length",
+    ),
+    "st-header-too-large": (
+        LimitError,
+        "a safetensors header length over 100,000,000 (the format's maximum)",
+    ),
+    "st-invalid-header-length": (
+        FormatError,
+        "8 + the header length goes past the end of the file",
+    ),
     "st-invalid-header": (FormatError, "the safetensors header is not UTF-8"),
     "st-invalid-json": (FormatError, "the header is not JSON the Rust reader accepts"),
     "st-unknown-dtype": (UnsupportedError, "a dtype safetensors does not define"),
-    "st-invalid-offset": (FormatError, "tensor offsets leave a gap, overlap, or end before they begin"),
+    "st-invalid-offset": (
+        FormatError,
+        "tensor offsets leave a gap, overlap, or end before they begin",
+    ),
     "st-validation-overflow": (FormatError, "shape times dtype size overflows 64 bits"),
     "st-misaligned-slice": (FormatError, "a 4- or 6-bit tensor does not fill whole bytes"),
-    "st-tensor-invalid-info": (FormatError, "a tensor's byte span does not match its shape and dtype"),
+    "st-tensor-invalid-info": (
+        FormatError,
+        "a tensor's byte span does not match its shape and dtype",
+    ),
     "st-incomplete-buffer": (FormatError, "the tensors do not end exactly at the end of the file"),
-    "sharded-bad-index": (FormatError, "the index is no JSON object with a weight_map of strings to strings"),
+    "sharded-bad-index": (
+        FormatError,
+        "the index is no JSON object with a weight_map of strings to strings",
+    ),
     "sharded-index-too-large": (LimitError, "an index file over 100 MB"),
-    "sharded-bad-shard-name": (FormatError, "a shard name that is absolute or leaves the index's directory"),
+    "sharded-bad-shard-name": (
+        FormatError,
+        "a shard name that is absolute or leaves the index's directory",
+    ),
     "sharded-missing-shard": (FormatError, "a shard named in the index is missing or not a file"),
     "sharded-missing-tensor": (FormatError, "a weight_map entry is absent from its shard"),
-    "sharded-bad-shard": (FormatError, "a shard that is itself an index, no mapping, or holds a non-tensor under a weight_map name"),
+    "sharded-bad-shard": (
+        FormatError,
+        "a shard that is itself an index, no mapping, or holds a non-tensor under a weight_map name",
+    ),
     # ZIP
     "zip-no-eocd": (FormatError, "no end-of-central-directory record"),
     "zip-bad-central-dir": (FormatError, "central directory is inconsistent with the file"),
@@ -162,7 +228,10 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "zip-bad-deflate": (FormatError, "a compressed member does not inflate to its stated size"),
     "zip-missing-member": (FormatError, "a member the format needs is absent"),
     "zip-no-data-pkl": (FormatError, "a ZIP archive without <prefix>/data.pkl"),
-    "zip-compression": (UnsupportedError, "a member uses a compression method other than STORED/DEFLATE"),
+    "zip-compression": (
+        UnsupportedError,
+        "a member uses a compression method other than STORED/DEFLATE",
+    ),
     "zip-encrypted": (UnsupportedError, "an encrypted member"),
     "zip-multidisk": (UnsupportedError, "a multi-disk (split) archive"),
     # pickle
@@ -185,9 +254,15 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "tensor-out-of-storage": (FormatError, "a tensor's shape/stride/offset reach past its storage"),
     "bad-byteorder": (FormatError, "the byteorder record is neither little nor big"),
     "no-storage": (UnsupportedError, "numpy() of a tensor with no data (meta)"),
-    "not-dense": (UnsupportedError, "numpy() of a quantized, sparse, nested or data-less tensor "
-                  "(int_repr()/dequantize(), to_dense(), unbind() instead)"),
-    "unsupported-dtype": (UnsupportedError, "a dtype numpy cannot hold (complex32, quantized, sub-byte)"),
+    "not-dense": (
+        UnsupportedError,
+        "numpy() of a quantized, sparse, nested or data-less tensor "
+        "(int_repr()/dequantize(), to_dense(), unbind() instead)",
+    ),
+    "unsupported-dtype": (
+        UnsupportedError,
+        "a dtype numpy cannot hold (complex32, quantized, sub-byte)",
+    ),
     "needs-ml-dtypes": (UnsupportedError, "bfloat16/float8 values need the ml_dtypes package"),
     # limits
     "limit-pickle-size": (LimitError, "the pickle is larger than Limits.max_pickle_bytes"),

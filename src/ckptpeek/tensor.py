@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import struct
 import sys
+
+from .errors import error
+from .torch_types import DTYPES, Device, DType, Size
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any
-
-from .errors import error
-from .torch_types import DTYPES, DType, Device, Size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,21 +24,36 @@ if TYPE_CHECKING:
 __all__ = ("StorageRef", "StorageReader", "TensorRef", "new_dense")
 
 #: struct formats of the dtypes whose single values item() reads without numpy
-_STRUCT_FORMATS = {"float32": "f", "float64": "d", "float16": "e", "bfloat16": "H",
-                   "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i",
-                   "uint32": "I", "int64": "q", "uint64": "Q", "bool": "?",
-                   "complex64": "f", "complex128": "d"}
+_STRUCT_FORMATS = {
+    "float32": "f",
+    "float64": "d",
+    "float16": "e",
+    "bfloat16": "H",
+    "int8": "b",
+    "uint8": "B",
+    "int16": "h",
+    "uint16": "H",
+    "int32": "i",
+    "uint32": "I",
+    "int64": "q",
+    "uint64": "Q",
+    "bool": "?",
+    "complex64": "f",
+    "complex128": "d",
+}
 
 _QUANT_INT = {"qint8": DTYPES["int8"], "quint8": DTYPES["uint8"], "qint32": DTYPES["int32"]}
 
 _NOT_DENSE = {
     "quantized": "numpy() of a quantized tensor: use int_repr() for its integers or "
-                 "dequantize() for its values (torch's numpy() refuses it too)",
+    "dequantize() for its values (torch's numpy() refuses it too)",
     "nested": "numpy() of a nested tensor: unbind() gives its components",
     "meta": "a meta tensor has no data",
     "wrapper": "a wrapper-subclass tensor was saved without data",
-    **{k: f"numpy() of a {k} tensor: to_dense() gives its values" for k in (
-        "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc")},
+    **{
+        k: f"numpy() of a {k} tensor: to_dense() gives its values"
+        for k in ("sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc")
+    },
 }
 
 #: ``tolist()`` and ``repr`` refuse to materialise more elements than this
@@ -64,8 +80,9 @@ class StorageRef:
 
     __slots__ = ("key", "dtype", "numel", "location", "reader")
 
-    def __init__(self, key: str, dtype: DType, numel: int, location: str,
-                 reader: StorageReader | None) -> None:
+    def __init__(
+        self, key: str, dtype: DType, numel: int, location: str, reader: StorageReader | None
+    ) -> None:
         self.key = key
         self.dtype = dtype
         self.numel = numel
@@ -80,32 +97,63 @@ class StorageRef:
         return f"StorageRef(key={self.key!r}, dtype={self.dtype}, numel={self.numel}, location={self.location!r})"
 
 
-_NUMPY_NATIVE = frozenset({"float16", "float32", "float64", "complex64", "complex128", "bool",
-                           "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                           "uint64"})
+_NUMPY_NATIVE = frozenset(
+    {
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+    }
+)
 
 
 def _numpy_dtype(dtype: DType) -> np.dtype[Any]:
     import numpy as np  # noqa: PLC0415 - numpy is needed only to materialise data
 
     if dtype.numpy_name is None:
-        raise error("unsupported-dtype", f"{dtype} has no numpy equivalent (torch.Tensor.numpy() refuses it too); use to_torch()")
+        raise error(
+            "unsupported-dtype",
+            f"{dtype} has no numpy equivalent (torch.Tensor.numpy() refuses it too); use to_torch()",
+        )
     if dtype.numpy_name in _NUMPY_NATIVE:
         return np.dtype(dtype.numpy_name)
     try:
         import ml_dtypes  # noqa: PLC0415 - optional extra, only for bfloat16/float8
     except ImportError:
-        raise error("needs-ml-dtypes", f"{dtype} needs the ml_dtypes package to become a numpy array "
-            f"(pip install ml_dtypes, or 'ckptpeek[numpy-dtypes]')") from None
+        raise error(
+            "needs-ml-dtypes",
+            f"{dtype} needs the ml_dtypes package to become a numpy array "
+            f"(pip install ml_dtypes, or 'ckptpeek[numpy-dtypes]')",
+        ) from None
     try:
         return np.dtype(getattr(ml_dtypes, dtype.numpy_name))
     except AttributeError:
-        raise error("needs-ml-dtypes", f"this ml_dtypes has no {dtype.numpy_name}; upgrade it") from None
+        raise error(
+            "needs-ml-dtypes", f"this ml_dtypes has no {dtype.numpy_name}; upgrade it"
+        ) from None
 
 
-def _fill(t: TensorRef, storage: StorageRef | None, dtype: DType, shape: Size,
-          stride: tuple[int, ...], offset: int, requires_grad: bool, kind: str,
-          metadata: dict[str, Any] | None) -> None:
+def _fill(
+    t: TensorRef,
+    storage: StorageRef | None,
+    dtype: DType,
+    shape: Size,
+    stride: tuple[int, ...],
+    offset: int,
+    requires_grad: bool,
+    kind: str,
+    metadata: dict[str, Any] | None,
+) -> None:
     t.storage = storage
     t.dtype = dtype
     t.shape = shape
@@ -120,9 +168,15 @@ def _fill(t: TensorRef, storage: StorageRef | None, dtype: DType, shape: Size,
     t.components = {}
 
 
-def new_dense(storage: StorageRef, dtype: DType, shape: tuple[int, ...],
-              stride: tuple[int, ...], offset: int, requires_grad: bool,
-              metadata: dict[str, Any] | None) -> TensorRef:
+def new_dense(
+    storage: StorageRef,
+    dtype: DType,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    offset: int,
+    requires_grad: bool,
+    metadata: dict[str, Any] | None,
+) -> TensorRef:
     """A TensorRef from arguments already checked (the rebuild functions' fast path)."""
     t = TensorRef.__new__(TensorRef)
     _fill(t, storage, dtype, Size(shape), stride, offset, requires_grad, "dense", metadata)
@@ -149,15 +203,45 @@ class TensorRef:
         type_name: the tensor's class as saved (``torch.Tensor``, ``torch.nn.parameter.Parameter``, ...).
     """
 
-    __slots__ = ("shape", "dtype", "_stride", "_offset", "requires_grad", "is_parameter",
-                 "storage", "kind", "attrs", "type_name", "metadata", "components",
-                 "__weakref__")
+    __slots__ = (
+        "shape",
+        "dtype",
+        "_stride",
+        "_offset",
+        "requires_grad",
+        "is_parameter",
+        "storage",
+        "kind",
+        "attrs",
+        "type_name",
+        "metadata",
+        "components",
+        "__weakref__",
+    )
 
-    def __init__(self, *, storage: StorageRef | None, dtype: DType, shape: tuple[int, ...],
-                 stride: tuple[int, ...], storage_offset: int, requires_grad: bool = False,
-                 kind: str = "dense", metadata: dict[str, Any] | None = None) -> None:
-        _fill(self, storage, dtype, Size(shape), tuple(stride), storage_offset,
-              bool(requires_grad), kind, metadata)
+    def __init__(
+        self,
+        *,
+        storage: StorageRef | None,
+        dtype: DType,
+        shape: tuple[int, ...],
+        stride: tuple[int, ...],
+        storage_offset: int,
+        requires_grad: bool = False,
+        kind: str = "dense",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        _fill(
+            self,
+            storage,
+            dtype,
+            Size(shape),
+            tuple(stride),
+            storage_offset,
+            bool(requires_grad),
+            kind,
+            metadata,
+        )
 
     # -- metadata, with torch's names ---------------------------------------------------
     @property
@@ -207,7 +291,7 @@ class TensorRef:
         if self.numel() == 0:  # torch calls every empty tensor contiguous
             return True
         expected = 1
-        for size, stride in zip(reversed(self.shape), reversed(self._stride)):
+        for size, stride in zip(reversed(self.shape), reversed(self._stride), strict=False):
             if size != 1 and stride != expected:
                 return False
             expected *= size
@@ -222,7 +306,7 @@ class TensorRef:
         if self.numel() == 0:
             return self._offset, self._offset
         last = self._offset
-        for size, stride in zip(self.shape, self._stride):
+        for size, stride in zip(self.shape, self._stride, strict=False):
             last += (size - 1) * stride
         return self._offset, last + 1
 
@@ -247,8 +331,12 @@ class TensorRef:
         item = self.dtype.itemsize
         first, stop = self._element_span()
         if stop * item > storage.nbytes:
-            raise error("tensor-out-of-storage", f"tensor spans storage bytes {first * item}..{stop * item} but storage "
-                f"{storage.key!r} holds {storage.nbytes}", path=storage.reader.path)
+            raise error(
+                "tensor-out-of-storage",
+                f"tensor spans storage bytes {first * item}..{stop * item} but storage "
+                f"{storage.key!r} holds {storage.nbytes}",
+                path=storage.reader.path,
+            )
         if self.numel() == 0:
             return memoryview(b"")
         return storage.reader.storage_view(storage, first * item, stop * item)
@@ -280,8 +368,9 @@ class TensorRef:
 
         span = self._span()
         strides = tuple(st * self.dtype.itemsize for st in self._stride)
-        return np.lib.stride_tricks.as_strided(span, shape=tuple(self.shape), strides=strides,
-                                               writeable=False)
+        return np.lib.stride_tricks.as_strided(
+            span, shape=tuple(self.shape), strides=strides, writeable=False
+        )
 
     def numpy(self) -> np.ndarray[Any, Any]:
         """The values, as a read-only numpy array (memory-mapped for local files).
@@ -298,8 +387,10 @@ class TensorRef:
         import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
 
         if self.kind != "dense":
-            raise error("not-dense", _NOT_DENSE.get(self.kind, f"a {self.kind} tensor has no "
-                                   f"values of its own to read"))
+            raise error(
+                "not-dense",
+                _NOT_DENSE.get(self.kind, f"a {self.kind} tensor has no values of its own to read"),
+            )
         arr = self._bits().view(_numpy_dtype(self.dtype))
         if self.metadata.get("conj"):
             arr = np.conj(arr)
@@ -311,8 +402,13 @@ class TensorRef:
         """This tensor's storage view as a dense tensor of its own dtype (internal)."""
         if self.kind != kind:
             raise error("not-dense", f"only a {kind} tensor has this (this one is {self.kind})")
-        view = TensorRef(storage=self.storage, dtype=self.dtype, shape=self.shape,
-                         stride=self._stride, storage_offset=self._offset)
+        view = TensorRef(
+            storage=self.storage,
+            dtype=self.dtype,
+            shape=self.shape,
+            stride=self._stride,
+            storage_offset=self._offset,
+        )
         return view
 
     def int_repr(self) -> np.ndarray[Any, Any]:
@@ -333,10 +429,12 @@ class TensorRef:
         if "axis" in self.components:
             shape = [1] * q.ndim
             shape[self.components["axis"]] = -1
-            scale = np.asarray(scale.numpy() if isinstance(scale, TensorRef) else scale,
-                               dtype=np.float64).reshape(shape)
-            zero = np.asarray(zero.numpy() if isinstance(zero, TensorRef) else zero,
-                              dtype=np.float64).reshape(shape)
+            scale = np.asarray(
+                scale.numpy() if isinstance(scale, TensorRef) else scale, dtype=np.float64
+            ).reshape(shape)
+            zero = np.asarray(
+                zero.numpy() if isinstance(zero, TensorRef) else zero, dtype=np.float64
+            ).reshape(shape)
         return ((q - zero) * scale).astype(np.float32)
 
     def to_dense(self) -> np.ndarray[Any, Any]:
@@ -357,8 +455,10 @@ class TensorRef:
             plain = parts["plain_indices"].numpy().astype(np.intp)
             values = parts["values"].numpy()
             if compressed.ndim != 1 or values.ndim != 1 or len(self.shape) != 2:
-                raise error("not-dense", "to_dense() of batched or hybrid compressed sparse "
-                                       "tensors is not supported")
+                raise error(
+                    "not-dense",
+                    "to_dense() of batched or hybrid compressed sparse tensors is not supported",
+                )
             major = np.repeat(np.arange(len(compressed) - 1), np.diff(compressed))
             rows, cols = (major, plain) if self.kind == "sparse_csr" else (plain, major)
             out = np.zeros(tuple(self.shape), dtype=values.dtype)
@@ -374,19 +474,32 @@ class TensorRef:
         buffer = parts["buffer"]
         sizes, strides = parts["sizes"].tolist(), parts["strides"].tolist()
         offsets = parts["offsets"].tolist()
-        return [TensorRef(storage=buffer.storage, dtype=self.dtype, shape=tuple(size),
-                          stride=tuple(stride), storage_offset=buffer.storage_offset() + offset,
-                          requires_grad=self.requires_grad)
-                for size, stride, offset in zip(sizes, strides, offsets)]
+        return [
+            TensorRef(
+                storage=buffer.storage,
+                dtype=self.dtype,
+                shape=tuple(size),
+                stride=tuple(stride),
+                storage_offset=buffer.storage_offset() + offset,
+                requires_grad=self.requires_grad,
+            )
+            for size, stride, offset in zip(sizes, strides, offsets, strict=False)
+        ]
 
     def item(self) -> Any:
         """The single value of a one-element tensor, as a Python number."""
         if self.numel() != 1:
-            raise ValueError(f"a tensor with {self.numel()} elements cannot be converted to a Python scalar")
+            raise ValueError(
+                f"a tensor with {self.numel()} elements cannot be converted to a Python scalar"
+            )
         fmt = _STRUCT_FORMATS.get(self.dtype.name)
         storage = self.storage
-        if fmt is not None and self.kind == "dense" and storage is not None \
-                and storage.reader is not None:
+        if (
+            fmt is not None
+            and self.kind == "dense"
+            and storage is not None
+            and storage.reader is not None
+        ):
             # metric values are one-element tensors: read them without numpy
             raw = bytes(self._raw())
             order = "<" if storage.reader.byteorder == "little" else ">"
@@ -444,8 +557,9 @@ class TensorRef:
         if self.kind != "dense" and self.kind != "meta":
             return self._to_torch_composite(torch)
         if self.storage is None:
-            t = torch.empty_strided(tuple(self.shape), self._stride, dtype=torch_dtype,
-                                    device="meta")
+            t = torch.empty_strided(
+                tuple(self.shape), self._stride, dtype=torch_dtype, device="meta"
+            )
         elif self.dtype.kind in "qx":
             raise error("unsupported-dtype", f"to_torch() of {self.dtype} is not supported")
         else:
@@ -466,19 +580,29 @@ class TensorRef:
         if self.kind == "quantized":
             ints = torch.from_numpy(self.int_repr().copy())
             if "axis" in parts:
-                scale, zero = (p.to_torch() if isinstance(p, TensorRef) else torch.tensor(p)
-                               for p in (parts["scale"], parts["zero_point"]))
+                scale, zero = (
+                    p.to_torch() if isinstance(p, TensorRef) else torch.tensor(p)
+                    for p in (parts["scale"], parts["zero_point"])
+                )
                 return torch._make_per_channel_quantized_tensor(ints, scale, zero, parts["axis"])
-            return torch._make_per_tensor_quantized_tensor(ints, parts["scale"],
-                                                           int(parts["zero_point"]))
+            return torch._make_per_tensor_quantized_tensor(
+                ints, parts["scale"], int(parts["zero_point"])
+            )
         if self.kind == "sparse_coo":
-            return torch.sparse_coo_tensor(parts["indices"].to_torch(), parts["values"].to_torch(),
-                                           tuple(self.shape), is_coalesced=parts["is_coalesced"])
+            return torch.sparse_coo_tensor(
+                parts["indices"].to_torch(),
+                parts["values"].to_torch(),
+                tuple(self.shape),
+                is_coalesced=parts["is_coalesced"],
+            )
         if self.kind.startswith("sparse_"):
             return torch.sparse_compressed_tensor(
-                parts["compressed_indices"].to_torch(), parts["plain_indices"].to_torch(),
-                parts["values"].to_torch(), tuple(self.shape),
-                layout=getattr(torch, self.kind))
+                parts["compressed_indices"].to_torch(),
+                parts["plain_indices"].to_torch(),
+                parts["values"].to_torch(),
+                tuple(self.shape),
+                layout=getattr(torch, self.kind),
+            )
         if self.kind == "nested":
             return torch.nested.nested_tensor([t.to_torch() for t in self.unbind()])
         raise error("not-dense", f"to_torch() of a {self.kind} tensor is not supported")
@@ -493,4 +617,3 @@ class TensorRef:
             extra += f", kind={self.kind!r}"
         name = "Parameter" if self.is_parameter else "TensorRef"
         return f"{name}(shape={list(self.shape)}, dtype={self.dtype}{extra})"
-

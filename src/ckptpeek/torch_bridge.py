@@ -83,17 +83,28 @@ def _to_ref(tensor: Any, storages: _TorchStorages) -> Any:
     if dtype is None:
         return tensor
     if tensor.device.type == "meta":
-        ref = TensorRef(storage=None, dtype=dtype, shape=tuple(tensor.shape),
-                        stride=tensor.stride(), storage_offset=tensor.storage_offset(),
-                        requires_grad=tensor.requires_grad, kind="meta")
+        ref = TensorRef(
+            storage=None,
+            dtype=dtype,
+            shape=tuple(tensor.shape),
+            stride=tensor.stride(),
+            storage_offset=tensor.storage_offset(),
+            requires_grad=tensor.requires_grad,
+            kind="meta",
+        )
     else:
         untyped = tensor.untyped_storage()
         key = str(untyped.data_ptr())
         storages.storages[key] = untyped
         storage = StorageRef(key, DTYPES["uint8"], untyped.nbytes(), str(tensor.device), storages)
-        ref = TensorRef(storage=storage, dtype=dtype, shape=tuple(tensor.shape),
-                        stride=tensor.stride(), storage_offset=tensor.storage_offset(),
-                        requires_grad=tensor.requires_grad)
+        ref = TensorRef(
+            storage=storage,
+            dtype=dtype,
+            shape=tuple(tensor.shape),
+            stride=tensor.stride(),
+            storage_offset=tensor.storage_offset(),
+            requires_grad=tensor.requires_grad,
+        )
     if isinstance(tensor, torch.nn.Parameter):
         ref.is_parameter = True
         ref.type_name = "torch.nn.parameter.Parameter"
@@ -162,40 +173,59 @@ def _fix_tuples(obj: Any, storages: _TorchStorages) -> Any:
     return fix(obj, 0)
 
 
-def load_with_torch(source: Any, *, trust: bool, limits: Limits, format: str,
-                    cause: UnsupportedError) -> Checkpoint:
+def load_with_torch(
+    source: Any, *, trust: bool, limits: Limits, format: str, cause: UnsupportedError
+) -> Checkpoint:
     """Read ``source`` with torch.load and present it as a Checkpoint.
 
     Raises:
         UnsupportedError: torch is not installed (``cause``, saying torch would help).
     """
     if not torch_available():
-        raise error(cause.code, f"{cause.msg}; installing torch (pip install 'ckptpeek[torch]') would let "
-            f"fallback='torch' read it", path=cause.path, member=cause.member, offset=cause.offset) from cause
+        raise error(
+            cause.code,
+            f"{cause.msg}; installing torch (pip install 'ckptpeek[torch]') would let "
+            f"fallback='torch' read it",
+            path=cause.path,
+            member=cause.member,
+            offset=cause.offset,
+        ) from cause
     import torch  # noqa: PLC0415 - the one place ckptpeek imports torch
 
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     if hasattr(source, "seek"):
         source.seek(0)
     try:
-        obj = torch.load(source, mmap=path is not None, weights_only=not trust,
-                         map_location="cpu")
+        obj = torch.load(source, mmap=path is not None, weights_only=not trust, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds; all mean "could not"
-        hint = "" if trust else " (weights_only=True; trust=True allows more, running the file's code)"
-        raise error("torch-refused", f"{cause.msg}; torch.load could not read it either{hint}: "
-                               f"{type(exc).__name__}: {str(exc)[:300]}", path=cause.path) from exc
+        hint = (
+            "" if trust else " (weights_only=True; trust=True allows more, running the file's code)"
+        )
+        raise error(
+            "torch-refused",
+            f"{cause.msg}; torch.load could not read it either{hint}: "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+            path=cause.path,
+        ) from exc
     storages = _TorchStorages(path)
     root = _convert(obj, storages, limits)
-    return Checkpoint(format=_format_of(path, format), backend="torch", root=root,
-                      source=_Source(path), globals_={}, limits=limits,  # type: ignore[arg-type]
-                      members={"fallback_reason": str(cause)})
+    return Checkpoint(
+        format=_format_of(path, format),
+        backend="torch",
+        root=root,
+        source=_Source(path),
+        globals_={},
+        limits=limits,  # type: ignore[arg-type]
+        members={"fallback_reason": str(cause)},
+    )
 
 
 def _format_of(path: str | None, default: str) -> str:
     """The format ckptpeek recognises the file as, though it could not read it."""
-    from .errors import CheckpointError  # noqa: PLC0415
     from ckptpeek.io.sniff import sniff  # noqa: PLC0415
     from ckptpeek.io.source import ByteSource  # noqa: PLC0415
+
+    from .errors import CheckpointError  # noqa: PLC0415
 
     if path is None:
         return default

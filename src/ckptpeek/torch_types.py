@@ -12,12 +12,23 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from ._frozen import Frozen
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any, Final
 
-__all__ = ("DType", "DTYPES", "Size", "Device", "StorageType", "STORAGE_TYPES", "Layout",
-           "MemoryFormat", "QScheme", "TORCH_CONSTANTS")
+__all__ = (
+    "DType",
+    "DTYPES",
+    "Size",
+    "Device",
+    "StorageType",
+    "STORAGE_TYPES",
+    "Layout",
+    "MemoryFormat",
+    "QScheme",
+    "TORCH_CONSTANTS",
+)
 
 
 class DType(Frozen):
@@ -31,7 +42,9 @@ class DType(Frozen):
     __slots__ = ("name", "itemsize", "kind", "numpy_name")
     name: str
     itemsize: int
-    kind: str  # "f" float, "c" complex, "i" signed, "u" unsigned, "b" bool, "q" quantized, "x" other
+    kind: (
+        str  # "f" float, "c" complex, "i" signed, "u" unsigned, "b" bool, "q" quantized, "x" other
+    )
     numpy_name: str | None
 
     def __init__(self, name: str, itemsize: int, kind: str, numpy_name: str | None = None) -> None:
@@ -195,16 +208,28 @@ class StorageType(Frozen):
 
 
 _STORAGE_DTYPES: Final = {
-    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
-    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
-    "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
-    "BFloat16Storage": "bfloat16", "ComplexDoubleStorage": "complex128",
-    "ComplexFloatStorage": "complex64", "QInt8Storage": "qint8", "QInt32Storage": "qint32",
-    "QUInt8Storage": "quint8", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "BFloat16Storage": "bfloat16",
+    "ComplexDoubleStorage": "complex128",
+    "ComplexFloatStorage": "complex64",
+    "QInt8Storage": "qint8",
+    "QInt32Storage": "qint32",
+    "QUInt8Storage": "quint8",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
     "UntypedStorage": "uint8",
 }
 STORAGE_TYPES: Final = MappingProxyType(
-    {name: StorageType(name, DTYPES[dt]) for name, dt in _STORAGE_DTYPES.items()})
+    {name: StorageType(name, DTYPES[dt]) for name, dt in _STORAGE_DTYPES.items()}
+)
 
 
 class _Named(Frozen):
@@ -235,12 +260,34 @@ class QScheme(_Named):
 
 
 #: other ``torch.<name>`` constants that pickles of tensors name as plain values
-TORCH_CONSTANTS: Final = MappingProxyType({
-    **{n: Layout(n) for n in ("strided", "sparse_coo", "sparse_csr", "sparse_csc",
-                              "sparse_bsr", "sparse_bsc", "_mkldnn", "jagged")},
-    **{n: MemoryFormat(n) for n in ("contiguous_format", "channels_last",
-                                    "channels_last_3d", "preserve_format")},
-    **{n: QScheme(n) for n in ("per_tensor_affine", "per_channel_affine",
-                               "per_tensor_symmetric", "per_channel_symmetric",
-                               "per_channel_affine_float_qparams")},
-})
+TORCH_CONSTANTS: Final = MappingProxyType(
+    {
+        **{
+            n: Layout(n)
+            for n in (
+                "strided",
+                "sparse_coo",
+                "sparse_csr",
+                "sparse_csc",
+                "sparse_bsr",
+                "sparse_bsc",
+                "_mkldnn",
+                "jagged",
+            )
+        },
+        **{
+            n: MemoryFormat(n)
+            for n in ("contiguous_format", "channels_last", "channels_last_3d", "preserve_format")
+        },
+        **{
+            n: QScheme(n)
+            for n in (
+                "per_tensor_affine",
+                "per_channel_affine",
+                "per_tensor_symmetric",
+                "per_channel_symmetric",
+                "per_channel_affine_float_qparams",
+            )
+        },
+    }
+)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.unpickle.standins import Placeholder
+
+from .errors import error
+from .tensor import TensorRef
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any
-
-from .errors import error
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
-from ckptpeek.unpickle.standins import Placeholder
-from .tensor import TensorRef
 
 __all__ = ("children", "is_namespace", "iter_tensors")
 
@@ -53,8 +55,9 @@ def _is_container(obj: Any) -> bool:
     return isinstance(obj, (dict, list, tuple, Placeholder)) or is_namespace(obj)
 
 
-def iter_tensors(root: Any, *, limits: Limits = DEFAULT_LIMITS,
-                 path: str | None = None) -> Iterator[tuple[tuple[Key, ...], TensorRef]]:
+def iter_tensors(
+    root: Any, *, limits: Limits = DEFAULT_LIMITS, path: str | None = None
+) -> Iterator[tuple[tuple[Key, ...], TensorRef]]:
     """Yield ``(key_path, tensor)`` depth-first in container order.
 
     A container reached twice (shared through the memo) is walked only the first time.
@@ -71,13 +74,19 @@ def iter_tensors(root: Any, *, limits: Limits = DEFAULT_LIMITS,
         for key, child in it:
             visited += 1
             if visited > limits.max_nodes:
-                raise error("limit-nodes", f"object graph has more than {limits.max_nodes} nodes", path=path)
+                raise error(
+                    "limit-nodes", f"object graph has more than {limits.max_nodes} nodes", path=path
+                )
             if isinstance(child, TensorRef):
                 yield prefix + (key,), child
             elif _is_container(child) and id(child) not in seen:
                 seen.add(id(child))
                 if len(stack) >= limits.max_depth:
-                    raise error("limit-depth", f"object graph nests deeper than {limits.max_depth}", path=path)
+                    raise error(
+                        "limit-depth",
+                        f"object graph nests deeper than {limits.max_depth}",
+                        path=path,
+                    )
                 stack.append((prefix + (key,), children(child)))
                 break
         else:

@@ -56,6 +56,7 @@ class Tree:
 
 # --------------------------------------------------------------------------- models
 
+
 def _model_classes():
     import lightning as L
     import torch
@@ -63,8 +64,11 @@ def _model_classes():
     from torch.nn import functional as F
 
     def cbr(cin, cout, k):
-        return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
-                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
 
     class BasicBlock(nn.Module):
         def __init__(self, cin, w, stride):
@@ -75,7 +79,9 @@ def _model_classes():
             self.bn2 = nn.BatchNorm2d(w)
             self.downsample = None
             if stride != 1 or cin != w:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(cin, w, 1, stride, bias=False), nn.BatchNorm2d(w)
+                )
 
         def forward(self, x):
             y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -88,7 +94,9 @@ def _model_classes():
             self.bn1 = nn.BatchNorm2d(WIDTHS[0])
             cin = WIDTHS[0]
             for i, (n, w) in enumerate(zip(stages, WIDTHS)):
-                blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(n - 1)]
+                blocks = [BasicBlock(cin, w, 1 if i == 0 else 2)] + [
+                    BasicBlock(w, w, 1) for _ in range(n - 1)
+                ]
                 setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
                 cin = w
 
@@ -158,9 +166,15 @@ def _model_classes():
         @staticmethod
         def _branch(c):
             q = max(1, c // 4)
-            return nn.Sequential(nn.Conv2d(c, q, 3, padding=1, bias=False), nn.BatchNorm2d(q), nn.ReLU(inplace=True),
-                                 nn.ConvTranspose2d(q, q, 2, 2), nn.BatchNorm2d(q), nn.ReLU(inplace=True),
-                                 nn.ConvTranspose2d(q, 1, 2, 2))
+            return nn.Sequential(
+                nn.Conv2d(c, q, 3, padding=1, bias=False),
+                nn.BatchNorm2d(q),
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(q, q, 2, 2),
+                nn.BatchNorm2d(q),
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(q, 1, 2, 2),
+            )
 
         def forward(self, x):
             return torch.sigmoid(self.binarize(x)), torch.sigmoid(self.thresh(x))
@@ -212,8 +226,12 @@ def _model_classes():
             self.log("val/hmean", hmean)
             self.log("val/precision", precision)
             self.log("val/recall", recall)
-            self.history[self.current_epoch] = {"val/hmean": hmean, "val/precision": precision,
-                                                "val/recall": recall, "val/loss": loss}
+            self.history[self.current_epoch] = {
+                "val/hmean": hmean,
+                "val/precision": precision,
+                "val/recall": recall,
+                "val/loss": loss,
+            }
             self.steps[self.current_epoch] = self.global_step
 
         def configure_optimizers(self):
@@ -229,11 +247,15 @@ def _loaders(seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(12, 3, 32, 32, generator=g)
     y = (x.mean(1, keepdim=True) > 0.5).float()
-    return (DataLoader(TensorDataset(x[:8], y[:8]), batch_size=4),
-            DataLoader(TensorDataset(x[8:], y[8:]), batch_size=4))
+    return (
+        DataLoader(TensorDataset(x[:8], y[:8]), batch_size=4),
+        DataLoader(TensorDataset(x[8:], y[8:]), batch_size=4),
+    )
 
 
-def _fit(lit_cls, hparams: dict, run_dir: Path, seed: int, filename: str | None, experiment: str) -> Run:
+def _fit(
+    lit_cls, hparams: dict, run_dir: Path, seed: int, filename: str | None, experiment: str
+) -> Run:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -243,28 +265,56 @@ def _fit(lit_cls, hparams: dict, run_dir: Path, seed: int, filename: str | None,
     kwargs: dict[str, Any] = {}
     if filename is not None:
         kwargs = {"filename": filename, "auto_insert_metric_name": False}
-    cb = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/hmean", mode="max",
-                         save_top_k=2, save_last=True, **kwargs)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=4, limit_train_batches=2,
-                        limit_val_batches=1, num_sanity_val_steps=0,
-                        callbacks=[cb, EarlyStopping(monitor="val/hmean", mode="max", patience=3)],
-                        enable_progress_bar=False, enable_model_summary=False, logger=False,
-                        default_root_dir=str(run_dir))
+    cb = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        monitor="val/hmean",
+        mode="max",
+        save_top_k=2,
+        save_last=True,
+        **kwargs,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=4,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        callbacks=[cb, EarlyStopping(monitor="val/hmean", mode="max", patience=3)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        default_root_dir=str(run_dir),
+    )
     train, val = _loaders(seed)
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
     best_k = {Path(p).name: float(v) for p, v in cb.best_k_models.items()}
     # the epoch last.ckpt records, as torch itself reads it (Lightning does not rewrite
     # last.ckpt after an epoch that saved no top-k file)
-    last_epoch = int(torch.load(cb.last_model_path, map_location="cpu", weights_only=False)["epoch"])
-    run = Run(experiment, run_dir, dict(module.history), dict(module.steps), best_k,
-              last_epoch, hparams["model"]["encoder"]["name"], hparams["model"]["decoder"]["name"])
+    last_epoch = int(
+        torch.load(cb.last_model_path, map_location="cpu", weights_only=False)["epoch"]
+    )
+    run = Run(
+        experiment,
+        run_dir,
+        dict(module.history),
+        dict(module.steps),
+        best_k,
+        last_epoch,
+        hparams["model"]["encoder"]["name"],
+        hparams["model"]["decoder"]["name"],
+    )
     topk = sorted(best_k, key=lambda n: best_k[n], reverse=True)
-    run.files = {"topk0": run_dir / "checkpoints" / topk[0], "topk1": run_dir / "checkpoints" / topk[1],
-                 "last": Path(cb.last_model_path)}
+    run.files = {
+        "topk0": run_dir / "checkpoints" / topk[0],
+        "topk1": run_dir / "checkpoints" / topk[1],
+        "last": Path(cb.last_model_path),
+    }
     return run
 
 
 # --------------------------------------------------------------------------- hydra
+
 
 def _write_conf(conf: Path) -> None:
     (conf / "model" / "encoder").mkdir(parents=True)
@@ -276,15 +326,19 @@ def _write_conf(conf: Path) -> None:
         "optimizer:\n  name: adamw\n  lr: 0.001\n"
         "data:\n  batch_size: 4\n  image_size: 32\n  root: ${oc.env:CKPTPEEK_TEST_DATA_ROOT,/data}\n"
         "trainer:\n  max_epochs: 4\n  accumulate: ${data.batch_size}\n"
-        "exp_name: dbnet\n")
+        "exp_name: dbnet\n"
+    )
     for name in STAGES:
         (conf / "model" / "encoder" / f"{name}.yaml").write_text(
             f"name: {name}\n_target_: ocr.models.encoder.TimmBackbone\nmodel_name: {name}\n"
-            "out_indices: [1, 2, 3, 4]\n")
+            "out_indices: [1, 2, 3, 4]\n"
+        )
     (conf / "model" / "decoder" / "unet.yaml").write_text(
-        "name: unet\n_target_: ocr.models.decoder.UNetDecoder\ninner_channels: 16\nout_channels: 8\n")
+        "name: unet\n_target_: ocr.models.decoder.UNetDecoder\ninner_channels: 16\nout_channels: 8\n"
+    )
     (conf / "model" / "decoder" / "pan.yaml").write_text(
-        "name: pan\n_target_: ocr.models.decoder.PANDecoder\ninner_channels: 16\nout_channels: 16\n")
+        "name: pan\n_target_: ocr.models.decoder.PANDecoder\ninner_channels: 16\nout_channels: 16\n"
+    )
 
 
 def compose(conf: Path, overrides: list[str]):
@@ -307,12 +361,19 @@ def save_hydra(run_dir: Path, cfg, overrides: list[str]) -> None:
 
 # --------------------------------------------------------------------------- sidecars
 
+
 def metadata_v2(run: Run, epoch: int, arch: bool = True) -> dict[str, Any]:
     h = run.history[epoch]
     out: dict[str, Any] = {
-        "schema_version": 2, "epoch": epoch, "global_step": run.steps[epoch],
-        "created_at": "2025-10-18T12:00:00+00:00", "metrics": dict(h),
-        "monitor": "val/hmean", "mode": "max", "score": h["val/hmean"]}
+        "schema_version": 2,
+        "epoch": epoch,
+        "global_step": run.steps[epoch],
+        "created_at": "2025-10-18T12:00:00+00:00",
+        "metrics": dict(h),
+        "monitor": "val/hmean",
+        "mode": "max",
+        "score": h["val/hmean"],
+    }
     if arch:
         out.update({"encoder": run.encoder, "decoder": run.decoder, "head": "db"})
     return out
@@ -332,6 +393,7 @@ def sidecar(ckpt: Path, kind: str, ext: str) -> Path:
 
 
 # --------------------------------------------------------------------------- the tree
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache_dir(tmp_path_factory):
@@ -365,30 +427,60 @@ def tree(tmp_path_factory) -> Tree:
         cfg = compose(conf, ov_r18)
         run_dir = root / EXPERIMENT_R18
         plain = OmegaConf.to_container(cfg, resolve=True)
-        r18 = _fit(lit, {"model": plain["model"], "optimizer": plain["optimizer"], "data": plain["data"]},
-                   run_dir, seed=0, filename=None, experiment=EXPERIMENT_R18)
+        r18 = _fit(
+            lit,
+            {"model": plain["model"], "optimizer": plain["optimizer"], "data": plain["data"]},
+            run_dir,
+            seed=0,
+            filename=None,
+            experiment=EXPERIMENT_R18,
+        )
         save_hydra(run_dir, cfg, ov_r18)
         runs[EXPERIMENT_R18] = r18
         f0, f1 = r18.files["topk0"], r18.files["topk1"]
         import yaml
 
-        sidecar(f0, "metadata", "yaml").write_text(yaml.safe_dump(metadata_v2(r18, epoch_of(r18, "topk0"))))
-        sidecar(f1, "metadata", "json").write_text(json.dumps(metadata_v2(r18, epoch_of(r18, "topk1"))))
-        sidecar(f0, "config", "yaml").write_text(yaml.safe_dump(
-            {"model": {"encoder": {"name": "resnet18"}, "decoder": {"name": "unet"}, "head": {"name": "db"}},
-             "optimizer": {"name": "adamw", "lr": 0.002}}))
+        sidecar(f0, "metadata", "yaml").write_text(
+            yaml.safe_dump(metadata_v2(r18, epoch_of(r18, "topk0")))
+        )
+        sidecar(f1, "metadata", "json").write_text(
+            json.dumps(metadata_v2(r18, epoch_of(r18, "topk1")))
+        )
+        sidecar(f0, "config", "yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "model": {
+                        "encoder": {"name": "resnet18"},
+                        "decoder": {"name": "unet"},
+                        "head": {"name": "db"},
+                    },
+                    "optimizer": {"name": "adamw", "lr": 0.002},
+                }
+            )
+        )
 
         # 2. dbnet_pan34: no Hydra; metric in the file name; hparams hold a DictConfig
         cfg_pan = compose(conf, ["model/encoder=resnet34", "model/decoder=pan"])
         run_dir = root / EXPERIMENT_PAN
-        pan = _fit(lit, {"model": cfg_pan.model, "optimizer": cfg_pan.optimizer},
-                   run_dir, seed=1, filename="epoch={epoch}-val_hmean={val/hmean:.4f}",
-                   experiment=EXPERIMENT_PAN)
+        pan = _fit(
+            lit,
+            {"model": cfg_pan.model, "optimizer": cfg_pan.optimizer},
+            run_dir,
+            seed=1,
+            filename="epoch={epoch}-val_hmean={val/hmean:.4f}",
+            experiment=EXPERIMENT_PAN,
+        )
         runs[EXPERIMENT_PAN] = pan
         e = epoch_of(pan, "topk0")
-        v1 = {"epoch": e, "val_loss": pan.history[e]["val/loss"], "hmean": pan.history[e]["val/hmean"],
-              "precision": pan.history[e]["val/precision"], "recall": pan.history[e]["val/recall"],
-              "encoder": "resnet34", "note": "written by the old callback"}
+        v1 = {
+            "epoch": e,
+            "val_loss": pan.history[e]["val/loss"],
+            "hmean": pan.history[e]["val/hmean"],
+            "precision": pan.history[e]["val/precision"],
+            "recall": pan.history[e]["val/recall"],
+            "encoder": "resnet34",
+            "note": "written by the old callback",
+        }
         sidecar(pan.files["topk0"], "metadata", "yaml").write_text(yaml.safe_dump(v1))
 
     # 3. a multirun job: a copy of r18's checkpoints, config.yaml composed WITHOUT the value
@@ -397,10 +489,22 @@ def tree(tmp_path_factory) -> Tree:
     (mr_dir / "checkpoints").mkdir(parents=True)
     for key in ("topk0", "last"):
         shutil.copy2(r18.files[key], mr_dir / "checkpoints" / r18.files[key].name)
-    save_hydra(mr_dir, compose(conf, ["model/encoder=resnet18"]),
-               ["model/encoder=resnet18", "optimizer.lr=0.005", "+trainer.tag=sweep0", "~exp_name"])
-    mr = Run(EXPERIMENT_MULTIRUN, mr_dir, r18.history, r18.steps, r18.best_k, r18.last_epoch,
-             "resnet18", "unet", {k: mr_dir / "checkpoints" / r18.files[k].name for k in ("topk0", "last")})
+    save_hydra(
+        mr_dir,
+        compose(conf, ["model/encoder=resnet18"]),
+        ["model/encoder=resnet18", "optimizer.lr=0.005", "+trainer.tag=sweep0", "~exp_name"],
+    )
+    mr = Run(
+        EXPERIMENT_MULTIRUN,
+        mr_dir,
+        r18.history,
+        r18.steps,
+        r18.best_k,
+        r18.last_epoch,
+        "resnet18",
+        "unet",
+        {k: mr_dir / "checkpoints" / r18.files[k].name for k in ("topk0", "last")},
+    )
     runs[EXPERIMENT_MULTIRUN] = mr
     return Tree(root, runs, conf)
 

@@ -53,7 +53,11 @@ def test_r18_fields_and_sources(catalog, tree, key):
     assert e.metrics["val/hmean"] == e.score and e.sources["metrics.val/hmean"] == H
     assert e.is_last is (key == "last")
     assert e.is_best is (key == "topk0" or (key == "last" and name == run.files["topk0"].name))
-    assert (e.architecture.encoder, e.architecture.decoder, e.architecture.head) == ("resnet18", "unet", "db")
+    assert (e.architecture.encoder, e.architecture.decoder, e.architecture.head) == (
+        "resnet18",
+        "unet",
+        "db",
+    )
     assert e.signatures is not None and e.sources["signatures"] == "signatures:signatures"
     assert e.warnings == []
     rel_dir = f"{EXPERIMENT_R18}/checkpoints"
@@ -77,7 +81,9 @@ def test_r18_fields_and_sources(catalog, tree, key):
         assert e.created is None and set(e.metrics) == {"val/hmean"}
         assert e.config["optimizer"]["lr"] == 0.002
         assert e.config["trainer"]["accumulate"] == 4  # ${data.batch_size} resolved
-        assert e.config["data"]["root"] == "${oc.env:CKPTPEEK_TEST_DATA_ROOT,/data}"  # resolver kept
+        assert (
+            e.config["data"]["root"] == "${oc.env:CKPTPEEK_TEST_DATA_ROOT,/data}"
+        )  # resolver kept
 
 
 def test_pan_filename_metric_and_v1_sidecar(catalog, tree):
@@ -95,7 +101,11 @@ def test_pan_filename_metric_and_v1_sidecar(catalog, tree):
     assert e.sources["metrics.val_loss"] == md and e.sources["architecture.encoder"] == md
     assert any("schema_version 1 migrated" in w for w in e.warnings)
     # no Hydra, no config sidecar: the hparams saved in the checkpoint name the rest
-    assert (e.architecture.encoder, e.architecture.decoder, e.architecture.head) == ("resnet34", "pan", "db")
+    assert (e.architecture.encoder, e.architecture.decoder, e.architecture.head) == (
+        "resnet34",
+        "pan",
+        "db",
+    )
     assert e.sources["architecture.decoder"] == H and e.sources["config"] == H
     assert e.config["model"]["encoder"]["name"] == "resnet34"
     last = by_rel(catalog, run, "last")
@@ -116,7 +126,9 @@ def test_best_and_records(catalog, tree):
     r18 = tree.runs[EXPERIMENT_R18]
     best = catalog.best("val/hmean", experiment=EXPERIMENT_R18)
     assert best.relpath.endswith(r18.files["topk0"].name) or best.is_last
-    assert best.score == max(r18.best_k.values()) or best.score == pytest.approx(max(r18.best_k.values()))
+    assert best.score == max(r18.best_k.values()) or best.score == pytest.approx(
+        max(r18.best_k.values())
+    )
     overall = catalog.best("val/hmean")
     assert overall.score == max(e.score for e in catalog.entries if e.score is not None)
     worst = catalog.best("val_hmean", mode="min")  # the file-name spelling finds it too
@@ -128,7 +140,11 @@ def test_best_and_records(catalog, tree):
     assert len(recs) == len(catalog.entries)
     for rec, e in zip(recs, catalog.entries):
         assert all(not isinstance(v, (dict, list)) for v in rec.values())
-        assert rec["relpath"] == e.relpath and rec["epoch"] == e.epoch and rec["encoder"] == e.architecture.encoder
+        assert (
+            rec["relpath"] == e.relpath
+            and rec["epoch"] == e.epoch
+            and rec["encoder"] == e.architecture.encoder
+        )
         assert rec["metric.val/hmean"] == e.metrics["val/hmean"]
     json.dumps(recs)
     assert set(catalog.by_experiment()) == set(tree.runs)
@@ -197,7 +213,9 @@ def test_cache_reuses_and_notices_changes(tree, tmp_path):
     assert _dump(first) == _dump(second)
     # a new sidecar next to last.ckpt changes that entry
     last = root / EXPERIMENT_R18 / "checkpoints" / "last.ckpt"
-    (last.parent / "last.metadata.yaml").write_text("schema_version: 2\nmetrics: {test/hmean: 0.5}\n")
+    (last.parent / "last.metadata.yaml").write_text(
+        "schema_version: 2\nmetrics: {test/hmean: 0.5}\n"
+    )
     third = build_catalog(root, cache=db)
     [e] = [e for e in third.entries if e.path == str(last)]
     assert e.metrics["test/hmean"] == 0.5

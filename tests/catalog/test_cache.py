@@ -34,10 +34,17 @@ def _write(path: Path, data: bytes, mtime_ns: int = T0) -> Path:
 
 def _entry(path: Path, **kw: object) -> CatalogEntry:
     st = path.stat()
-    fields: dict = dict(path=str(path), relpath=path.name, experiment="exp",
-                        file_size=st.st_size, mtime_ns=st.st_mtime_ns, epoch=3,
-                        metrics={"val/hmean": 0.85}, architecture=Architecture(encoder="resnet18"),
-                        config={"model": {"encoder": {"name": "resnet18"}}})
+    fields: dict = dict(
+        path=str(path),
+        relpath=path.name,
+        experiment="exp",
+        file_size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        epoch=3,
+        metrics={"val/hmean": 0.85},
+        architecture=Architecture(encoder="resnet18"),
+        config={"model": {"encoder": {"name": "resnet18"}}},
+    )
     fields.update(kw)
     return CatalogEntry(**fields)
 
@@ -54,21 +61,25 @@ def db(tmp_path: Path) -> Path:
 
 def _sidecars(ckpt: Path) -> list[Path]:
     stem = ckpt.with_suffix("")
-    return [Path(f"{stem}.metadata.yaml"), Path(f"{stem}.config.yaml"),
-            ckpt.parent.parent / ".hydra" / "config.yaml"]
+    return [
+        Path(f"{stem}.metadata.yaml"),
+        Path(f"{stem}.config.yaml"),
+        ckpt.parent.parent / ".hydra" / "config.yaml",
+    ]
 
 
 # ---------------------------------------------------------------------------- hits
 
+
 def test_stamp_of(ckpt: Path) -> None:
     meta = _write(_sidecars(ckpt)[0], b"epoch: 3\n", T0 + 5)
-    stamp = Stamp.of(ckpt, [*_sidecars(ckpt), str(meta)])       # duplicates collapse
+    stamp = Stamp.of(ckpt, [*_sidecars(ckpt), str(meta)])  # duplicates collapse
     assert (stamp.size, stamp.mtime_ns) == (100, T0)
     assert [p for p, _, _ in stamp.extras] == sorted(str(p) for p in _sidecars(ckpt))
     assert (str(meta), 9, T0 + 5) in stamp.extras
     assert (str(_sidecars(ckpt)[1]), ABSENT, ABSENT) in stamp.extras
     assert stamp == Stamp.of(ckpt, reversed(_sidecars(ckpt))) and hash(stamp)
-    assert pickle.loads(pickle.dumps(stamp)) == stamp      # crosses process pools
+    assert pickle.loads(pickle.dumps(stamp)) == stamp  # crosses process pools
     with pytest.raises(FileNotFoundError):
         Stamp.of(ckpt.with_name("missing.ckpt"))
 
@@ -83,18 +94,19 @@ def test_hit_in_process_and_across_instances(ckpt: Path, db: Path) -> None:
         got = cache.get(ckpt, stamp)
         assert got == entry and got is not entry
         assert cache.stats["lru_hits"] == 1 and cache.stats["misses"] == 1
-    with CatalogCache(db) as cache:                       # a new process would see this
+    with CatalogCache(db) as cache:  # a new process would see this
         assert cache.get(str(ckpt), stamp) == entry
         assert cache.stats["db_hits"] == 1
         assert cache.get(ckpt, stamp) == entry
         assert cache.stats["lru_hits"] == 1
         assert len(cache) == 1
         cache.clear()
-        assert len(cache) == 0 and bool(cache)            # empty is still truthy
+        assert len(cache) == 0 and bool(cache)  # empty is still truthy
 
 
-def test_relative_path_is_keyed_absolute(ckpt: Path, db: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_path_is_keyed_absolute(
+    ckpt: Path, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ckpt.parent)
     stamp = Stamp.of(ckpt.name)
     with CatalogCache(db) as cache:
@@ -125,18 +137,19 @@ def test_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with CatalogCache() as cache:
         assert cache.path == tmp_path / "mine" / "catalog.sqlite"
         assert cache.persistent and cache.path.exists()
-    with CatalogCache(tmp_path / "mine") as cache:       # a directory -> catalog.sqlite in it
+    with CatalogCache(tmp_path / "mine") as cache:  # a directory -> catalog.sqlite in it
         assert cache.path == tmp_path / "mine" / "catalog.sqlite"
-    with CatalogCache(tmp_path / "other.db") as cache:   # explicit file wins over the env var
+    with CatalogCache(tmp_path / "other.db") as cache:  # explicit file wins over the env var
         assert cache.path == tmp_path / "other.db"
 
 
 # -------------------------------------------------------------------- invalidation
 
+
 def test_invalidated_by_touch(ckpt: Path, db: Path) -> None:
     with CatalogCache(db) as cache:
         cache.put(_entry(ckpt), Stamp.of(ckpt))
-        os.utime(ckpt, ns=(T0 + 1, T0 + 1))               # same size, 1 ns later
+        os.utime(ckpt, ns=(T0 + 1, T0 + 1))  # same size, 1 ns later
         assert cache.get(ckpt, Stamp.of(ckpt)) is None
     with CatalogCache(db) as cache:
         assert cache.get(ckpt, Stamp.of(ckpt)) is None
@@ -146,7 +159,7 @@ def test_invalidated_by_touch(ckpt: Path, db: Path) -> None:
 def test_invalidated_by_size(ckpt: Path, db: Path) -> None:
     with CatalogCache(db) as cache:
         cache.put(_entry(ckpt), Stamp.of(ckpt))
-        _write(ckpt, b"x" * 101)                           # same mtime, other size
+        _write(ckpt, b"x" * 101)  # same mtime, other size
         assert cache.get(ckpt, Stamp.of(ckpt)) is None
 
 
@@ -160,7 +173,7 @@ def test_invalidated_by_sidecar(ckpt: Path, db: Path, change: str) -> None:
         cache.put(_entry(ckpt), stamp)
         assert cache.get(ckpt, Stamp.of(ckpt, _sidecars(ckpt))) is not None
         if change == "edit":
-            _write(meta, b"score: 0.86\n", T0 + 1000)      # same size, new mtime
+            _write(meta, b"score: 0.86\n", T0 + 1000)  # same size, new mtime
         elif change == "create":
             _write(meta, b"score: 0.86\n")
         else:
@@ -178,8 +191,9 @@ def test_invalidated_by_fingerprint(ckpt: Path, db: Path) -> None:
 
 
 @pytest.mark.parametrize("attr", ["__version__", "SPEC_DIGEST", "code"])
-def test_invalidated_by_version(ckpt: Path, db: Path, attr: str,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalidated_by_version(
+    ckpt: Path, db: Path, attr: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stamp = Stamp.of(ckpt)
     with CatalogCache(db) as cache:
         cache.put(_entry(ckpt), stamp)
@@ -191,9 +205,9 @@ def test_invalidated_by_version(ckpt: Path, db: Path, attr: str,
         monkeypatch.setattr(ckptpeek, attr, "something-else")
     with CatalogCache(db) as cache:
         assert cache.get(ckpt, stamp) is None
-        cache.put(_entry(ckpt), stamp)                     # overwritten with the new version
+        cache.put(_entry(ckpt), stamp)  # overwritten with the new version
         assert cache.get(ckpt, stamp) is not None
-    monkeypatch.undo()                                     # back to the real version: stale
+    monkeypatch.undo()  # back to the real version: stale
     with CatalogCache(db) as cache:
         assert cache.get(ckpt, stamp) is None
 
@@ -207,7 +221,7 @@ def test_lru_respects_version_change(ckpt: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_racy_timestamps_not_stored(tmp_path: Path, db: Path) -> None:
-    now_s = time.time_ns() // 1_000_000_000 * 1_000_000_000   # whole second: coarse fs
+    now_s = time.time_ns() // 1_000_000_000 * 1_000_000_000  # whole second: coarse fs
     ckpt = _write(tmp_path / "racy.ckpt", b"z", now_s)
     with CatalogCache(db) as cache:
         assert not cache.put(_entry(ckpt), Stamp.of(ckpt))
@@ -215,11 +229,12 @@ def test_racy_timestamps_not_stored(tmp_path: Path, db: Path) -> None:
     with CatalogCache(db, racy_window_ns=0) as cache:
         assert cache.put(_entry(ckpt), Stamp.of(ckpt))
     old = _write(tmp_path / "old.ckpt", b"z", now_s - 10_000_000_000)
-    with CatalogCache(db) as cache:                        # whole second but long ago: fine
+    with CatalogCache(db) as cache:  # whole second but long ago: fine
         assert cache.put(_entry(old), Stamp.of(old))
 
 
 # ------------------------------------------------------------------- prune / clear
+
 
 def test_prune(tmp_path: Path, db: Path) -> None:
     a = [_write(tmp_path / "rootA" / f"{i}.ckpt", b"a") for i in range(3)]
@@ -232,7 +247,7 @@ def test_prune(tmp_path: Path, db: Path) -> None:
         assert cache.get(a[2], Stamp.of(a[2])) is None
         assert all(cache.get(p, Stamp.of(p)) is not None for p in [a[1], *b])
         b[0].unlink()
-        assert cache.prune([]) == 1                        # unscoped: only vanished files
+        assert cache.prune([]) == 1  # unscoped: only vanished files
         assert len(cache) == 2
     with CatalogCache(db) as cache:
         assert len(cache) == 2 and cache.get(b[1], Stamp.of(b[1])) is not None
@@ -241,6 +256,7 @@ def test_prune(tmp_path: Path, db: Path) -> None:
 
 
 # ----------------------------------------------------------------------- robustness
+
 
 def test_corrupt_file_is_rebuilt(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixture) -> None:
     db.parent.mkdir(parents=True)
@@ -261,7 +277,7 @@ def test_corrupt_after_open(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixtu
     stamp = Stamp.of(ckpt)
     with CatalogCache(db, lru_size=0) as cache:
         cache.put(_entry(ckpt), stamp)
-        cache._conn.close()                               # simulate: reconnect finds garbage
+        cache._conn.close()  # simulate: reconnect finds garbage
         cache._conn = None
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -276,7 +292,7 @@ def test_undecodable_row_is_dropped(ckpt: Path, db: Path) -> None:
     with CatalogCache(db) as cache:
         cache.put(_entry(ckpt), stamp)
     con = sqlite3.connect(db)
-    con.execute("UPDATE entries SET entry = '{\"path\": 1, \"bogus\": true}'")
+    con.execute('UPDATE entries SET entry = \'{"path": 1, "bogus": true}\'')
     con.commit()
     con.close()
     with CatalogCache(db) as cache:
@@ -298,8 +314,12 @@ _HOLD_LOCK = textwrap.dedent("""
 
 
 def _lock_holder(path: Path, mode: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path), mode],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -310,8 +330,9 @@ def _release(proc: subprocess.Popen[str]) -> None:
     assert proc.wait(timeout=10) == 0
 
 
-def test_locked_db_writes_are_skipped(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixture,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_locked_db_writes_are_skipped(
+    ckpt: Path, db: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = _write(ckpt.with_name("other.ckpt"), b"o")
     caplog.set_level(logging.WARNING, logger="ckptpeek.catalog")
     with CatalogCache(db, timeout=0.1) as cache:
@@ -319,17 +340,17 @@ def test_locked_db_writes_are_skipped(ckpt: Path, db: Path, caplog: pytest.LogCa
         holder = _lock_holder(db, "wal")
         try:
             t = time.monotonic()
-            for _ in range(20):                            # one timeout, then back-off
+            for _ in range(20):  # one timeout, then back-off
                 assert cache.put(_entry(ckpt), Stamp.of(ckpt))
             assert time.monotonic() - t < 1.0
-            assert cache.get(ckpt, Stamp.of(ckpt)) is not None       # from the LRU
+            assert cache.get(ckpt, Stamp.of(ckpt)) is not None  # from the LRU
             cache._lru.clear()
-            assert cache.get(other, Stamp.of(other)) is not None     # WAL: reads go on
+            assert cache.get(other, Stamp.of(other)) is not None  # WAL: reads go on
             assert cache.stats["skipped"] >= 19
         finally:
             _release(holder)
         assert any("locked" in r.getMessage() for r in caplog.records)
-        monkeypatch.setattr(cache, "_pause_writes_until", 0.0)       # back-off over
+        monkeypatch.setattr(cache, "_pause_writes_until", 0.0)  # back-off over
         assert cache.put(_entry(ckpt), Stamp.of(ckpt)) and cache.stats["stores"] == 2
     with CatalogCache(db) as cache:
         assert cache.get(ckpt, Stamp.of(ckpt)) is not None
@@ -346,12 +367,12 @@ def test_locked_at_open(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixture) 
         cache = CatalogCache(db, timeout=0.1)
         assert cache.get(ckpt, Stamp.of(ckpt)) is None
         assert cache.put(_entry(ckpt), Stamp.of(ckpt))
-        assert cache.get(ckpt, Stamp.of(ckpt)) is not None         # LRU
+        assert cache.get(ckpt, Stamp.of(ckpt)) is not None  # LRU
         assert time.monotonic() - t < 1.5
     finally:
         _release(holder)
     assert any("locked" in r.getMessage() for r in caplog.records)
-    cache._pause_reads_until = cache._pause_writes_until = 0.0      # back-off over
+    cache._pause_reads_until = cache._pause_writes_until = 0.0  # back-off over
     assert cache.put(_entry(ckpt), Stamp.of(ckpt))
     cache.close()
     with CatalogCache(db) as cache:
@@ -359,8 +380,9 @@ def test_locked_at_open(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixture) 
 
 
 @pytest.mark.parametrize("kind", ["unversioned", "version0", "same_version_bad_columns"])
-def test_old_schema_is_rebuilt(ckpt: Path, db: Path, kind: str,
-                               caplog: pytest.LogCaptureFixture) -> None:
+def test_old_schema_is_rebuilt(
+    ckpt: Path, db: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
     db.parent.mkdir(parents=True)
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE entries (path TEXT PRIMARY KEY, blob TEXT)")
@@ -391,7 +413,7 @@ def test_newer_schema_is_left_alone(ckpt: Path, db: Path, caplog: pytest.LogCapt
     with CatalogCache(db) as cache:
         assert not cache.persistent
         assert cache.put(_entry(ckpt), Stamp.of(ckpt))
-        assert cache.get(ckpt, Stamp.of(ckpt)) is not None         # LRU only
+        assert cache.get(ckpt, Stamp.of(ckpt)) is not None  # LRU only
     assert any("newer" in r.getMessage() for r in caplog.records)
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
@@ -410,11 +432,13 @@ def _permissions_ignored(tmp: Path) -> bool:
         probe.chmod(0o700)
 
 
-@pytest.mark.parametrize("where", ["file_as_dir", "readonly_dir", "readonly_dir_existing_db",
-                                   "unreadable_file"])
-def test_unusable_location(ckpt: Path, tmp_path: Path, where: str,
-                           caplog: pytest.LogCaptureFixture) -> None:
-    if where == "file_as_dir":                 # a regular file where a directory should be
+@pytest.mark.parametrize(
+    "where", ["file_as_dir", "readonly_dir", "readonly_dir_existing_db", "unreadable_file"]
+)
+def test_unusable_location(
+    ckpt: Path, tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if where == "file_as_dir":  # a regular file where a directory should be
         blocker = _write(tmp_path / "blocker", b"")
         path = blocker / "ckptpeek" / "catalog.sqlite"
     else:
@@ -426,7 +450,7 @@ def test_unusable_location(ckpt: Path, tmp_path: Path, where: str,
         if where == "unreadable_file":
             path.write_bytes(b"")
             path.chmod(0)
-        if where == "readonly_dir_existing_db":    # WAL needs to create -wal/-shm beside it
+        if where == "readonly_dir_existing_db":  # WAL needs to create -wal/-shm beside it
             with CatalogCache(path) as cache:
                 cache.put(_entry(ckpt), Stamp.of(ckpt))
         d.chmod(0o500)
@@ -436,7 +460,7 @@ def test_unusable_location(ckpt: Path, tmp_path: Path, where: str,
             assert not cache.persistent
             assert cache.get(ckpt, Stamp.of(ckpt)) is None
             assert cache.put(_entry(ckpt), Stamp.of(ckpt))
-            assert cache.get(ckpt, Stamp.of(ckpt)) is not None     # LRU still works
+            assert cache.get(ckpt, Stamp.of(ckpt)) is not None  # LRU still works
             assert cache.prune([]) == 0 and len(cache) == 1
             cache.clear()
     finally:
@@ -488,9 +512,15 @@ def test_two_processes_hammering_one_file(tmp_path: Path, db: Path) -> None:
     for i in range(25):
         _write(root / f"c{i:02d}.ckpt", b"c" * (i + 1))
     n, until = 300, time.time() + 1.5
-    procs = [subprocess.Popen([sys.executable, "-c", _HAMMER, SRC, str(db), str(root), str(w),
-                               str(n), str(until)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for w in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HAMMER, SRC, str(db), str(root), str(w), str(n), str(until)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(2)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
@@ -509,6 +539,7 @@ def test_two_processes_hammering_one_file(tmp_path: Path, db: Path) -> None:
 def test_threads_share_one_cache(tmp_path: Path, db: Path) -> None:
     paths = [_write(tmp_path / "t" / f"{i}.ckpt", b"t" * (i + 1)) for i in range(40)]
     with CatalogCache(db, lru_size=16) as cache:
+
         def work(i: int) -> bool:
             p = paths[i % len(paths)]
             st = Stamp.of(p)
@@ -545,15 +576,16 @@ def test_forked_child_opens_its_own_connection(ckpt: Path, db: Path) -> None:
 
 # ---------------------------------------------------------------------------- LRU
 
+
 def test_lru_eviction_and_isolation(tmp_path: Path, db: Path) -> None:
     paths = [_write(tmp_path / f"{i}.ckpt", b"l") for i in range(3)]
     with CatalogCache(db, lru_size=2) as cache:
         for p in paths:
             cache.put(_entry(p), Stamp.of(p))
         assert list(cache._lru) == [str(p) for p in paths[1:]]
-        assert cache.get(paths[0], Stamp.of(paths[0])) is not None       # from SQLite
+        assert cache.get(paths[0], Stamp.of(paths[0])) is not None  # from SQLite
         assert cache.stats["db_hits"] == 1
-        assert list(cache._lru) == [str(paths[2]), str(paths[0])]       # promoted, 1 evicted
+        assert list(cache._lru) == [str(paths[2]), str(paths[0])]  # promoted, 1 evicted
         cache.get(paths[2], Stamp.of(paths[2]))
         assert cache.stats["lru_hits"] == 1
         # callers get their own objects: mutating one does not change the cache
@@ -571,8 +603,9 @@ def test_lru_eviction_and_isolation(tmp_path: Path, db: Path) -> None:
         assert cache.stats["db_hits"] == 2 and not cache._lru
 
 
-def test_network_filesystem_uses_rollback_journal(ckpt: Path, db: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_network_filesystem_uses_rollback_journal(
+    ckpt: Path, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """WAL needs shared memory, which network filesystems do not provide across hosts."""
     monkeypatch.setattr(cache_mod, "_is_network_fs", lambda path: True)
     with CatalogCache(db) as cache:

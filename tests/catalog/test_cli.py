@@ -38,14 +38,24 @@ def test_json_and_jsonl(tree, capsys):
 
 
 def test_sort_and_experiment(tree, capsys):
-    _, out, _ = run(capsys, str(tree.root), "--no-cache", "--jsonl", "--sort", "val/hmean", "--desc")
+    _, out, _ = run(
+        capsys, str(tree.root), "--no-cache", "--jsonl", "--sort", "val/hmean", "--desc"
+    )
     scores = [json.loads(line)["metrics"]["val/hmean"] for line in out.splitlines()]
     assert scores == sorted(scores, reverse=True)
     _, out, _ = run(capsys, str(tree.root), "--no-cache", "--jsonl", "--sort", "epoch")
     epochs = [json.loads(line)["epoch"] for line in out.splitlines()]
     assert epochs == sorted(epochs)
-    _, out, _ = run(capsys, str(tree.root), "--no-cache", "--jsonl", "--experiment", EXPERIMENT_PAN,
-                    "--experiment", "multirun/")
+    _, out, _ = run(
+        capsys,
+        str(tree.root),
+        "--no-cache",
+        "--jsonl",
+        "--experiment",
+        EXPERIMENT_PAN,
+        "--experiment",
+        "multirun/",
+    )
     exps = {json.loads(line)["experiment"] for line in out.splitlines()}
     assert exps == {EXPERIMENT_PAN, EXPERIMENT_MULTIRUN}
     _, out, _ = run(capsys, str(tree.root), "--no-cache", "--sort", "val_hmean")
@@ -70,9 +80,14 @@ def test_missing_root(tmp_path, capsys):
 
 
 def test_module_entry_point_needs_no_torch(tree):
-    code = ("import sys, runpy; sys.argv = ['x', %r, '--no-cache', '--jsonl'];"
-            "runpy.run_module('ckptpeek.catalog.cli', run_name='__main__')") % str(tree.root)
-    probe = code.replace("runpy.run_module", "import atexit; atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NOTORCH', file=sys.stderr)); runpy.run_module")
+    code = (
+        "import sys, runpy; sys.argv = ['x', %r, '--no-cache', '--jsonl'];"
+        "runpy.run_module('ckptpeek.catalog.cli', run_name='__main__')"
+    ) % str(tree.root)
+    probe = code.replace(
+        "runpy.run_module",
+        "import atexit; atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NOTORCH', file=sys.stderr)); runpy.run_module",
+    )
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.splitlines()) == 8

@@ -25,16 +25,23 @@ def entry_of(root):
 
 # --------------------------------------------------------------------------- file names
 
-@pytest.mark.parametrize("name, want", [
-    ("epoch=10-step=1100.ckpt", {"epoch": 10, "global_step": 1100}),
-    ("epoch=3-val_hmean=0.8512.ckpt", {"epoch": 3, "metrics.val_hmean": 0.8512}),
-    ("epoch=3-val_hmean=0.8512-v1.ckpt", {"epoch": 3, "metrics.val_hmean": 0.8512}),
-    ("epoch=07-step=800-val_loss=1.2e-03.ckpt", {"epoch": 7, "global_step": 800, "metrics.val_loss": 0.0012}),
-    ("last.ckpt", {"is_last": True}),
-    ("last-v2.ckpt", {"is_last": True}),
-    ("best.pth", {"is_best": True}),
-    ("model_final.safetensors", {}),
-])
+
+@pytest.mark.parametrize(
+    "name, want",
+    [
+        ("epoch=10-step=1100.ckpt", {"epoch": 10, "global_step": 1100}),
+        ("epoch=3-val_hmean=0.8512.ckpt", {"epoch": 3, "metrics.val_hmean": 0.8512}),
+        ("epoch=3-val_hmean=0.8512-v1.ckpt", {"epoch": 3, "metrics.val_hmean": 0.8512}),
+        (
+            "epoch=07-step=800-val_loss=1.2e-03.ckpt",
+            {"epoch": 7, "global_step": 800, "metrics.val_loss": 0.0012},
+        ),
+        ("last.ckpt", {"is_last": True}),
+        ("last-v2.ckpt", {"is_last": True}),
+        ("best.pth", {"is_best": True}),
+        ("model_final.safetensors", {}),
+    ],
+)
 def test_parse_filename(name, want):
     assert parse_filename(name) == want
 
@@ -44,7 +51,10 @@ def test_custom_filename_patterns(one_ckpt):
     target = ckpt.with_name("run7_ep05_hm0.77.ckpt")
     ckpt.rename(target)
     pats = [r"ep(?P<epoch>\d+)", r"hm(?P<hmean>\d+\.\d+)"]
-    assert parse_filename(target.name, compile_patterns(pats)) == {"epoch": 5, "metrics.hmean": 0.77}
+    assert parse_filename(target.name, compile_patterns(pats)) == {
+        "epoch": 5,
+        "metrics.hmean": 0.77,
+    }
     e = build_catalog(root, cache=False, filename_patterns=pats).entries[0]
     assert e.metrics["hmean"] == 0.77 and e.sources["metrics.hmean"] == "filename:filename"
     # the header's epoch wins; the file name's disagreeing one is a warning
@@ -52,6 +62,7 @@ def test_custom_filename_patterns(one_ckpt):
 
 
 # --------------------------------------------------------------------------- each source missing
+
 
 def test_header_only(one_ckpt):
     root, ckpt, run = one_ckpt
@@ -74,7 +85,11 @@ def test_sidecar_only_when_checkpoint_unreadable(one_ckpt):
     e = entry_of(root)
     assert e.status == "unreadable" and e.errors and "unreadable checkpoint" in e.errors[0]
     md = f"metadata:exp/checkpoints/{ckpt.stem}.metadata.yaml"
-    assert (e.epoch, e.global_step, e.score) == (epoch, run.steps[epoch], pytest.approx(run.history[epoch]["val/hmean"]))
+    assert (e.epoch, e.global_step, e.score) == (
+        epoch,
+        run.steps[epoch],
+        pytest.approx(run.history[epoch]["val/hmean"]),
+    )
     assert e.sources["epoch"] == md and e.sources["score"] == md
     assert e.architecture.encoder == "resnet18" and e.signatures is None
     # picked up once complete
@@ -107,7 +122,9 @@ def test_filename_only(tmp_path):
 def test_hydra_only_architecture(one_ckpt, tree):
     """Hydra present, no sidecars: architecture from Hydra (first source that has it)."""
     root, ckpt, run = one_ckpt
-    save_hydra(root / "exp", compose(tree.conf_dir, ["model/encoder=resnet18"]), ["model/encoder=resnet18"])
+    save_hydra(
+        root / "exp", compose(tree.conf_dir, ["model/encoder=resnet18"]), ["model/encoder=resnet18"]
+    )
     e = entry_of(root)
     assert e.sources["architecture.encoder"] == "hydra:exp/.hydra/config.yaml"
     assert e.sources["config"] == "hydra:exp/.hydra/config.yaml"
@@ -132,6 +149,7 @@ def test_no_hparams_uses_signatures(tmp_path, tree):
 
 # --------------------------------------------------------------------------- contradictions
 
+
 def test_contradicting_sidecars(one_ckpt):
     root, ckpt, run = one_ckpt
     epoch = epoch_of(run, "topk0")
@@ -150,7 +168,10 @@ def test_contradicting_sidecars(one_ckpt):
     assert e.metrics["val/hmean"] == e.score and e.sources["metrics.val/hmean"] == H
     # the first source wins for the rest, each disagreement noted
     md_yaml = f"metadata:exp/checkpoints/{ckpt.stem}.metadata.yaml"
-    assert e.architecture.encoder == "mobilenetv3_large" and e.sources["architecture.encoder"] == md_yaml
+    assert (
+        e.architecture.encoder == "mobilenetv3_large"
+        and e.sources["architecture.encoder"] == md_yaml
+    )
     text = "\n".join(e.warnings)
     for field in ("epoch:", "score:", "metrics.val/hmean:", "architecture.encoder:"):
         assert field in text, field
@@ -159,15 +180,19 @@ def test_contradicting_sidecars(one_ckpt):
 
 # --------------------------------------------------------------------------- malformed files
 
-@pytest.mark.parametrize("kind, ext, text", [
-    ("metadata", "yaml", "epoch: [1, 2\nmetrics: {"),
-    ("metadata", "json", '{"epoch": 3, '),
-    ("metadata", "yaml", "schema_version: 2\nepoch: not-a-number\n"),
-    ("metadata", "yaml", "- just\n- a list\n"),
-    ("metadata", "yaml", "schema_version: 9\n"),
-    ("config", "yaml", "model: {encoder: [\n"),
-    ("config", "json", "[1, 2"),
-])
+
+@pytest.mark.parametrize(
+    "kind, ext, text",
+    [
+        ("metadata", "yaml", "epoch: [1, 2\nmetrics: {"),
+        ("metadata", "json", '{"epoch": 3, '),
+        ("metadata", "yaml", "schema_version: 2\nepoch: not-a-number\n"),
+        ("metadata", "yaml", "- just\n- a list\n"),
+        ("metadata", "yaml", "schema_version: 9\n"),
+        ("config", "yaml", "model: {encoder: [\n"),
+        ("config", "json", "[1, 2"),
+    ],
+)
 def test_malformed_sidecar(one_ckpt, kind, ext, text):
     root, ckpt, run = one_ckpt
     sidecar(ckpt, kind, ext).write_text(text)
@@ -188,10 +213,22 @@ def test_malformed_hydra(one_ckpt):
 
 # --------------------------------------------------------------------------- sidecar model, hydra, scan
 
+
 def test_metadata_sidecar_v1_migration(tmp_path):
     p = tmp_path / "x.metadata.json"
-    p.write_text(json.dumps({"epoch": 3, "val_loss": 0.5, "hmean": 0.8, "precision": 0.9,
-                             "recall": 0.7, "encoder": "resnet18", "note": "old"}))
+    p.write_text(
+        json.dumps(
+            {
+                "epoch": 3,
+                "val_loss": 0.5,
+                "hmean": 0.8,
+                "precision": 0.9,
+                "recall": 0.7,
+                "encoder": "resnet18",
+                "note": "old",
+            }
+        )
+    )
     m = MetadataSidecar.load(p)
     assert m.schema_version == 2 and m.epoch == 3 and m.encoder == "resnet18"
     assert m.metrics == {"val_loss": 0.5, "hmean": 0.8, "precision": 0.9, "recall": 0.7}
@@ -202,9 +239,23 @@ def test_metadata_sidecar_v1_migration(tmp_path):
 
 def test_overrides():
     cfg = {"a": {"b": 1}, "model": {"encoder": {"name": "r18"}}, "drop": 1}
-    notes = apply_overrides(cfg, ["a.b=2", "+a.c=[1, 2]", "++x.y=null", "~drop",
-                                  "model/encoder=resnet34", "model.encoder=resnet34", "garbage"])
-    assert cfg == {"a": {"b": 2, "c": [1, 2]}, "model": {"encoder": {"name": "r18"}}, "x": {"y": None}}
+    notes = apply_overrides(
+        cfg,
+        [
+            "a.b=2",
+            "+a.c=[1, 2]",
+            "++x.y=null",
+            "~drop",
+            "model/encoder=resnet34",
+            "model.encoder=resnet34",
+            "garbage",
+        ],
+    )
+    assert cfg == {
+        "a": {"b": 2, "c": [1, 2]},
+        "model": {"encoder": {"name": "r18"}},
+        "x": {"y": None},
+    }
     assert any("garbage" in n for n in notes)
 
 
@@ -221,17 +272,31 @@ def test_find_hydra_dir_stops_at_root(tmp_path):
 
 def test_scan(tmp_path):
     root = tmp_path / "outputs"
-    files = ["a/checkpoints/e.ckpt", "a/checkpoints/e.resolved.config.json", "a/checkpoints/.tmp.ckpt",
-             "multirun/2025-10-18/0/checkpoints/sub/x.pth", "b/model.safetensors", "b/checkpoints/y.pt",
-             "c/.hydra/config.yaml", "c/direct.ckpt", "d/notes/stray.ckpt", ".hidden/checkpoints/h.ckpt",
-             "checkpoints/top.ckpt"]
+    files = [
+        "a/checkpoints/e.ckpt",
+        "a/checkpoints/e.resolved.config.json",
+        "a/checkpoints/.tmp.ckpt",
+        "multirun/2025-10-18/0/checkpoints/sub/x.pth",
+        "b/model.safetensors",
+        "b/checkpoints/y.pt",
+        "c/.hydra/config.yaml",
+        "c/direct.ckpt",
+        "d/notes/stray.ckpt",
+        ".hidden/checkpoints/h.ckpt",
+        "checkpoints/top.ckpt",
+    ]
     for f in files:
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         (root / f).write_bytes(b"x")
     got = {(f.relpath, f.experiment) for f in scan(root)}
-    assert got == {("a/checkpoints/e.ckpt", "a"), ("multirun/2025-10-18/0/checkpoints/sub/x.pth", "multirun/2025-10-18/0"),
-                   ("b/model.safetensors", "b"), ("b/checkpoints/y.pt", "b"), ("c/direct.ckpt", "c"),
-                   ("checkpoints/top.ckpt", "outputs")}
+    assert got == {
+        ("a/checkpoints/e.ckpt", "a"),
+        ("multirun/2025-10-18/0/checkpoints/sub/x.pth", "multirun/2025-10-18/0"),
+        ("b/model.safetensors", "b"),
+        ("b/checkpoints/y.pt", "b"),
+        ("c/direct.ckpt", "c"),
+        ("checkpoints/top.ckpt", "outputs"),
+    }
 
 
 def test_copy_keeps_entry_equal(one_ckpt, tmp_path):

@@ -35,10 +35,10 @@ def _plain_state_dict():
     sd = {
         "linear.weight": torch.nn.Parameter(torch.randn(3, 4, generator=g)),
         "linear.bias": torch.randn(3, generator=g),
-        "view.slice": base[1:3, 2:5],          # storage offset 8, stride (6, 1)
-        "view.transposed": base.t(),           # stride (1, 6)
-        "view.step": base[:, ::2],             # stride (6, 2)
-        "view.base": base,                     # shares storage with the three views
+        "view.slice": base[1:3, 2:5],  # storage offset 8, stride (6, 1)
+        "view.transposed": base.t(),  # stride (1, 6)
+        "view.step": base[:, ::2],  # stride (6, 2)
+        "view.base": base,  # shares storage with the three views
         "expanded": torch.tensor([1.0, 2.0]).expand(3, 2),  # stride (0, 1)
         "bf16": torch.linspace(-2, 2, 5).to(torch.bfloat16),
         "f16": torch.linspace(-2, 2, 5).to(torch.float16),
@@ -51,8 +51,13 @@ def _plain_state_dict():
         "scalar": torch.tensor(0.875),
         "empty": torch.zeros(3, 0),
         "grad": torch.ones(2, requires_grad=True),
-        "meta": {"epoch": 7, "note": "ckptpeek fixture", "sizes": torch.Size([2, 3]),
-                 "device": torch.device("cuda", 1), "dtype": torch.float16},
+        "meta": {
+            "epoch": 7,
+            "note": "ckptpeek fixture",
+            "sizes": torch.Size([2, 3]),
+            "device": torch.device("cuda", 1),
+            "dtype": torch.float16,
+        },
     }
     return sd
 
@@ -89,13 +94,26 @@ def _lightning_checkpoint(out: pathlib.Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_dir = pathlib.Path(tmp) / "checkpoints"
         trainer = L.Trainer(
-            max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[ModelCheckpoint(dirpath=ckpt_dir, monitor="val/hmean", mode="max",
-                                       save_top_k=2, save_last=True, filename="{epoch}-{step}"),
-                       EarlyStopping("val_loss", patience=3)])
-        trainer.fit(TinyRegressor(encoder={"name": "resnet18", "stages": [2, 2, 2, 2]}),
-                    loader, loader)
+            callbacks=[
+                ModelCheckpoint(
+                    dirpath=ckpt_dir,
+                    monitor="val/hmean",
+                    mode="max",
+                    save_top_k=2,
+                    save_last=True,
+                    filename="{epoch}-{step}",
+                ),
+                EarlyStopping("val_loss", patience=3),
+            ],
+        )
+        trainer.fit(
+            TinyRegressor(encoder={"name": "resnet18", "stages": [2, 2, 2, 2]}), loader, loader
+        )
         ckpt = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
     ckpt = _relative_paths(ckpt, str(pathlib.Path(tmp)), "outputs/tiny")
     torch.save(ckpt, out)
@@ -105,8 +123,10 @@ def _relative_paths(obj, prefix: str, replacement: str):
     if isinstance(obj, str):
         return obj.replace(prefix, replacement)
     if isinstance(obj, dict):
-        return type(obj)((_relative_paths(k, prefix, replacement),
-                          _relative_paths(v, prefix, replacement)) for k, v in obj.items())
+        return type(obj)(
+            (_relative_paths(k, prefix, replacement), _relative_paths(v, prefix, replacement))
+            for k, v in obj.items()
+        )
     if isinstance(obj, list):
         return [_relative_paths(v, prefix, replacement) for v in obj]
     return obj
@@ -121,24 +141,37 @@ def expected(obj) -> dict:
     def plain(o, path):
         if isinstance(o, torch.Tensor):
             data = o.detach()
-            raw = (data.contiguous().view(torch.uint8) if data.dim() else data.reshape(1).view(torch.uint8))
-            tensors.append({
-                "path": list(path), "dtype": str(o.dtype), "shape": list(o.shape),
-                "stride": list(o.stride()), "storage_offset": o.storage_offset(),
-                "requires_grad": o.requires_grad,
-                "is_parameter": isinstance(o, torch.nn.Parameter),
-                "storage_id": o.untyped_storage().data_ptr(),
-                "hex": raw.numpy().tobytes().hex(),
-            })
+            raw = (
+                data.contiguous().view(torch.uint8)
+                if data.dim()
+                else data.reshape(1).view(torch.uint8)
+            )
+            tensors.append(
+                {
+                    "path": list(path),
+                    "dtype": str(o.dtype),
+                    "shape": list(o.shape),
+                    "stride": list(o.stride()),
+                    "storage_offset": o.storage_offset(),
+                    "requires_grad": o.requires_grad,
+                    "is_parameter": isinstance(o, torch.nn.Parameter),
+                    "storage_id": o.untyped_storage().data_ptr(),
+                    "hex": raw.numpy().tobytes().hex(),
+                }
+            )
             return {"__tensor__": len(tensors) - 1}
         if isinstance(o, torch.Size):
             return {"__size__": list(o)}
         if isinstance(o, dict):
-            return {"__dict__": [[plain(k, path), plain(v, path + [k])] for k, v in o.items()],
-                    "__type__": type(o).__name__}
+            return {
+                "__dict__": [[plain(k, path), plain(v, path + [k])] for k, v in o.items()],
+                "__type__": type(o).__name__,
+            }
         if isinstance(o, (list, tuple)):
-            return {"__seq__": [plain(v, path + [i]) for i, v in enumerate(o)],
-                    "__type__": "tuple" if isinstance(o, tuple) else "list"}
+            return {
+                "__seq__": [plain(v, path + [i]) for i, v in enumerate(o)],
+                "__type__": "tuple" if isinstance(o, tuple) else "list",
+            }
         if isinstance(o, (torch.dtype, torch.device)):
             return {"__str__": str(o)}
         if isinstance(o, float):
@@ -171,8 +204,11 @@ def main() -> None:
     torch.save(sd, args.out / "state_dict.pt")
     files["state_dict.pt"] = sd
     buf = io.BytesIO()  # a file object: torch names the archive "archive/"
-    torch.save({"epoch": 3, "w": sd["view.slice"], "nested": [(1, 2.5), {"k": None}]}, buf,
-               pickle_protocol=2)
+    torch.save(
+        {"epoch": 3, "w": sd["view.slice"], "nested": [(1, 2.5), {"k": None}]},
+        buf,
+        pickle_protocol=2,
+    )
     (args.out / "epoch=3-step=12.v2.pt").write_bytes(buf.getvalue())
     files["epoch=3-step=12.v2.pt"] = None
     _lightning_checkpoint(args.out / "lightning_tiny.ckpt")

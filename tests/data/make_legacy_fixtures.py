@@ -40,10 +40,17 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_NAMES = {
-    "float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
-    "bfloat16": "BFloat16Storage", "int64": "LongStorage", "int32": "IntStorage",
-    "int16": "ShortStorage", "int8": "CharStorage", "uint8": "ByteStorage",
-    "bool": "BoolStorage", "complex64": "ComplexFloatStorage",
+    "float32": "FloatStorage",
+    "float64": "DoubleStorage",
+    "float16": "HalfStorage",
+    "bfloat16": "BFloat16Storage",
+    "int64": "LongStorage",
+    "int32": "IntStorage",
+    "int16": "ShortStorage",
+    "int8": "CharStorage",
+    "uint8": "ByteStorage",
+    "bool": "BoolStorage",
+    "complex64": "ComplexFloatStorage",
     "complex128": "ComplexDoubleStorage",
 }
 
@@ -76,20 +83,39 @@ def legacy_state_dict():
         "scalar": torch.tensor(0.875),
         "empty": torch.zeros(3, 0),
         "grad": torch.ones(2, requires_grad=True),
-        "meta": {"epoch": 7, "note": "legacy fixture", "sizes": torch.Size([2, 3]),
-                 "device": torch.device("cpu"), "dtype": torch.float16},
+        "meta": {
+            "epoch": 7,
+            "note": "legacy fixture",
+            "sizes": torch.Size([2, 3]),
+            "device": torch.device("cpu"),
+            "dtype": torch.float16,
+        },
     }
 
 
 # -- a Python 2 pickler, by hand ------------------------------------------------------------
 
+
 class Py2Tensor:
     """A tensor as the Python 2 pickler sees it: storage key, type, geometry."""
 
-    def __init__(self, key: str, storage_type: str, numel: int, offset: int,
-                 size: tuple, stride: tuple, requires_grad: bool = False) -> None:
+    def __init__(
+        self,
+        key: str,
+        storage_type: str,
+        numel: int,
+        offset: int,
+        size: tuple,
+        stride: tuple,
+        requires_grad: bool = False,
+    ) -> None:
         self.key, self.storage_type, self.numel = key, storage_type, numel
-        self.offset, self.size, self.stride, self.requires_grad = offset, size, stride, requires_grad
+        self.offset, self.size, self.stride, self.requires_grad = (
+            offset,
+            size,
+            stride,
+            requires_grad,
+        )
 
 
 class Py2OrderedDict(collections.OrderedDict):
@@ -108,7 +134,9 @@ class Py2Pickler:
         self.globals: dict[tuple[str, str], int] = {}
 
     def put(self) -> None:
-        self.out += b"q" + bytes([self.memo]) if self.memo < 256 else b"r" + struct.pack("<I", self.memo)
+        self.out += (
+            b"q" + bytes([self.memo]) if self.memo < 256 else b"r" + struct.pack("<I", self.memo)
+        )
         self.memo += 1
 
     def glob(self, module: str, name: str) -> None:
@@ -144,7 +172,9 @@ class Py2Pickler:
         elif type(o) is float:
             out += b"G" + struct.pack(">d", o)
         elif type(o) is bytes:
-            out += (b"U" + bytes([len(o)]) if len(o) < 256 else b"T" + struct.pack("<I", len(o))) + o
+            out += (
+                b"U" + bytes([len(o)]) if len(o) < 256 else b"T" + struct.pack("<I", len(o))
+            ) + o
             self.put()
         elif type(o) is str:
             raw = o.encode("utf-8")
@@ -220,22 +250,37 @@ def py2_checkpoint(extra_value=b"adam") -> bytes:
     """
     weight = struct.pack("<6f", 0.5, -1.0, 2.0, 3.5, -0.25, 8.0)
     steps = struct.pack("<3q", 1, -2, 2**40)
-    storages = {"140230418560": ("FloatStorage", 6, weight),
-                "94020153280": ("LongStorage", 3, steps)}
+    storages = {
+        "140230418560": ("FloatStorage", 6, weight),
+        "94020153280": ("LongStorage", 3, steps),
+    }
     sd = Py2OrderedDict()
     sd[b"fc.weight"] = Py2Tensor("140230418560", "FloatStorage", 6, 0, (2, 3), (3, 1))
     sd[b"fc.weight_t"] = Py2Tensor("140230418560", "FloatStorage", 6, 1, (2, 2), (1, 3))
     sd[b"steps"] = Py2Tensor("94020153280", "LongStorage", 3, 0, (3,), (1,))
     sd[b"loss"] = Py2Tensor("94020153280", "LongStorage", 3, 2, (), ())
     sd.metadata = Py2OrderedDict([(b"", {b"version": 1}), (b"fc", {b"version": 1})])
-    obj = {b"epoch": 12, b"arch": b"resnet18", b"title": "r\u00e9sum\u00e9", b"best": 0.75,
-           b"big": 2**70, b"optimizer": extra_value, b"state_dict": sd,
-           b"lr": [0.1, 0.01], b"shape": (2, 3)}
+    obj = {
+        b"epoch": 12,
+        b"arch": b"resnet18",
+        b"title": "r\u00e9sum\u00e9",
+        b"best": 0.75,
+        b"big": 2**70,
+        b"optimizer": extra_value,
+        b"state_dict": sd,
+        b"lr": [0.1, 0.01],
+        b"shape": (2, 3),
+    }
     out = bytearray()
     out += Py2Pickler().dump(MAGIC)
     out += Py2Pickler().dump(1001)
-    out += Py2Pickler().dump({b"protocol_version": 1001, b"little_endian": True,
-                              b"type_sizes": {b"short": 2, b"int": 4, b"long": 8}})
+    out += Py2Pickler().dump(
+        {
+            b"protocol_version": 1001,
+            b"little_endian": True,
+            b"type_sizes": {b"short": 2, b"int": 4, b"long": 8},
+        }
+    )
     out += Py2Pickler().dump(obj)
     keys = sorted(storages)
     out += Py2Pickler().dump([k.encode() for k in keys])
@@ -246,6 +291,7 @@ def py2_checkpoint(extra_value=b"adam") -> bytes:
 
 
 # -- the tar format (torch < 0.4) -----------------------------------------------------------
+
 
 def tar_checkpoint() -> bytes:
     """``{"w": 2x3 float tensor, "w_t": its transpose, "s": a tensor on a storage view, "n": 4}``
@@ -293,9 +339,11 @@ def tar_checkpoint() -> bytes:
 
     tensors = io.BytesIO()
     tensors.write(dump(3))
-    for key, storage, size, stride, offset in ((10, 1, (2, 3), (3, 1), 0),
-                                               (11, 1, (3, 2), (1, 3), 0),
-                                               (12, 3, (2,), (1,), 0)):
+    for key, storage, size, stride, offset in (
+        (10, 1, (2, 3), (3, 1), 0),
+        (11, 1, (3, 2), (1, 3), 0),
+        (12, 3, (2,), (1,), 0),
+    ):
         tensors.write(dump_globals((key, storage, _Global("torch", "FloatTensor"))))
         tensors.write(struct.pack("<i", len(size)) + b"\0" * 4)
         tensors.write(struct.pack(f"<{len(size)}q", *size))
@@ -315,12 +363,21 @@ def tar_checkpoint() -> bytes:
     p.out += b"u."
     main = bytes(p.out)
 
-    sys_info = dump({"protocol_version": 1001, "little_endian": True,
-                     "type_sizes": {"short": 2, "int": 4, "long": 8}})
+    sys_info = dump(
+        {
+            "protocol_version": 1001,
+            "little_endian": True,
+            "type_sizes": {"short": 2, "int": 4, "long": 8},
+        }
+    )
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in (("sys_info", sys_info), ("pickle", main),
-                           ("tensors", tensors.getvalue()), ("storages", storages.getvalue())):
+        for name, data in (
+            ("sys_info", sys_info),
+            ("pickle", main),
+            ("tensors", tensors.getvalue()),
+            ("storages", storages.getvalue()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 0
@@ -339,8 +396,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(legacy_state_dict(), args.out / "legacy_state_dict.pt",
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        legacy_state_dict(), args.out / "legacy_state_dict.pt", _use_new_zipfile_serialization=False
+    )
     (args.out / "legacy_py2.pt").write_bytes(py2_checkpoint())
     (args.out / "legacy_tar.pt").write_bytes(tar_checkpoint())
     for name in ("legacy_state_dict.pt", "legacy_py2.pt", "legacy_tar.pt"):

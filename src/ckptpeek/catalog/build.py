@@ -27,7 +27,12 @@ from typing import Any
 from .models import Architecture, Catalog, CatalogEntry, Signatures
 from .scan import Found, scan
 from .sources import (
-    SOURCES, EntryContext, FileMemo, SourceResult, compile_patterns, sidecar_paths,
+    SOURCES,
+    EntryContext,
+    FileMemo,
+    SourceResult,
+    compile_patterns,
+    sidecar_paths,
 )
 
 __all__ = ("build_catalog", "build_entry", "merge", "values_agree", "RESOLVED_SUFFIX")
@@ -40,11 +45,20 @@ RESOLVED_SUFFIX = ".resolved.config.json"
 HEADER_WINS = frozenset({"epoch", "global_step", "monitor", "mode", "score"})
 #: fields whose disagreement between sources is not worth a warning
 _NO_CONFLICT = frozenset({"config", "signatures"})
-_SCALAR_FIELDS = ("created", "epoch", "global_step", "monitor", "mode", "score", "is_best",
-                  "is_last")
+_SCALAR_FIELDS = (
+    "created",
+    "epoch",
+    "global_step",
+    "monitor",
+    "mode",
+    "score",
+    "is_best",
+    "is_last",
+)
 
 
 # --------------------------------------------------------------------------- agreement
+
 
 def _norm_name(text: str) -> str:
     t = re.sub(r"[^a-z0-9]", "", text.lower())
@@ -91,6 +105,7 @@ def values_agree(field: str, a: Any, b: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- merge
+
 
 def _metric_norm(name: str) -> str:
     return name.replace("/", "_")
@@ -139,8 +154,10 @@ def merge(ctx: EntryContext, results: list[SourceResult], stat: os.stat_result) 
         for res, value in options:
             if res is win_res or values_agree(key, win_val, value):
                 continue
-            warnings.append(f"{key}: {_label(res, key)} says {_show(value)}, "
-                            f"{sources[key]} says {_show(win_val)} (using {res_name(win_res)})")
+            warnings.append(
+                f"{key}: {_label(res, key)} says {_show(value)}, "
+                f"{sources[key]} says {_show(win_val)} (using {res_name(win_res)})"
+            )
 
     # derived: score <-> the monitored metric
     monitor = chosen.get("monitor")
@@ -151,18 +168,32 @@ def merge(ctx: EntryContext, results: list[SourceResult], stat: os.stat_result) 
         elif "score" in chosen and mkey not in chosen:
             chosen[mkey], sources[mkey] = chosen["score"], sources["score"]
 
-    metrics = {k[len("metrics."):]: float(v) for k, v in chosen.items() if k.startswith("metrics.")}
-    arch = Architecture(**{p: chosen.get(f"architecture.{p}") for p in ("encoder", "decoder", "head")})
+    metrics = {
+        k[len("metrics.") :]: float(v) for k, v in chosen.items() if k.startswith("metrics.")
+    }
+    arch = Architecture(
+        **{p: chosen.get(f"architecture.{p}") for p in ("encoder", "decoder", "head")}
+    )
     sigs = chosen.get("signatures")
     if sigs is not None and not isinstance(sigs, Signatures):
         sigs = Signatures.model_validate(sigs.model_dump() if hasattr(sigs, "model_dump") else sigs)
     status = "unreadable" if errors else ("partial" if failed else "ok")
     entry = CatalogEntry(
-        path=str(ctx.path), relpath=ctx.relpath, experiment=ctx.experiment,
-        file_size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-        metrics=metrics, architecture=arch, signatures=sigs, config=chosen.get("config"),
-        sources=sources, warnings=_dedupe(warnings), errors=errors, status=status,
-        **{k: chosen[k] for k in _SCALAR_FIELDS if k in chosen})
+        path=str(ctx.path),
+        relpath=ctx.relpath,
+        experiment=ctx.experiment,
+        file_size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        metrics=metrics,
+        architecture=arch,
+        signatures=sigs,
+        config=chosen.get("config"),
+        sources=sources,
+        warnings=_dedupe(warnings),
+        errors=errors,
+        status=status,
+        **{k: chosen[k] for k in _SCALAR_FIELDS if k in chosen},
+    )
     return entry
 
 
@@ -185,6 +216,7 @@ def _dedupe(items: list[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- one entry
 
+
 def build_entry(ctx: EntryContext, stat: os.stat_result | None = None) -> CatalogEntry:
     if stat is None:
         stat = os.stat(ctx.path)
@@ -205,6 +237,7 @@ def related_paths(ctx: EntryContext) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- resolved config
+
 
 def resolved_config(entry: CatalogEntry) -> dict[str, Any]:
     """What ``<stem>.resolved.config.json`` holds: the entry's merged view."""
@@ -248,6 +281,7 @@ def write_resolved_config(entry: CatalogEntry) -> Path:
 
 # --------------------------------------------------------------------------- progress
 
+
 class _Progress:
     """A progress bar on stderr, drawn only once the build has taken > ``delay`` s."""
 
@@ -273,8 +307,10 @@ class _Progress:
             self.last = now
             width = 30
             filled = int(width * self.done / self.total)
-            self.stream.write(f"\rcatalog [{'#' * filled}{'.' * (width - filled)}] "
-                              f"{self.done}/{self.total} {now - self.start:.1f}s")
+            self.stream.write(
+                f"\rcatalog [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.done}/{self.total} {now - self.start:.1f}s"
+            )
             self.stream.flush()
             self.drawn = True
 
@@ -285,6 +321,7 @@ class _Progress:
 
 
 # --------------------------------------------------------------------------- build
+
 
 def _open_cache(cache: Any) -> tuple[Any, bool]:
     """(cache object or None, whether we own it and must close it)."""
@@ -307,8 +344,11 @@ def _fingerprint(rules: Any, patterns: Any) -> str:
     if rules is None and patterns is None:
         return ""
     h = hashlib.sha256()
-    h.update(repr([p.pattern if isinstance(p, re.Pattern) else p
-                   for p in compile_patterns(patterns)]).encode())
+    h.update(
+        repr(
+            [p.pattern if isinstance(p, re.Pattern) else p for p in compile_patterns(patterns)]
+        ).encode()
+    )
     if rules is not None:
         if isinstance(rules, (str, os.PathLike)):
             p = Path(rules)
@@ -331,10 +371,17 @@ def _load_rules(rules: Any) -> Any:
     return SignatureRules.load(rules)
 
 
-def build_catalog(root: str | os.PathLike[str], *, cache: Any = True, workers: int | None = None,
-                  executor: Executor | None = None, progress: bool = False,
-                  write_resolved: bool = False, rules: Any = None,
-                  filename_patterns: Iterable[str | re.Pattern[str]] | None = None) -> Catalog:
+def build_catalog(
+    root: str | os.PathLike[str],
+    *,
+    cache: Any = True,
+    workers: int | None = None,
+    executor: Executor | None = None,
+    progress: bool = False,
+    write_resolved: bool = False,
+    rules: Any = None,
+    filename_patterns: Iterable[str | re.Pattern[str]] | None = None,
+) -> Catalog:
     """Catalog every checkpoint under ``root``.
 
     Args:
@@ -351,8 +398,7 @@ def build_catalog(root: str | os.PathLike[str], *, cache: Any = True, workers: i
     """
     root_path = Path(root).expanduser().resolve()
     if not root_path.is_dir():
-        return Catalog(root=str(root_path), entries=[],
-                       errors=[f"{root_path}: not a directory"])
+        return Catalog(root=str(root_path), entries=[], errors=[f"{root_path}: not a directory"])
     patterns = compile_patterns(list(filename_patterns) if filename_patterns is not None else None)
     rules_obj = _load_rules(rules)
     fingerprint = _fingerprint(rules, filename_patterns)
@@ -363,8 +409,15 @@ def build_catalog(root: str | os.PathLike[str], *, cache: Any = True, workers: i
     bar = _Progress(len(found), progress)
 
     def one(f: Found) -> tuple[CatalogEntry | None, Any, str | None]:
-        ctx = EntryContext(f.path, root_path, f.relpath, f.experiment, rules=rules_obj,
-                           patterns=patterns, memo=memo)
+        ctx = EntryContext(
+            f.path,
+            root_path,
+            f.relpath,
+            f.experiment,
+            rules=rules_obj,
+            patterns=patterns,
+            memo=memo,
+        )
         try:
             stamp = None
             if store is not None:
@@ -417,8 +470,9 @@ def build_catalog(root: str | os.PathLike[str], *, cache: Any = True, workers: i
     return Catalog(root=str(root_path), entries=entries, errors=cat_errors)
 
 
-def _run(fn: Callable[[Found], Any], items: list[Found], workers: int | None,
-         executor: Executor | None) -> list[Any]:
+def _run(
+    fn: Callable[[Found], Any], items: list[Found], workers: int | None, executor: Executor | None
+) -> list[Any]:
     if executor is not None:
         return list(executor.map(fn, items))
     if workers is None:

@@ -92,10 +92,27 @@ DEFAULT_LRU_SIZE = 4096
 DEFAULT_TIMEOUT_S = 2.0
 DB_NAME = "catalog.sqlite"
 
-_NETWORK_FS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "lustre", "gpfs", "beegfs",
-    "ceph", "glusterfs", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph", "9p", "virtiofs",
-})
+_NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ceph",
+        "glusterfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.ceph",
+        "9p",
+        "virtiofs",
+    }
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -111,11 +128,22 @@ CREATE TABLE IF NOT EXISTS entries (
     stored_at   REAL NOT NULL
 ) WITHOUT ROWID
 """
-_COLUMNS = ("path", "size", "mtime_ns", "extras", "fingerprint", "version", "spec_digest",
-            "code_digest", "entry", "stored_at")
+_COLUMNS = (
+    "path",
+    "size",
+    "mtime_ns",
+    "extras",
+    "fingerprint",
+    "version",
+    "spec_digest",
+    "code_digest",
+    "entry",
+    "stored_at",
+)
 
 
 # ---------------------------------------------------------------------------- stamps
+
 
 @dataclasses.dataclass(frozen=True)
 class Stamp:
@@ -133,9 +161,13 @@ class Stamp:
     fingerprint: str = ""
 
     @classmethod
-    def of(cls, checkpoint_path: str | os.PathLike[str],
-           related_paths: Iterable[str | os.PathLike[str]] = (), *,
-           fingerprint: str = "") -> Stamp:
+    def of(
+        cls,
+        checkpoint_path: str | os.PathLike[str],
+        related_paths: Iterable[str | os.PathLike[str]] = (),
+        *,
+        fingerprint: str = "",
+    ) -> Stamp:
         """Stat the checkpoint (``OSError`` propagates) and every related path."""
         st = os.stat(checkpoint_path)
         extras = []
@@ -161,6 +193,7 @@ class Stamp:
 
 # ---------------------------------------------------------------------- generation
 
+
 def _code_digest() -> str:
     """Digest of the catalog package's source, so a code change invalidates rows."""
     h = hashlib.sha256()
@@ -185,6 +218,7 @@ def _current_generation() -> tuple[str, str, str]:
 
 
 # ------------------------------------------------------------------------ location
+
 
 def default_cache_path() -> pathlib.Path:
     """``$CKPTPEEK_CACHE_DIR/catalog.sqlite``, else the XDG cache dir, else ``~/.cache``."""
@@ -222,6 +256,7 @@ class _Bypass(Exception):
 
 # --------------------------------------------------------------------------- cache
 
+
 class CatalogCache:
     """Persistent (SQLite) + in-process (LRU) cache of :class:`CatalogEntry` by path.
 
@@ -230,9 +265,14 @@ class CatalogCache:
     stale, stores, skipped (racy or backed off) and errors.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *,
-                 lru_size: int = DEFAULT_LRU_SIZE, timeout: float = DEFAULT_TIMEOUT_S,
-                 racy_window_ns: int = RACY_WINDOW_NS) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lru_size: int = DEFAULT_LRU_SIZE,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        racy_window_ns: int = RACY_WINDOW_NS,
+    ) -> None:
         if path is None:
             self.path: pathlib.Path | str = default_cache_path()
         elif os.fspath(path) == ":memory:":
@@ -244,20 +284,21 @@ class CatalogCache:
         self.timeout = float(timeout)
         self.racy_window_ns = int(racy_window_ns)
         self.stats: dict[str, int] = dict.fromkeys(
-            ("lru_hits", "db_hits", "misses", "stale", "stores", "skipped", "errors"), 0)
+            ("lru_hits", "db_hits", "misses", "stale", "stores", "skipped", "errors"), 0
+        )
         self._lock = threading.RLock()
         # path -> (stamp, generation, entry JSON); JSON so callers get fresh objects
         self._lru: OrderedDict[str, tuple[Stamp, tuple[str, str, str], str]] = OrderedDict()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
-        self._disabled: str | None = None      # reason the persistent layer is off
+        self._disabled: str | None = None  # reason the persistent layer is off
         # after a lock timeout, skip SQLite for a while (writes only: WAL readers are
         # not blocked by writers; reads too if a read or the open timed out)
         self._pause_writes_until = 0.0
         self._pause_reads_until = 0.0
         self._warned: set[str] = set()
         self._closed = False
-        self._orphans: list[sqlite3.Connection] = []   # inherited across fork; never used
+        self._orphans: list[sqlite3.Connection] = []  # inherited across fork; never used
         with self._lock:
             with contextlib.suppress(_Bypass):
                 self._connection()
@@ -283,9 +324,12 @@ class CatalogCache:
                 self.stats["misses"] += 1
                 return None
             size, mtime_ns, extras, fingerprint, version, spec, code, text = row
-            if ((size, mtime_ns, extras, fingerprint) != (stamp.size, stamp.mtime_ns,
-                                                           stamp.extras_json(), stamp.fingerprint)
-                    or (version, spec, code) != gen):
+            if (size, mtime_ns, extras, fingerprint) != (
+                stamp.size,
+                stamp.mtime_ns,
+                stamp.extras_json(),
+                stamp.fingerprint,
+            ) or (version, spec, code) != gen:
                 self.stats["stale"] += 1
                 return None
             entry = self._decode(key, text)
@@ -316,14 +360,28 @@ class CatalogCache:
                 key = os.path.abspath(entry.path)
                 text = entry.model_dump_json()
                 self._remember(key, stamp, gen, text)
-                rows.append((key, stamp.size, stamp.mtime_ns, stamp.extras_json(),
-                             stamp.fingerprint, *gen, text, time.time()))
+                rows.append(
+                    (
+                        key,
+                        stamp.size,
+                        stamp.mtime_ns,
+                        stamp.extras_json(),
+                        stamp.fingerprint,
+                        *gen,
+                        text,
+                        time.time(),
+                    )
+                )
             if rows and self._db("put", self._insert, rows) is not _FAILED:
                 self.stats["stores"] += len(rows)
         return len(rows)
 
-    def prune(self, keep_paths: Iterable[str | os.PathLike[str]], *,
-              under: str | os.PathLike[str] | None = None) -> int:
+    def prune(
+        self,
+        keep_paths: Iterable[str | os.PathLike[str]],
+        *,
+        under: str | os.PathLike[str] | None = None,
+    ) -> int:
         """Drop rows for checkpoints that are gone; returns how many were removed.
 
         With ``under=root`` every row below ``root`` whose path is not in ``keep_paths``
@@ -386,8 +444,11 @@ class CatalogCache:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("lru-only: " + self._disabled
-                                               if self._disabled else "persistent")
+        state = (
+            "closed"
+            if self._closed
+            else ("lru-only: " + self._disabled if self._disabled else "persistent")
+        )
         return f"CatalogCache({str(self.path)!r}, {state})"
 
     # --------------------------------------------------------------- SQL bodies
@@ -395,14 +456,19 @@ class CatalogCache:
     def _select(conn: sqlite3.Connection, key: str) -> Any:
         return conn.execute(
             "SELECT size, mtime_ns, extras, fingerprint, version, spec_digest, code_digest,"
-            " entry FROM entries WHERE path = ?", (key,)).fetchone()
+            " entry FROM entries WHERE path = ?",
+            (key,),
+        ).fetchone()
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(f"INSERT OR REPLACE INTO entries ({', '.join(_COLUMNS)})"
-                             f" VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+            conn.executemany(
+                f"INSERT OR REPLACE INTO entries ({', '.join(_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(_COLUMNS))})",
+                rows,
+            )
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -441,8 +507,7 @@ class CatalogCache:
             log.debug("catalog cache: dropping undecodable row for %s: %s", key, e)
             with self._lock:
                 self._lru.pop(key, None)
-                self._db("drop", lambda c: c.execute("DELETE FROM entries WHERE path = ?",
-                                                     (key,)))
+                self._db("drop", lambda c: c.execute("DELETE FROM entries WHERE path = ?", (key,)))
             self.stats["stale"] += 1
             return None
 
@@ -472,34 +537,38 @@ class CatalogCache:
                     self._pause_writes_until = time.monotonic() + LOCK_BACKOFF_S
                     if not write:
                         self._pause_reads_until = self._pause_writes_until
-                    self._warn("locked", "catalog cache %s is locked by another process "
-                               "(%s); continuing without it for now", self.path, e)
+                    self._warn(
+                        "locked",
+                        "catalog cache %s is locked by another process "
+                        "(%s); continuing without it for now",
+                        self.path,
+                        e,
+                    )
                     return _FAILED
                 if attempt == 1 and _is_corrupt(e):
                     self._recreate(f"{type(e).__name__}: {e}")
                     continue
-                self._warn("error", "catalog cache %s: %s failed (%s); skipped",
-                           self.path, op, e)
+                self._warn("error", "catalog cache %s: %s failed (%s); skipped", self.path, op, e)
                 return _FAILED
-            except sqlite3.DatabaseError as e:   # corrupt / not a database
+            except sqlite3.DatabaseError as e:  # corrupt / not a database
                 self.stats["errors"] += 1
                 if attempt == 1:
                     self._recreate(f"{type(e).__name__}: {e}")
                     continue
                 self._disable(f"still failing after rebuild: {e}")
                 return _FAILED
-            except sqlite3.Error as e:           # ProgrammingError (closed) etc.
+            except sqlite3.Error as e:  # ProgrammingError (closed) etc.
                 self.stats["errors"] += 1
-                self._warn("error", "catalog cache %s: %s failed (%s); skipped",
-                           self.path, op, e)
+                self._warn("error", "catalog cache %s: %s failed (%s); skipped", self.path, op, e)
                 return _FAILED
         return _FAILED
 
     def _disable(self, reason: str) -> None:
         if self._disabled is None:
             self._disabled = reason
-            log.warning("catalog cache %s unusable (%s); using an in-process cache only",
-                        self.path, reason)
+            log.warning(
+                "catalog cache %s unusable (%s); using an in-process cache only", self.path, reason
+            )
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
@@ -527,8 +596,13 @@ class CatalogCache:
             if _is_locked(e):
                 self._pause_reads_until = time.monotonic() + LOCK_BACKOFF_S
                 self._pause_writes_until = self._pause_reads_until
-                self._warn("locked", "catalog cache %s is locked by another process (%s); "
-                           "continuing without it for now", self.path, e)
+                self._warn(
+                    "locked",
+                    "catalog cache %s is locked by another process (%s); "
+                    "continuing without it for now",
+                    self.path,
+                    e,
+                )
                 raise _Bypass from None  # retried after the back-off
             if not isinstance(e, sqlite3.OperationalError) or _is_corrupt(e):
                 self._recreate(f"{type(e).__name__}: {e}")
@@ -548,8 +622,9 @@ class CatalogCache:
             assert isinstance(self.path, pathlib.Path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target, network = str(self.path), _is_network_fs(self.path.parent)
-        conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            target, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -583,12 +658,20 @@ class CatalogCache:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]  # re-check, locked
             if version != SCHEMA_VERSION or not _has_table(conn):
-                tables = [r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    " AND name NOT LIKE 'sqlite_%'").fetchall()]
-                if tables or version != 0:   # not a fresh file: say what is thrown away
-                    log.warning("catalog cache %s has an old schema (version %s, want %s); "
-                                "rebuilding it", self.path, version, SCHEMA_VERSION)
+                tables = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                        " AND name NOT LIKE 'sqlite_%'"
+                    ).fetchall()
+                ]
+                if tables or version != 0:  # not a fresh file: say what is thrown away
+                    log.warning(
+                        "catalog cache %s has an old schema (version %s, want %s); rebuilding it",
+                        self.path,
+                        version,
+                        SCHEMA_VERSION,
+                    )
                 for name in tables:
                     conn.execute(f'DROP TABLE IF EXISTS "{name}"')
                 conn.execute(_SCHEMA)
@@ -646,4 +729,3 @@ def _is_corrupt(e: sqlite3.Error) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
     return "malformed" in str(e) or "not a database" in str(e)
-

@@ -19,33 +19,61 @@ from typing import Any
 
 __all__ = ("main", "sort_entries", "format_table")
 
-_FIELD_SORTS = {"epoch": "epoch", "step": "global_step", "global_step": "global_step",
-                "score": "score", "mtime": "mtime_ns", "size": "file_size", "path": "relpath",
-                "relpath": "relpath", "experiment": "experiment", "created": "created"}
+_FIELD_SORTS = {
+    "epoch": "epoch",
+    "step": "global_step",
+    "global_step": "global_step",
+    "score": "score",
+    "mtime": "mtime_ns",
+    "size": "file_size",
+    "path": "relpath",
+    "relpath": "relpath",
+    "experiment": "experiment",
+    "created": "created",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ckptpeek catalog",
         description="Catalog the checkpoints under a training-outputs directory "
-                    "(sidecars, Hydra configs, checkpoint headers, file names, state-dict signatures).")
+        "(sidecars, Hydra configs, checkpoint headers, file names, state-dict signatures).",
+    )
     p.add_argument("root", metavar="ROOT", help="the outputs directory")
-    p.add_argument("--sort", metavar="METRIC",
-                   help="sort by a metric (e.g. val/hmean; val_hmean and hmean match it) or by "
-                        "epoch, step, score, mtime, size, path; entries without it come last")
+    p.add_argument(
+        "--sort",
+        metavar="METRIC",
+        help="sort by a metric (e.g. val/hmean; val_hmean and hmean match it) or by "
+        "epoch, step, score, mtime, size, path; entries without it come last",
+    )
     p.add_argument("--desc", action="store_true", help="sort descending")
-    p.add_argument("--experiment", metavar="X", action="append",
-                   help="only this experiment (repeatable; a trailing / matches everything below)")
+    p.add_argument(
+        "--experiment",
+        metavar="X",
+        action="append",
+        help="only this experiment (repeatable; a trailing / matches everything below)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="the catalog as one JSON document")
     out.add_argument("--jsonl", action="store_true", help="one JSON entry per line")
     p.add_argument("--no-cache", action="store_true", help="read every checkpoint; no cache")
-    p.add_argument("--cache-path", metavar="P", help="cache file or directory (default: user cache dir)")
-    p.add_argument("--workers", type=int, metavar="N", help="threads (default: cpu count + 4, max 32)")
-    p.add_argument("--write-resolved", action="store_true",
-                   help="write <stem>.resolved.config.json beside each checkpoint")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr for long builds (default: when stderr is a terminal)")
+    p.add_argument(
+        "--cache-path", metavar="P", help="cache file or directory (default: user cache dir)"
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="threads (default: cpu count + 4, max 32)"
+    )
+    p.add_argument(
+        "--write-resolved",
+        action="store_true",
+        help="write <stem>.resolved.config.json beside each checkpoint",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr for long builds (default: when stderr is a terminal)",
+    )
     return p
 
 
@@ -60,10 +88,16 @@ def _sort_value(entry: Any, key: str) -> Any:
 def sort_entries(entries: list[Any], key: str | None, desc: bool = False) -> list[Any]:
     """Sorted entries; ``None``/NaN values always last."""
     if key is None:
-        default = sorted(entries, key=lambda e: (e.experiment, e.is_last,
-                                                 -1 if e.epoch is None else e.epoch,
-                                                 -1 if e.global_step is None else e.global_step,
-                                                 e.relpath))
+        default = sorted(
+            entries,
+            key=lambda e: (
+                e.experiment,
+                e.is_last,
+                -1 if e.epoch is None else e.epoch,
+                -1 if e.global_step is None else e.global_step,
+                e.relpath,
+            ),
+        )
         return default[::-1] if desc else default
     have, missing = [], []
     for e in entries:
@@ -98,10 +132,17 @@ def format_table(entries: list[Any], sort_key: str | None = None) -> str:
     rows = []
     for e in entries:
         name = e.relpath.rsplit("/", 1)[-1]
-        arch = "/".join(x or "?" for x in (e.architecture.encoder, e.architecture.decoder,
-                                           e.architecture.head))
-        row = [e.experiment, name, _fmt(e.epoch), _fmt(e.global_step),
-               f"{e.monitor} ({e.mode})" if e.monitor and e.mode else _fmt(e.monitor), _fmt(e.score)]
+        arch = "/".join(
+            x or "?" for x in (e.architecture.encoder, e.architecture.decoder, e.architecture.head)
+        )
+        row = [
+            e.experiment,
+            name,
+            _fmt(e.epoch),
+            _fmt(e.global_step),
+            f"{e.monitor} ({e.mode})" if e.monitor and e.mode else _fmt(e.monitor),
+            _fmt(e.score),
+        ]
         if sort_key is not None and sort_key not in _FIELD_SORTS:
             row.append(_fmt(e.metric(sort_key)))
         status = e.status
@@ -109,10 +150,11 @@ def format_table(entries: list[Any], sort_key: str | None = None) -> str:
             status += f" ({len(e.warnings)} warning{'s' if len(e.warnings) > 1 else ''})"
         row += ["*" if e.is_best else "", arch if arch != "?/?/?" else "-", status]
         rows.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows]
     return "\n".join(lines)
 
 
@@ -127,8 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         cache = True
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    catalog = build_catalog(args.root, cache=cache, workers=args.workers, progress=progress,
-                            write_resolved=args.write_resolved)
+    catalog = build_catalog(
+        args.root,
+        cache=cache,
+        workers=args.workers,
+        progress=progress,
+        write_resolved=args.write_resolved,
+    )
     entries = list(catalog.entries)
     if args.experiment:
         entries = [e for e in entries if _matches(e.experiment, args.experiment)]
@@ -144,9 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_table(entries, args.sort))
             unreadable = sum(e.status == "unreadable" for e in entries)
             warned = sum(bool(e.warnings) for e in entries)
-            print(f"\n{len(entries)} checkpoint(s)"
-                  + (f", {unreadable} unreadable" if unreadable else "")
-                  + (f", {warned} with warnings (--json shows them)" if warned else ""))
+            print(
+                f"\n{len(entries)} checkpoint(s)"
+                + (f", {unreadable} unreadable" if unreadable else "")
+                + (f", {warned} with warnings (--json shows them)" if warned else "")
+            )
         sys.stdout.flush()
     except BrokenPipeError:
         return 0

@@ -22,10 +22,16 @@ def _yaml_load(text: str) -> Any:
     """yaml.safe_load, with libyaml's C loader when PyYAML has it (the same safe loader)."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
+
 from ckptpeek.unpickle.interpolation import resolve_interpolations
 
-__all__ = ("apply_overrides", "find_hydra_dir", "load_hydra_config", "load_yaml_or_json",
-           "parse_override")
+__all__ = (
+    "apply_overrides",
+    "find_hydra_dir",
+    "load_hydra_config",
+    "load_yaml_or_json",
+    "parse_override",
+)
 
 
 def find_hydra_dir(start: Path, root: Path) -> Path | None:
@@ -69,7 +75,7 @@ def parse_override(text: str) -> tuple[str, str, Any] | None:
     op = ""
     for prefix in ("++", "+"):
         if text.startswith(prefix):
-            op, text = prefix, text[len(prefix):]
+            op, text = prefix, text[len(prefix) :]
             break
     key, eq, raw = text.partition("=")
     key = key.strip()

@@ -35,7 +35,9 @@ class Signature(_Model):
     """One component (encoder, decoder or head) as recognised from state-dict shapes."""
 
     name: str | None = None  # "resnet18", "pan", "db", or None if unknown
-    params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"in_channels": [64, 128, 256, 512]}
+    params: dict[str, Any] = Field(
+        default_factory=dict
+    )  # e.g. {"in_channels": [64, 128, 256, 512]}
 
 
 class Signatures(_Model):
@@ -60,7 +62,9 @@ class CatalogEntry(_Model):
     created: datetime | None = None
     epoch: int | None = None
     global_step: int | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)  # names as logged ("val/hmean" kept as is)
+    metrics: dict[str, float] = Field(
+        default_factory=dict
+    )  # names as logged ("val/hmean" kept as is)
     monitor: str | None = None
     mode: str | None = None
     score: float | None = None
@@ -128,9 +132,25 @@ def _same_metric(a: str, b: str) -> bool:
 
 
 # v1 sidecar keys (flat) that are not metrics
-_V1_FIELDS = {"epoch", "global_step", "created_at", "monitor", "mode", "score", "encoder", "decoder", "head"}
-_V1_RENAMES = {"step": "global_step", "created": "created_at", "timestamp": "created_at",
-               "architecture": "decoder", "backbone": "encoder", "best_score": "score"}
+_V1_FIELDS = {
+    "epoch",
+    "global_step",
+    "created_at",
+    "monitor",
+    "mode",
+    "score",
+    "encoder",
+    "decoder",
+    "head",
+}
+_V1_RENAMES = {
+    "step": "global_step",
+    "created": "created_at",
+    "timestamp": "created_at",
+    "architecture": "decoder",
+    "backbone": "encoder",
+    "best_score": "score",
+}
 
 
 class MetadataSidecar(_Model):
@@ -215,8 +235,12 @@ class Catalog(_Model):
     entries: list[CatalogEntry]
     errors: list[str] = Field(default_factory=list)
 
-    def best(self, metric: str | None = None, mode: Literal["min", "max"] = "max",
-             experiment: str | None = None) -> CatalogEntry | None:
+    def best(
+        self,
+        metric: str | None = None,
+        mode: Literal["min", "max"] = "max",
+        experiment: str | None = None,
+    ) -> CatalogEntry | None:
         """The entry with the best value of ``metric`` (default: each entry's monitored score).
 
         Entries without the metric (or NaN) are skipped; ties go to the later epoch/step.
@@ -232,8 +256,11 @@ class Catalog(_Model):
             if value is None or math.isnan(value):
                 continue
             signed = value if mode == "max" else -value
-            key = (signed, entry.epoch if entry.epoch is not None else -1,
-                   entry.global_step if entry.global_step is not None else -1)
+            key = (
+                signed,
+                entry.epoch if entry.epoch is not None else -1,
+                entry.global_step if entry.global_step is not None else -1,
+            )
             if best_key is None or key > best_key:
                 best, best_key = entry, key
         return best

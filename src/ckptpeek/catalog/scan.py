@@ -54,8 +54,11 @@ def scan(root: str | os.PathLike[str]) -> list[Found]:
         in_checkpoints = CHECKPOINTS_DIR in rel_dir
         if not in_checkpoints:
             # directly inside an experiment directory (or the root itself)
-            is_experiment = (not rel_dir or CHECKPOINTS_DIR in dirnames
-                             or os.path.isdir(os.path.join(dirpath, ".hydra")))
+            is_experiment = (
+                not rel_dir
+                or CHECKPOINTS_DIR in dirnames
+                or os.path.isdir(os.path.join(dirpath, ".hydra"))
+            )
             if not is_experiment:
                 continue
         for name in sorted(filenames):

@@ -26,18 +26,45 @@ from .hydra import find_hydra_dir, load_hydra_config, load_yaml_or_json, stamp_o
 from .models import MetadataSidecar
 
 __all__ = (
-    "CATALOG_KEYS", "DEFAULT_FILENAME_PATTERNS", "EntryContext", "FileMemo", "HeaderRead",
-    "SOURCES", "SourceResult", "arch_from_config", "compile_patterns", "config_summary",
-    "from_config", "from_filename", "from_header", "from_hydra", "from_metadata",
-    "from_signatures", "parse_filename", "sidecar_paths",
+    "CATALOG_KEYS",
+    "DEFAULT_FILENAME_PATTERNS",
+    "EntryContext",
+    "FileMemo",
+    "HeaderRead",
+    "SOURCES",
+    "SourceResult",
+    "arch_from_config",
+    "compile_patterns",
+    "config_summary",
+    "from_config",
+    "from_filename",
+    "from_header",
+    "from_hydra",
+    "from_metadata",
+    "from_signatures",
+    "parse_filename",
+    "sidecar_paths",
 )
 
 #: The top-level keys an entry needs: everything but Lightning's loops and optimizer states.
-CATALOG_KEYS: frozenset[str] = frozenset({
-    "epoch", "global_step", "pytorch-lightning_version", "callbacks", "hyper_parameters",
-    "hparams", "hparams_name", "state_dict", "model", "model_state_dict",
-    "checkpoint_callback_best_model_score", "checkpoint_callback_best_model_path",
-    "early_stop_callback_wait", "early_stop_callback_patience"})
+CATALOG_KEYS: frozenset[str] = frozenset(
+    {
+        "epoch",
+        "global_step",
+        "pytorch-lightning_version",
+        "callbacks",
+        "hyper_parameters",
+        "hparams",
+        "hparams_name",
+        "state_dict",
+        "model",
+        "model_state_dict",
+        "checkpoint_callback_best_model_score",
+        "checkpoint_callback_best_model_path",
+        "early_stop_callback_wait",
+        "early_stop_callback_patience",
+    }
+)
 
 #: Keys whose value is a state dict (the first present wins); else a flat dict of tensors.
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -174,8 +201,11 @@ def sidecar_paths(path: Path, stem: str, kind: str) -> list[Path]:
 
 # --------------------------------------------------------------------------- helpers
 
-_ARCH_ALIASES = {"encoder": ("encoder", "backbone"), "decoder": ("decoder", "neck"),
-                 "head": ("head",)}
+_ARCH_ALIASES = {
+    "encoder": ("encoder", "backbone"),
+    "decoder": ("decoder", "neck"),
+    "head": ("head",),
+}
 _NAME_KEYS = ("name", "model_name", "arch", "architecture", "type", "backbone", "variant")
 
 
@@ -216,9 +246,26 @@ def arch_from_config(cfg: Any, max_depth: int = 3) -> dict[str, str]:
     return out
 
 
-_SUMMARY_BLOCKS = ("model", "architecture", "encoder", "decoder", "head", "optimizer", "optim",
-                   "scheduler", "lr_scheduler", "loss", "data", "dataset", "datamodule",
-                   "dataloader", "trainer", "seed", "exp_name", "experiment")
+_SUMMARY_BLOCKS = (
+    "model",
+    "architecture",
+    "encoder",
+    "decoder",
+    "head",
+    "optimizer",
+    "optim",
+    "scheduler",
+    "lr_scheduler",
+    "loss",
+    "data",
+    "dataset",
+    "datamodule",
+    "dataloader",
+    "trainer",
+    "seed",
+    "exp_name",
+    "experiment",
+)
 
 
 def config_summary(cfg: Any) -> dict[str, Any] | None:
@@ -268,10 +315,16 @@ def from_metadata(ctx: EntryContext) -> SourceResult:
             continue
         res.warnings += [f"{origin}: {note}" for note in notes]
         fields: dict[str, Any] = {
-            "epoch": sidecar.epoch, "global_step": sidecar.global_step,
-            "created": sidecar.created_at, "monitor": sidecar.monitor, "mode": sidecar.mode,
-            "score": sidecar.score, "architecture.encoder": sidecar.encoder,
-            "architecture.decoder": sidecar.decoder, "architecture.head": sidecar.head}
+            "epoch": sidecar.epoch,
+            "global_step": sidecar.global_step,
+            "created": sidecar.created_at,
+            "monitor": sidecar.monitor,
+            "mode": sidecar.mode,
+            "score": sidecar.score,
+            "architecture.encoder": sidecar.encoder,
+            "architecture.decoder": sidecar.decoder,
+            "architecture.head": sidecar.head,
+        }
         fields.update({f"metrics.{k}": v for k, v in sidecar.metrics.items()})
         _add_fields(res, fields, origin, "metadata sidecars")
     return res
@@ -287,8 +340,10 @@ def _add_fields(res: SourceResult, fields: dict[str, Any], origin: str, what: st
         if key in res.fields:
             if not values_agree(key, res.fields[key], value):
                 first = res.field_origins.get(key, res.origin)
-                res.warnings.append(f"{what} disagree on {key}: {first} says "
-                                    f"{res.fields[key]!r}, {origin} says {value!r}")
+                res.warnings.append(
+                    f"{what} disagree on {key}: {first} says "
+                    f"{res.fields[key]!r}, {origin} says {value!r}"
+                )
             continue
         res.fields[key] = value
         if origin != res.origin:
@@ -428,7 +483,9 @@ def from_header(ctx: EntryContext) -> SourceResult:
     return res
 
 
-def _score_of(ctx: EntryContext, mc: dict[str, Any], facts: dict[str, Any], name: str) -> float | None:
+def _score_of(
+    ctx: EntryContext, mc: dict[str, Any], facts: dict[str, Any], name: str
+) -> float | None:
     """This file's monitored score as the ModelCheckpoint state recorded it, if it did."""
     best_k = mc.get("best_k_models") or {}
     for path, value in best_k.items():
@@ -455,7 +512,9 @@ def _score_of(ctx: EntryContext, mc: dict[str, Any], facts: dict[str, Any], name
 # --------------------------------------------------------------------------- 5. filename
 
 
-def parse_filename(name: str, patterns: tuple[re.Pattern[str], ...] | None = None) -> dict[str, Any]:
+def parse_filename(
+    name: str, patterns: tuple[re.Pattern[str], ...] | None = None
+) -> dict[str, Any]:
     """Fields from a checkpoint's file name: epoch, global_step, is_last, is_best, metrics."""
     patterns = compile_patterns(None) if patterns is None else patterns
     stem = name
@@ -528,4 +587,3 @@ def from_signatures(ctx: EntryContext) -> SourceResult:
 
 #: The sources in merge order.
 SOURCES = (from_metadata, from_config, from_hydra, from_header, from_filename, from_signatures)
-

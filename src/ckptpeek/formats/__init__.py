@@ -43,14 +43,27 @@ class ReadOptions(Frozen):
     limits: Limits
     select: frozenset[Any] | None
 
-    def __init__(self, strict: bool, engine: ModuleType, limits: Limits,
-                 select: frozenset[Any] | None) -> None:
+    def __init__(
+        self, strict: bool, engine: ModuleType, limits: Limits, select: frozenset[Any] | None
+    ) -> None:
         super().__init__(strict, engine, limits, select)
 
-    def run_pickle(self, data: bytes, persistent_load: Any = None, *, select: Any = "default",
-                   extra_globals: Any = None, encoding: str = "utf-8") -> Any:
+    def run_pickle(
+        self,
+        data: bytes,
+        persistent_load: Any = None,
+        *,
+        select: Any = "default",
+        extra_globals: Any = None,
+        encoding: str = "utf-8",
+    ) -> Any:
         """Run the chosen engine with these options (``select`` defaults to the caller's)."""
         return self.engine.run_pickle(
-            data, persistent_load=persistent_load, strict=self.strict, limits=self.limits,
+            data,
+            persistent_load=persistent_load,
+            strict=self.strict,
+            limits=self.limits,
             select=self.select if select == "default" else select,
-            extra_globals=extra_globals, encoding=encoding)
+            extra_globals=extra_globals,
+            encoding=encoding,
+        )

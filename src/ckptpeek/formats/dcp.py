@@ -33,20 +33,20 @@ from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 from ckptpeek._frozen import Frozen
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, FormatError, UnsupportedError, error
 from ckptpeek.io.source import ByteSource
-from ckptpeek.unpickle.standins import KnownGlobal, Placeholder
-from ckptpeek.tensor import StorageRef, TensorRef, _numpy_dtype
-from ckptpeek.torch_types import DType, Device, Layout, MemoryFormat, Size
 from ckptpeek.io.zipdir import read_directory
-from . import ReadOptions
-from . import torch_zip
+from ckptpeek.tensor import StorageRef, TensorRef, _numpy_dtype
+from ckptpeek.torch_types import Device, DType, Layout, MemoryFormat, Size
+from ckptpeek.unpickle.standins import KnownGlobal, Placeholder
+
+from . import ReadOptions, torch_zip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("DCPChunk", "DCPTensorRef", "read_path")
 
@@ -70,13 +70,23 @@ class DCPChunk(Frozen):
     transforms: tuple[str, ...]
     tensor: TensorRef | None
 
-    def __init__(self, offsets: tuple[int, ...], sizes: tuple[int, ...], file: str, start: int,
-                 stop: int, transforms: tuple[str, ...], tensor: TensorRef | None) -> None:
+    def __init__(
+        self,
+        offsets: tuple[int, ...],
+        sizes: tuple[int, ...],
+        file: str,
+        start: int,
+        stop: int,
+        transforms: tuple[str, ...],
+        tensor: TensorRef | None,
+    ) -> None:
         super().__init__(offsets, sizes, file, start, stop, transforms, tensor)
 
     def __repr__(self) -> str:
-        return (f"DCPChunk(offsets={list(self.offsets)}, sizes={list(self.sizes)}, "
-                f"file={self.file!r}, bytes={self.start}..{self.stop})")
+        return (
+            f"DCPChunk(offsets={list(self.offsets)}, sizes={list(self.sizes)}, "
+            f"file={self.file!r}, bytes={self.start}..{self.stop})"
+        )
 
 
 class DCPTensorRef(TensorRef):
@@ -91,12 +101,21 @@ class DCPTensorRef(TensorRef):
     def _check_readable(self) -> None:
         for c in self.chunks:
             if c.transforms:
-                raise error("dcp-transform", f"a chunk is stored with transforms {list(c.transforms)}: not read", path=c.file)
+                raise error(
+                    "dcp-transform",
+                    f"a chunk is stored with transforms {list(c.transforms)}: not read",
+                    path=c.file,
+                )
             if c.tensor is None:
-                raise error("dcp-item-format", "a chunk's item is not a torch.save archive", path=c.file)
+                raise error(
+                    "dcp-item-format", "a chunk's item is not a torch.save archive", path=c.file
+                )
         if not self._tiles():
-            raise error("dcp-partial-tensor", f"the {len(self.chunks)} saved chunks cover {sum(Size(c.sizes).numel() for c in self.chunks)}"
-                f" of {self.numel()} elements: this directory holds only part of the tensor")
+            raise error(
+                "dcp-partial-tensor",
+                f"the {len(self.chunks)} saved chunks cover {sum(Size(c.sizes).numel() for c in self.chunks)}"
+                f" of {self.numel()} elements: this directory holds only part of the tensor",
+            )
 
     @property
     def device(self) -> Device:
@@ -115,12 +134,14 @@ class DCPTensorRef(TensorRef):
         out = np.empty(tuple(self.shape), dtype=_numpy_dtype(self.dtype))
         mask = np.zeros(tuple(self.shape), dtype=bool)
         for c in self.chunks:
-            where = tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes))
+            where = tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes, strict=False))
             out[where] = c.tensor.numpy()  # type: ignore[union-attr]
             mask[where] = True
         if not mask.all():
-            raise error("dcp-partial-tensor", "the saved chunks overlap and leave part of the tensor "
-                                   "uncovered")
+            raise error(
+                "dcp-partial-tensor",
+                "the saved chunks overlap and leave part of the tensor uncovered",
+            )
         return out
 
     def to_torch(self) -> Any:
@@ -131,16 +152,18 @@ class DCPTensorRef(TensorRef):
 
         out = torch.empty(tuple(self.shape), dtype=getattr(torch, self.dtype.name))
         for c in self.chunks:
-            where = tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes))
+            where = tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes, strict=False))
             out[where] = c.tensor.to_torch().detach()  # type: ignore[union-attr]
         return out
 
     def __repr__(self) -> str:
-        return (f"DCPTensorRef(shape={list(self.shape)}, dtype={self.dtype}, "
-                f"chunks={len(self.chunks)})")
+        return (
+            f"DCPTensorRef(shape={list(self.shape)}, dtype={self.dtype}, chunks={len(self.chunks)})"
+        )
 
 
 # -- the .metadata pickle's classes, as per-run records -----------------------------------
+
 
 class _Record:
     """An instance of a DCP dataclass while the pickle builds it: kind + fields."""
@@ -154,8 +177,12 @@ class _Record:
         self.args = args
 
     def _ckpt_build(self, state: Any) -> None:
-        if type(state) is tuple and len(state) == 2 and isinstance(state[1], dict) \
-                and (state[0] is None or isinstance(state[0], dict)):
+        if (
+            type(state) is tuple
+            and len(state) == 2
+            and isinstance(state[1], dict)
+            and (state[0] is None or isinstance(state[0], dict))
+        ):
             state = {**(state[0] or {}), **state[1]}  # (dict, slots) of slotted dataclasses
         if type(state) is dict and all(type(k) is str for k in state):
             self.fields.update(state)
@@ -167,8 +194,12 @@ class _Record:
 
 
 _RECORD_CLASSES = (
-    (_META, "Metadata"), (_META, "TensorStorageMetadata"), (_META, "BytesStorageMetadata"),
-    (_META, "ChunkStorageMetadata"), (_META, "TensorProperties"), (_META, "MetadataIndex"),
+    (_META, "Metadata"),
+    (_META, "TensorStorageMetadata"),
+    (_META, "BytesStorageMetadata"),
+    (_META, "ChunkStorageMetadata"),
+    (_META, "TensorProperties"),
+    (_META, "MetadataIndex"),
     (_META, "StorageMeta"),
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
     ("torch.distributed.checkpoint.metadata", "_StorageInfo"),
@@ -192,6 +223,7 @@ def _layout(args: tuple[Any, ...]) -> Layout:
 def _globals() -> dict[tuple[str, str], Any]:
     g: dict[tuple[str, str], Any] = {}
     for module, name in _RECORD_CLASSES:
+
         def call(args: tuple[Any, ...], name: str = name) -> _Record:
             return _Record(name, args)
 
@@ -199,16 +231,19 @@ def _globals() -> dict[tuple[str, str], Any]:
             if kwargs:
                 raise TypeError(f"{name} takes no keyword arguments")
             return _Record(name, args)
+
         g[(module, name)] = KnownGlobal(module, name, call=call, new=new)
     for module in (_META, "torch.distributed._shard.sharded_tensor.metadata"):
         for name in ("_MEM_FORMAT_ENCODING", "MEM_FORMAT_ENCODING"):
             g[(module, name)] = KnownGlobal(module, name, call=_mem_format)
     g[("torch.serialization", "_get_layout")] = KnownGlobal(
-        "torch.serialization", "_get_layout", call=_layout)
+        "torch.serialization", "_get_layout", call=_layout
+    )
     return g
 
 
 # -- turning records into checked values ----------------------------------------------------
+
 
 def _bad(msg: str, path: str) -> FormatError:
     return error("dcp-bad-metadata", f".metadata: {msg}", path=path, member=".metadata")
@@ -252,6 +287,7 @@ def _relative(name: Any, path: str) -> str:
 
 # -- reading items through a window ---------------------------------------------------------
 
+
 class _Files:
     """The directory's files, opened on demand; also the Checkpoint's ``source``."""
 
@@ -270,7 +306,9 @@ class _Files:
         try:
             src = ByteSource(full)
         except FileNotFoundError:
-            raise error("dcp-missing-file", f"data file {name!r} named by .metadata is missing", path=full) from None
+            raise error(
+                "dcp-missing-file", f"data file {name!r} named by .metadata is missing", path=full
+            ) from None
         known = self._sizes.setdefault(name, src.size)
         if known != src.size:
             src.close()
@@ -311,16 +349,30 @@ class _Window:
 
     def _check(self, offset: int, n: int, what: str, member: str | None) -> None:
         if offset < 0 or n < 0 or offset + n > self.size:
-            raise error("truncated", f"item is truncated: {what} needs bytes {offset}..{offset + n} "
-                              f"of an item of {self.size}", path=self.path, member=member, offset=self._base + offset)
+            raise error(
+                "truncated",
+                f"item is truncated: {what} needs bytes {offset}..{offset + n} "
+                f"of an item of {self.size}",
+                path=self.path,
+                member=member,
+                offset=self._base + offset,
+            )
 
-    def read_at(self, offset: int, n: int, *, what: str = "data", member: str | None = None,
-                exact: bool = True) -> bytes:
+    def read_at(
+        self,
+        offset: int,
+        n: int,
+        *,
+        what: str = "data",
+        member: str | None = None,
+        exact: bool = True,
+    ) -> bytes:
         if not exact and 0 <= offset <= self.size:
             n = max(0, min(n, self.size - offset))
         self._check(offset, n, what, member)
-        return self._files.file(self._name).read_at(self._base + offset, n, what=what,
-                                                     member=member)
+        return self._files.file(self._name).read_at(
+            self._base + offset, n, what=what, member=member
+        )
 
     def reopen(self) -> _Window:
         return self  # never closed for good: _Files reopens the data file on demand
@@ -328,11 +380,11 @@ class _Window:
     def keep(self, offset: int, data: bytes) -> None:
         self._files.file(self._name).keep(self._base + offset, data)
 
-    def view(self, offset: int, n: int, *, what: str = "data",
-             member: str | None = None) -> memoryview:
+    def view(
+        self, offset: int, n: int, *, what: str = "data", member: str | None = None
+    ) -> memoryview:
         self._check(offset, n, what, member)
-        return self._files.file(self._name).view(self._base + offset, n, what=what,
-                                                  member=member)
+        return self._files.file(self._name).view(self._base + offset, n, what=what, member=member)
 
     def close(self) -> None:
         pass
@@ -359,16 +411,20 @@ class _ItemStorageReader:
         return member, self._base + start, size
 
 
-def _read_item(files: _Files, name: str, offset: int, length: int,
-               opts: ReadOptions) -> tuple[Any, dict[tuple[str, str], bool]]:
+def _read_item(
+    files: _Files, name: str, offset: int, length: int, opts: ReadOptions
+) -> tuple[Any, dict[tuple[str, str], bool]]:
     """The object a ``torch.save`` archive at ``name[offset:offset+length]`` holds."""
     window = _Window(files, name, offset, length)
     try:
         if window.read_at(0, min(4, length), what="item header") != _ZIP_MAGIC:
-            raise error("dcp-item-format", f"the item at bytes {offset}..{offset + length} is not a "
-                                   f"torch.save archive", path=window.path, offset=offset)
-        directory = read_directory(
-            window, max_members=opts.limits.max_zip_members)  # type: ignore[arg-type]
+            raise error(
+                "dcp-item-format",
+                f"the item at bytes {offset}..{offset + length} is not a torch.save archive",
+                path=window.path,
+                offset=offset,
+            )
+        directory = read_directory(window, max_members=opts.limits.max_zip_members)  # type: ignore[arg-type]
         ckpt = torch_zip.read(window, directory, opts)  # type: ignore[arg-type]
     except CheckpointError as exc:
         raise exc.located(path=window.path) from None
@@ -380,8 +436,11 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
     meta_path = os.path.join(path, ".metadata")
     with ByteSource(meta_path) as src:
         if src.size > opts.limits.max_pickle_bytes:
-            raise error("limit-pickle-size", f".metadata is {src.size} bytes, over the limit of "
-                             f"{opts.limits.max_pickle_bytes}", path=meta_path)
+            raise error(
+                "limit-pickle-size",
+                f".metadata is {src.size} bytes, over the limit of {opts.limits.max_pickle_bytes}",
+                path=meta_path,
+            )
         data = src.read_at(0, src.size, what=".metadata")
     try:
         result = opts.run_pickle(data, None, select=None, extra_globals=_globals())
@@ -404,11 +463,17 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
         start = _field(info, "_StorageInfo", "offset", meta_path)
         length = _field(info, "_StorageInfo", "length", meta_path)
         transforms = _field(info, "_StorageInfo", "transform_descriptors", meta_path, None)
-        if not (isinstance(fqn, str) and type(start) is int and type(length) is int
-                and start >= 0 and length >= 0):
+        if not (
+            isinstance(fqn, str)
+            and type(start) is int
+            and type(length) is int
+            and start >= 0
+            and length >= 0
+        ):
             raise _bad(f"storage entry for {fqn!r} has a malformed location", meta_path)
-        if transforms is not None and not (isinstance(transforms, (list, tuple))
-                                           and all(isinstance(t, str) for t in transforms)):
+        if transforms is not None and not (
+            isinstance(transforms, (list, tuple)) and all(isinstance(t, str) for t in transforms)
+        ):
             raise _bad(f"storage entry for {fqn!r} has malformed transforms", meta_path)
         key = (fqn, None if at is None else _ints(at, f"offset of {fqn!r}", meta_path))
         items[key] = (rel, start, length, tuple(transforms or ()))
@@ -426,33 +491,56 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
                 if not (isinstance(nested, tuple) and nested and nested[0] in select):
                     continue
             if type(entry) is _Record and entry.kind == "BytesStorageMetadata":
-                root[fqn] = _bytes_value(files, fqn, items.get((fqn, None)), inner, globals_,
-                                         meta_path)
+                root[fqn] = _bytes_value(
+                    files, fqn, items.get((fqn, None)), inner, globals_, meta_path
+                )
                 continue
             props = _field(entry, "TensorStorageMetadata", "properties", meta_path)
             dtype = _dtype(props, meta_path)
-            shape = _ints(_field(entry, "TensorStorageMetadata", "size", meta_path),
-                          f"size of {fqn!r}", meta_path)
+            shape = _ints(
+                _field(entry, "TensorStorageMetadata", "size", meta_path),
+                f"size of {fqn!r}",
+                meta_path,
+            )
             chunk_recs = _field(entry, "TensorStorageMetadata", "chunks", meta_path)
             if not isinstance(chunk_recs, list):
                 raise _bad(f"chunks of {fqn!r} are not a list", meta_path)
-            chunks = [_chunk(files, fqn, rec, dtype, shape, items, inner, meta_path)
-                      for rec in chunk_recs]
+            chunks = [
+                _chunk(files, fqn, rec, dtype, shape, items, inner, meta_path) for rec in chunk_recs
+            ]
             root[fqn] = _tensor(fqn, dtype, shape, chunks)
     except BaseException:
         files.close()
         raise
     files.size = sum(files._sizes.values()) + len(data)
     members = {"metadata": ".metadata", "files": ", ".join(sorted(files._sizes))}
-    return Checkpoint(format="torch-dcp", backend=opts.engine.ENGINE, root=root,
-                      source=files, globals_=globals_, limits=opts.limits,  # type: ignore[arg-type]
-                      members=members, selected=select)
+    return Checkpoint(
+        format="torch-dcp",
+        backend=opts.engine.ENGINE,
+        root=root,
+        source=files,
+        globals_=globals_,
+        limits=opts.limits,  # type: ignore[arg-type]
+        members=members,
+        selected=select,
+    )
 
 
-def _bytes_value(files: _Files, fqn: str, item: Any, opts: ReadOptions,
-                 globals_: dict[tuple[str, str], bool], meta_path: str) -> Any:
+def _bytes_value(
+    files: _Files,
+    fqn: str,
+    item: Any,
+    opts: ReadOptions,
+    globals_: dict[tuple[str, str], bool],
+    meta_path: str,
+) -> Any:
     if item is None:
-        raise error("dcp-missing-item", f"{fqn!r} has no entry in storage_data", path=meta_path, member=".metadata")
+        raise error(
+            "dcp-missing-item",
+            f"{fqn!r} has no entry in storage_data",
+            path=meta_path,
+            member=".metadata",
+        )
     rel, start, length, transforms = item
     _check_range(files, rel, start, length)
     if transforms or length > _MAX_BYTES_ITEM:
@@ -472,23 +560,51 @@ def _bytes_value(files: _Files, fqn: str, item: Any, opts: ReadOptions,
 def _check_range(files: _Files, rel: str, start: int, length: int) -> None:
     size = files.file(rel).size
     if start + length > size:
-        raise error("dcp-bad-range", f"an item claims bytes {start}..{start + length} but {rel!r} has "
-                          f"{size}", path=os.path.join(files.path, rel), offset=start)
+        raise error(
+            "dcp-bad-range",
+            f"an item claims bytes {start}..{start + length} but {rel!r} has {size}",
+            path=os.path.join(files.path, rel),
+            offset=start,
+        )
 
 
-def _chunk(files: _Files, fqn: str, rec: Any, dtype: DType, shape: tuple[int, ...],
-           items: dict[Any, Any], opts: ReadOptions, meta_path: str) -> DCPChunk:
-    offsets = _ints(_field(rec, "ChunkStorageMetadata", "offsets", meta_path),
-                    f"chunk offsets of {fqn!r}", meta_path)
-    sizes = _ints(_field(rec, "ChunkStorageMetadata", "sizes", meta_path),
-                  f"chunk sizes of {fqn!r}", meta_path)
-    if not (len(offsets) == len(sizes) == len(shape)
-            and all(o + s <= d for o, s, d in zip(offsets, sizes, shape))):
-        raise _bad(f"a chunk of {fqn!r} ({list(offsets)} + {list(sizes)}) lies outside its "
-                   f"tensor {list(shape)}", meta_path)
+def _chunk(
+    files: _Files,
+    fqn: str,
+    rec: Any,
+    dtype: DType,
+    shape: tuple[int, ...],
+    items: dict[Any, Any],
+    opts: ReadOptions,
+    meta_path: str,
+) -> DCPChunk:
+    offsets = _ints(
+        _field(rec, "ChunkStorageMetadata", "offsets", meta_path),
+        f"chunk offsets of {fqn!r}",
+        meta_path,
+    )
+    sizes = _ints(
+        _field(rec, "ChunkStorageMetadata", "sizes", meta_path),
+        f"chunk sizes of {fqn!r}",
+        meta_path,
+    )
+    if not (
+        len(offsets) == len(sizes) == len(shape)
+        and all(o + s <= d for o, s, d in zip(offsets, sizes, shape, strict=False))
+    ):
+        raise _bad(
+            f"a chunk of {fqn!r} ({list(offsets)} + {list(sizes)}) lies outside its "
+            f"tensor {list(shape)}",
+            meta_path,
+        )
     item = items.get((fqn, offsets))
     if item is None:
-        raise error("dcp-missing-item", f"chunk {list(offsets)} of {fqn!r} has no entry in storage_data", path=meta_path, member=".metadata")
+        raise error(
+            "dcp-missing-item",
+            f"chunk {list(offsets)} of {fqn!r} has no entry in storage_data",
+            path=meta_path,
+            member=".metadata",
+        )
     rel, start, length, transforms = item
     _check_range(files, rel, start, length)
     tensor = None
@@ -498,33 +614,57 @@ def _chunk(files: _Files, fqn: str, rec: Any, dtype: DType, shape: tuple[int, ..
         except UnsupportedError as exc:
             if exc.code != "dcp-item-format":
                 raise
-        if tensor is not None and not (isinstance(tensor, TensorRef) and tensor.dtype == dtype
-                                       and tuple(tensor.shape) == sizes):
-            raise error("dcp-item-mismatch", f"chunk {list(offsets)} of {fqn!r} holds {tensor!r}, but .metadata says "
-                f"{dtype} {list(sizes)}", path=os.path.join(files.path, rel), offset=start)
+        if tensor is not None and not (
+            isinstance(tensor, TensorRef) and tensor.dtype == dtype and tuple(tensor.shape) == sizes
+        ):
+            raise error(
+                "dcp-item-mismatch",
+                f"chunk {list(offsets)} of {fqn!r} holds {tensor!r}, but .metadata says "
+                f"{dtype} {list(sizes)}",
+                path=os.path.join(files.path, rel),
+                offset=start,
+            )
         if tensor is not None and tensor.storage is not None and tensor.storage.reader is not None:
             st = tensor.storage
-            tensor.storage = StorageRef(st.key, st.dtype, st.numel, st.location,
-                                        _ItemStorageReader(st.reader, start))
+            tensor.storage = StorageRef(
+                st.key, st.dtype, st.numel, st.location, _ItemStorageReader(st.reader, start)
+            )
     return DCPChunk(offsets, sizes, rel, start, start + length, transforms, tensor)
 
 
 def _tensor(fqn: str, dtype: DType, shape: tuple[int, ...], chunks: list[DCPChunk]) -> DCPTensorRef:
-    whole = (len(chunks) == 1 and chunks[0].tensor is not None
-             and chunks[0].sizes == shape and not any(chunks[0].offsets))
+    whole = (
+        len(chunks) == 1
+        and chunks[0].tensor is not None
+        and chunks[0].sizes == shape
+        and not any(chunks[0].offsets)
+    )
     if whole:
         t = chunks[0].tensor
         assert t is not None
-        ref = DCPTensorRef(storage=t.storage, dtype=dtype, shape=shape, stride=t.stride(),
-                           storage_offset=t.storage_offset(), requires_grad=t.requires_grad,
-                           kind=t.kind, metadata=t.metadata)
+        ref = DCPTensorRef(
+            storage=t.storage,
+            dtype=dtype,
+            shape=shape,
+            stride=t.stride(),
+            storage_offset=t.storage_offset(),
+            requires_grad=t.requires_grad,
+            kind=t.kind,
+            metadata=t.metadata,
+        )
     else:
         stride = []
         n = 1
         for d in reversed(shape):
             stride.append(n)
             n *= d
-        ref = DCPTensorRef(storage=None, dtype=dtype, shape=shape, stride=tuple(reversed(stride)),
-                           storage_offset=0, kind="dcp-chunked")
+        ref = DCPTensorRef(
+            storage=None,
+            dtype=dtype,
+            shape=shape,
+            stride=tuple(reversed(stride)),
+            storage_offset=0,
+            kind="dcp-chunked",
+        )
     ref.chunks = tuple(chunks)
     return ref

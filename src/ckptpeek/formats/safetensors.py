@@ -58,16 +58,17 @@ from __future__ import annotations
 import json
 import struct
 
-TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
-if TYPE_CHECKING:
-    from typing import Any
-
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import FormatError, error
 from ckptpeek.io.source import ByteSource
 from ckptpeek.tensor import StorageRef, new_dense
 from ckptpeek.torch_types import DTYPES, DType
+
 from . import ReadOptions
+
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("read", "read_header", "SafetensorsStorageReader", "MAX_HEADER_SIZE", "ST_DTYPES")
 
@@ -121,8 +122,9 @@ class SafetensorsStorageReader:
 
     byteorder = "little"
 
-    def __init__(self, source: ByteSource, data_start: int,
-                 spans: dict[str, tuple[int, int]]) -> None:
+    def __init__(
+        self, source: ByteSource, data_start: int, spans: dict[str, tuple[int, int]]
+    ) -> None:
         self.source = source
         self.path = source.path
         self.data_start = data_start
@@ -140,8 +142,11 @@ class SafetensorsStorageReader:
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
         _, base, size = self.storage_location(storage)
         if not 0 <= start <= stop <= size:
-            raise error("tensor-out-of-storage", f"bytes {start}..{stop} are outside tensor {storage.key!r} "
-                              f"({size} bytes)", path=self.path)
+            raise error(
+                "tensor-out-of-storage",
+                f"bytes {start}..{stop} are outside tensor {storage.key!r} ({size} bytes)",
+                path=self.path,
+            )
         return self._source().view(base + start, stop - start, what=f"tensor {storage.key!r}")
 
 
@@ -174,11 +179,10 @@ def _parse(text: str, path: str | None) -> dict[str, Any]:
     try:
         header = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        offset = 8 + len(text[:exc.pos].encode("utf-8", "surrogatepass"))
+        offset = 8 + len(text[: exc.pos].encode("utf-8", "surrogatepass"))
         raise _bad_json(f"not valid JSON: {exc.msg}", path, offset) from None
     except (ValueError, RecursionError) as exc:  # NaN/Infinity, 4300+ digit ints, deep nesting
-        raise _bad_json(f"not valid JSON: {type(exc).__name__}: {str(exc)[:80]}", path,
-                        8) from None
+        raise _bad_json(f"not valid JSON: {type(exc).__name__}: {str(exc)[:80]}", path, 8) from None
     if not isinstance(header, dict):
         raise _bad_json(f"the header is a JSON {type(header).__name__}, not an object", path, 8)
     if text.count('"__metadata__"') > 1:  # rare: find out whether it is a repeated top key
@@ -204,8 +208,11 @@ def _entry(name: str, info: Any, path: str | None) -> _Entry:
     if not isinstance(code, str):
         raise _bad_json(f"tensor {name!r}: dtype must be a string, got {code!r:.40}", path)
     if code not in ST_DTYPES:
-        raise error("st-unknown-dtype", f"tensor {name!r} has dtype {code[:40]!r}, which safetensors "
-                               f"0.8 does not define", path=path)
+        raise error(
+            "st-unknown-dtype",
+            f"tensor {name!r} has dtype {code[:40]!r}, which safetensors 0.8 does not define",
+            path=path,
+        )
     if type(shape) is not list:
         raise _bad_json(f"tensor {name!r}: shape must be a list", path)
     for d in shape:
@@ -215,8 +222,12 @@ def _entry(name: str, info: Any, path: str | None) -> _Entry:
     if type(offsets) is not list or len(offsets) != 2:
         raise _bad_json(f"tensor {name!r}: data_offsets must be a list of 2 integers", path)
     begin, end = offsets
-    if type(begin) is not int or type(end) is not int or not 0 <= begin <= _U64_MAX \
-            or not 0 <= end <= _U64_MAX:
+    if (
+        type(begin) is not int
+        or type(end) is not int
+        or not 0 <= begin <= _U64_MAX
+        or not 0 <= end <= _U64_MAX
+    ):
         _size(begin, f"tensor {name!r}: data_offsets[0]", path)
         _size(end, f"tensor {name!r}: data_offsets[1]", path)
     return _Entry(name, code, dims, begin, end)
@@ -230,27 +241,46 @@ def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_E
     """
     path, size = source.path, source.size
     if size < 8:
-        raise error("st-header-too-small", f"a safetensors file needs 8 bytes of header length, this one has "
-                          f"{size}", path=path, offset=0)
+        raise error(
+            "st-header-too-small",
+            f"a safetensors file needs 8 bytes of header length, this one has {size}",
+            path=path,
+            offset=0,
+        )
     (n,) = struct.unpack("<Q", source.read_at(0, 8, what="safetensors header length"))
     if n > MAX_HEADER_SIZE:
-        raise error("st-header-too-large", f"safetensors header claims {n} bytes; at most {MAX_HEADER_SIZE} are "
-                         f"accepted", path=path, offset=0)
+        raise error(
+            "st-header-too-large",
+            f"safetensors header claims {n} bytes; at most {MAX_HEADER_SIZE} are accepted",
+            path=path,
+            offset=0,
+        )
     if 8 + n > size:
-        raise error("st-invalid-header-length", f"safetensors header claims {n} bytes but the file has only "
-                          f"{size - 8} after the length", path=path, offset=0)
+        raise error(
+            "st-invalid-header-length",
+            f"safetensors header claims {n} bytes but the file has only "
+            f"{size - 8} after the length",
+            path=path,
+            offset=0,
+        )
     raw = source.read_at(8, n, what="safetensors header")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise error("st-invalid-header", f"safetensors header is not UTF-8: {exc.reason}", path=path, offset=8 + exc.start) from None
+        raise error(
+            "st-invalid-header",
+            f"safetensors header is not UTF-8: {exc.reason}",
+            path=path,
+            offset=8 + exc.start,
+        ) from None
     header = _parse(text, path)
 
     metadata = header.pop("__metadata__", None)
     if metadata is not None:
         if not isinstance(metadata, dict):
-            raise _bad_json(f"__metadata__ must be an object, got a {type(metadata).__name__}",
-                            path)
+            raise _bad_json(
+                f"__metadata__ must be an object, got a {type(metadata).__name__}", path
+            )
         for k, v in metadata.items():
             if not isinstance(v, str):
                 raise _bad_json(f"__metadata__[{k!r}] must be a string, got {v!r:.40}", path)
@@ -263,8 +293,13 @@ def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_E
     start = 0
     for e in entries:
         if e.begin != start or e.end < e.begin:
-            raise error("st-invalid-offset", f"tensor {e.name!r} has data_offsets [{e.begin}, {e.end}]; the previous tensor "
-                f"ends at {start} (tensors must tile the data with no gap or overlap)", path=path, offset=8 + n + min(e.begin, size))
+            raise error(
+                "st-invalid-offset",
+                f"tensor {e.name!r} has data_offsets [{e.begin}, {e.end}]; the previous tensor "
+                f"ends at {start} (tensors must tile the data with no gap or overlap)",
+                path=path,
+                offset=8 + n + min(e.begin, size),
+            )
         start = e.end
         numel = 1
         for d in e.shape:
@@ -273,17 +308,33 @@ def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_E
                 break
         bits = numel * ST_DTYPES[e.code][1]
         if bits > _U64_MAX:
-            raise error("st-validation-overflow", f"tensor {e.name!r}: shape {list(e.shape)} of {e.code} overflows "
-                              f"a 64-bit byte count", path=path)
+            raise error(
+                "st-validation-overflow",
+                f"tensor {e.name!r}: shape {list(e.shape)} of {e.code} overflows "
+                f"a 64-bit byte count",
+                path=path,
+            )
         if bits % 8:
-            raise error("st-misaligned-slice", f"tensor {e.name!r}: {numel} {e.code} values do not fill whole "
-                              f"bytes", path=path)
+            raise error(
+                "st-misaligned-slice",
+                f"tensor {e.name!r}: {numel} {e.code} values do not fill whole bytes",
+                path=path,
+            )
         if e.end - e.begin != bits // 8:
-            raise error("st-tensor-invalid-info", f"tensor {e.name!r}: {e.code}{list(e.shape)} needs {bits // 8} "
-                              f"bytes but data_offsets span {e.end - e.begin}", path=path)
+            raise error(
+                "st-tensor-invalid-info",
+                f"tensor {e.name!r}: {e.code}{list(e.shape)} needs {bits // 8} "
+                f"bytes but data_offsets span {e.end - e.begin}",
+                path=path,
+            )
     if 8 + n + start != size:
-        raise error("st-incomplete-buffer", f"the tensors end at byte {8 + n + start} but the file has {size} "
-                          f"(the data must be covered exactly)", path=path, offset=min(8 + n + start, size))
+        raise error(
+            "st-incomplete-buffer",
+            f"the tensors end at byte {8 + n + start} but the file has {size} "
+            f"(the data must be covered exactly)",
+            path=path,
+            offset=min(8 + n + start, size),
+        )
     return n, metadata, entries
 
 
@@ -303,8 +354,7 @@ def _layout(e: _Entry) -> tuple[DType, tuple[int, ...], dict[str, Any] | None]:
     if e.code == "F4" and e.shape and e.shape[-1] % 2 == 0:
         return DTYPES[name], e.shape[:-1] + (e.shape[-1] // 2,), None  # type: ignore[index]
     if name is None or e.code == "F4":
-        return _RAW, (e.end - e.begin,), {"safetensors_dtype": e.code,
-                                          "safetensors_shape": e.shape}
+        return _RAW, (e.end - e.begin,), {"safetensors_dtype": e.code, "safetensors_shape": e.shape}
     return DTYPES[name], e.shape, None
 
 
@@ -330,8 +380,16 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
             t.attrs = attrs
         root[e.name] = t
     dropped = select is not None and len(root) != len(entries)
-    return Checkpoint(format="safetensors", backend=opts.engine.ENGINE, root=root, source=source,
-                      globals_={}, limits=opts.limits,
-                      members={"metadata": metadata,  # type: ignore[dict-item]
-                               "header_bytes": str(8 + n)},
-                      selected=select if dropped else None)
+    return Checkpoint(
+        format="safetensors",
+        backend=opts.engine.ENGINE,
+        root=root,
+        source=source,
+        globals_={},
+        limits=opts.limits,
+        members={
+            "metadata": metadata,  # type: ignore[dict-item]
+            "header_bytes": str(8 + n),
+        },
+        selected=select if dropped else None,
+    )

@@ -39,17 +39,18 @@ import ntpath
 import os
 from collections.abc import Mapping
 
-TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
-if TYPE_CHECKING:
-    from typing import Any
-
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, error
 from ckptpeek.io.sniff import sniff
 from ckptpeek.io.source import ByteSource
 from ckptpeek.tensor import TensorRef
+
 from . import ReadOptions
 from . import safetensors as _safetensors
+
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ("read_path", "MAX_INDEX_BYTES")
 
@@ -84,23 +85,46 @@ class _Shards:
 def _read_index(path: str) -> tuple[dict[str, Any], int, int]:
     with ByteSource(path) as src:
         if src.size > MAX_INDEX_BYTES:
-            raise error("sharded-index-too-large", f"sharded index is {src.size} bytes; at most {MAX_INDEX_BYTES} are "
-                             f"read", path=path)
+            raise error(
+                "sharded-index-too-large",
+                f"sharded index is {src.size} bytes; at most {MAX_INDEX_BYTES} are read",
+                path=path,
+            )
         raw = src.read_at(0, src.size, what="sharded index")
         size, nread = src.size, src.bytes_read
     try:
         index = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise error("sharded-bad-index", f"sharded index is not UTF-8: {exc.reason}", path=path, offset=exc.start) from None
+        raise error(
+            "sharded-bad-index",
+            f"sharded index is not UTF-8: {exc.reason}",
+            path=path,
+            offset=exc.start,
+        ) from None
     except json.JSONDecodeError as exc:
-        raise error("sharded-bad-index", f"sharded index is not valid JSON: {exc.msg}", path=path, offset=exc.pos) from None
+        raise error(
+            "sharded-bad-index",
+            f"sharded index is not valid JSON: {exc.msg}",
+            path=path,
+            offset=exc.pos,
+        ) from None
     except (ValueError, RecursionError) as exc:
-        raise error("sharded-bad-index", f"sharded index is not valid JSON: {type(exc).__name__}", path=path) from None
+        raise error(
+            "sharded-bad-index", f"sharded index is not valid JSON: {type(exc).__name__}", path=path
+        ) from None
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
-        raise error("sharded-bad-index", 'sharded index must be a JSON object with a "weight_map" object', path=path)
+        raise error(
+            "sharded-bad-index",
+            'sharded index must be a JSON object with a "weight_map" object',
+            path=path,
+        )
     bad = next(((k, v) for k, v in index["weight_map"].items() if not isinstance(v, str)), None)
     if bad is not None:
-        raise error("sharded-bad-index", f"weight_map[{bad[0]!r}] must be a shard file name, got {bad[1]!r:.40}", path=path)
+        raise error(
+            "sharded-bad-index",
+            f"weight_map[{bad[0]!r}] must be a shard file name, got {bad[1]!r:.40}",
+            path=path,
+        )
     metadata = index.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise error("sharded-bad-index", 'the index\'s "metadata" must be an object', path=path)
@@ -110,24 +134,40 @@ def _read_index(path: str) -> tuple[dict[str, Any], int, int]:
 def _shard_path(directory: str, name: str, index_path: str) -> str:
     """``directory/name`` for a shard name that stays inside ``directory`` (lexically)."""
     parts = name.split("/")
-    if (not name or "\\" in name or "\0" in name or os.path.isabs(name) or ntpath.isabs(name)
-            or ntpath.splitdrive(name)[0] or any(p in ("", ".", "..") for p in parts)):
-        raise error("sharded-bad-shard-name", f"shard name {name[:200]!r} is not a relative path inside the index's "
-                          f"directory", path=index_path)
+    if (
+        not name
+        or "\\" in name
+        or "\0" in name
+        or os.path.isabs(name)
+        or ntpath.isabs(name)
+        or ntpath.splitdrive(name)[0]
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise error(
+            "sharded-bad-shard-name",
+            f"shard name {name[:200]!r} is not a relative path inside the index's directory",
+            path=index_path,
+        )
     return os.path.join(directory, *parts)
 
 
-def _open_shard(path: str, name: str, opts: ReadOptions, index_path: str,
-                select: frozenset[str] | None) -> tuple[Checkpoint, int]:
+def _open_shard(
+    path: str, name: str, opts: ReadOptions, index_path: str, select: frozenset[str] | None
+) -> tuple[Checkpoint, int]:
     """Open one shard; returns it and the bytes read to recognise it beyond its own count."""
     if not os.path.isfile(path):
-        raise error("sharded-missing-shard", f"shard {name!r} named by the index does not exist (or is no file)", path=index_path)
+        raise error(
+            "sharded-missing-shard",
+            f"shard {name!r} named by the index does not exist (or is no file)",
+            path=index_path,
+        )
     src = ByteSource(path)
     try:
         kind = sniff(src)
         if kind == "safetensors":
-            return _safetensors.read(src, ReadOptions(opts.strict, opts.engine, opts.limits,
-                                                      select)), 0
+            return _safetensors.read(
+                src, ReadOptions(opts.strict, opts.engine, opts.limits, select)
+            ), 0
         if kind == "json":
             raise error("sharded-bad-shard", "a shard is itself a sharded index", path=path)
     except CheckpointError as exc:
@@ -140,8 +180,9 @@ def _open_shard(path: str, name: str, opts: ReadOptions, index_path: str,
     src.close()
     from ckptpeek.api import open_checkpoint  # noqa: PLC0415 - api imports this module
 
-    return open_checkpoint(path, strict=opts.strict, engine=opts.engine.ENGINE,
-                           limits=opts.limits, select=select), sniffed
+    return open_checkpoint(
+        path, strict=opts.strict, engine=opts.engine.ENGINE, limits=opts.limits, select=select
+    ), sniffed
 
 
 def read_path(path: str, opts: ReadOptions) -> Checkpoint:
@@ -162,13 +203,22 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
     source = _Shards(path, index_size, index_read)
     try:
         for shard, tensors in wanted.items():
-            ckpt, sniffed = _open_shard(shard_paths[shard], shard, opts, path,
-                                        None if select is None else frozenset(tensors))
+            ckpt, sniffed = _open_shard(
+                shard_paths[shard],
+                shard,
+                opts,
+                path,
+                None if select is None else frozenset(tensors),
+            )
             source.shards[shard] = ckpt
             source._extra_read += sniffed
             if not isinstance(ckpt.root, Mapping):
-                raise error("sharded-bad-shard", f"shard {shard!r} holds a {type(ckpt.root).__name__}, not a "
-                                  f"mapping of tensor names", path=ckpt.path)
+                raise error(
+                    "sharded-bad-shard",
+                    f"shard {shard!r} holds a {type(ckpt.root).__name__}, not a "
+                    f"mapping of tensor names",
+                    path=ckpt.path,
+                )
         root: dict[str, TensorRef] = {}
         where: dict[str, str] = {}
         globals_: dict[tuple[str, str], bool] = {}
@@ -180,23 +230,39 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
                 continue
             shard_root = source.shards[shard].root
             if tensor not in shard_root:
-                raise error("sharded-missing-tensor", f"the index puts tensor {tensor!r} in shard {shard!r}, which "
-                                  f"has no such tensor", path=source.shards[shard].path)
+                raise error(
+                    "sharded-missing-tensor",
+                    f"the index puts tensor {tensor!r} in shard {shard!r}, which "
+                    f"has no such tensor",
+                    path=source.shards[shard].path,
+                )
             value = shard_root[tensor]
             if not isinstance(value, TensorRef):
-                raise error("sharded-bad-shard", f"{tensor!r} in shard {shard!r} is a {type(value).__name__}, "
-                                  f"not a tensor", path=source.shards[shard].path)
+                raise error(
+                    "sharded-bad-shard",
+                    f"{tensor!r} in shard {shard!r} is a {type(value).__name__}, not a tensor",
+                    path=source.shards[shard].path,
+                )
             root[tensor] = value
             where[tensor] = shard
     except BaseException:
         source.close()
         raise
-    return Checkpoint(format="sharded", backend=opts.engine.ENGINE, root=root,
-                      source=source,  # type: ignore[arg-type]
-                      globals_=globals_, limits=opts.limits,
-                      members={"index": os.path.basename(path),
-                               "metadata": index.get("metadata"),  # type: ignore[dict-item]
-                               "weight_map": where,  # type: ignore[dict-item]
-                               "shards": {s: c.format  # type: ignore[dict-item]
-                                          for s, c in source.shards.items()}},
-                      selected=select if len(root) != len(weight_map) else None)
+    return Checkpoint(
+        format="sharded",
+        backend=opts.engine.ENGINE,
+        root=root,
+        source=source,  # type: ignore[arg-type]
+        globals_=globals_,
+        limits=opts.limits,
+        members={
+            "index": os.path.basename(path),
+            "metadata": index.get("metadata"),  # type: ignore[dict-item]
+            "weight_map": where,  # type: ignore[dict-item]
+            "shards": {
+                s: c.format  # type: ignore[dict-item]
+                for s, c in source.shards.items()
+            },
+        },
+        selected=select if len(root) != len(weight_map) else None,
+    )

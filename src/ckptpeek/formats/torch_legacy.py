@@ -29,18 +29,18 @@ from __future__ import annotations
 
 import struct
 
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import CheckpointError, FormatError, error
+from ckptpeek.io.source import ByteSource
+from ckptpeek.tensor import StorageRef, new_dense
+from ckptpeek.torch_types import StorageType
+from ckptpeek.unpickle.standins import KnownGlobal, safe_repr
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any, Final
 
     from . import ReadOptions
-
-from ckptpeek.checkpoint import Checkpoint
-from ckptpeek.errors import CheckpointError, FormatError, error
-from ckptpeek.io.source import ByteSource
-from ckptpeek.unpickle.standins import KnownGlobal, safe_repr
-from ckptpeek.tensor import StorageRef, new_dense
-from ckptpeek.torch_types import StorageType
 
 __all__ = ("read", "LegacyStorageReader", "MAGIC_NUMBER", "PROTOCOL_VERSION")
 
@@ -85,14 +85,21 @@ class LegacyStorageReader:
     def storage_location(self, storage: StorageRef) -> tuple[None, int, int]:
         span = self.spans.get(storage.key)
         if span is None:  # cannot happen for a Checkpoint that read() returned
-            raise error("missing-storage", f"storage {storage.key!r} has no data in the file", path=self.path)
+            raise error(
+                "missing-storage",
+                f"storage {storage.key!r} has no data in the file",
+                path=self.path,
+            )
         return None, span[0], span[1]
 
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
         _, base, size = self.storage_location(storage)
         if not 0 <= start <= stop <= size:
-            raise error("tensor-out-of-storage", f"bytes {start}..{stop} are past the end of storage "
-                              f"{storage.key!r} ({size} bytes)", path=self.path)
+            raise error(
+                "tensor-out-of-storage",
+                f"bytes {start}..{stop} are past the end of storage {storage.key!r} ({size} bytes)",
+                path=self.path,
+            )
         return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}")
 
 
@@ -125,38 +132,56 @@ class _Resolver:
         if tag == "module" and len(pid) == 4:
             return pid[1]  # an nn.Module class saved with torch.save(model): the class
         if tag != "storage" or len(pid) != 6:
-            raise error("bad-persistent-id", f"unknown persistent id {safe_repr(pid)}", path=self.reader.path)
+            raise error(
+                "bad-persistent-id",
+                f"unknown persistent id {safe_repr(pid)}",
+                path=self.reader.path,
+            )
         _, stype, key, location, numel, view = pid
         key, location = _text(key), _text(location)
         root = self.cache.get(key) if type(key) is str else None
         if root is None:
             if type(stype) is not StorageType:
                 raise self._bad(f"persistent id names {safe_repr(stype)}, not a storage type")
-            if not (type(key) is str and type(location) is str and type(numel) is int
-                    and numel >= 0):
+            if not (
+                type(key) is str and type(location) is str and type(numel) is int and numel >= 0
+            ):
                 raise self._bad(f"malformed storage persistent id {safe_repr(pid)}")
             if numel * stype.dtype.itemsize > self.limit:
-                raise self._bad(f"storage {key!r} claims {numel} x {stype.dtype} but the file "
-                                f"has {self.limit} bytes after its pickles", "storage-too-small")
+                raise self._bad(
+                    f"storage {key!r} claims {numel} x {stype.dtype} but the file "
+                    f"has {self.limit} bytes after its pickles",
+                    "storage-too-small",
+                )
             root = self.cache[key] = self.roots[key] = StorageRef(
-                key, stype.dtype, numel, location, self.reader)
+                key, stype.dtype, numel, location, self.reader
+            )
         if view is None:
             return root
         if not (type(view) is tuple and len(view) == 3):
             raise self._bad(f"malformed storage view {safe_repr(view)}")
         view_key, offset, size = _text(view[0]), view[1], view[2]
-        if not (type(view_key) is str and type(offset) is int and type(size) is int
-                and offset >= 0 and size >= 0):
+        if not (
+            type(view_key) is str
+            and type(offset) is int
+            and type(size) is int
+            and offset >= 0
+            and size >= 0
+        ):
             raise self._bad(f"malformed storage view {safe_repr(view)}")
         ref = self.cache.get(view_key)
         if ref is None:
             if root.key not in self.roots:
                 raise self._bad(f"storage view {view_key!r} of {root.key!r}, itself a view")
             if offset + size > root.numel:
-                raise self._bad(f"storage view {view_key!r} covers elements {offset}..{offset + size} "
-                                f"of {root.key!r}, which has {root.numel}", "storage-too-small")
-            ref = self.cache[view_key] = StorageRef(view_key, root.dtype, size, root.location,
-                                                    self.reader)
+                raise self._bad(
+                    f"storage view {view_key!r} covers elements {offset}..{offset + size} "
+                    f"of {root.key!r}, which has {root.numel}",
+                    "storage-too-small",
+                )
+            ref = self.cache[view_key] = StorageRef(
+                view_key, root.dtype, size, root.location, self.reader
+            )
             self.views[view_key] = (root.key, offset)
         return ref
 
@@ -168,12 +193,22 @@ class _Reader:
         self.source = source
         self.opts = opts
         self.path = source.path
-        self.base = 0   # file offset of buf[0]
+        self.base = 0  # file offset of buf[0]
         self.buf = b""  # bytes read around the pickles, grown as they need
 
-    def run(self, pos: int, what: str, persistent_load: Any = None, select: Any = None, *,
-            end: int | None = None, first: int = _FIRST_CHUNK, extra_globals: Any = None,
-            member: str | None = None, member_start: int = 0) -> tuple[Any, int]:
+    def run(
+        self,
+        pos: int,
+        what: str,
+        persistent_load: Any = None,
+        select: Any = None,
+        *,
+        end: int | None = None,
+        first: int = _FIRST_CHUNK,
+        extra_globals: Any = None,
+        member: str | None = None,
+        member_start: int = 0,
+    ) -> tuple[Any, int]:
         """Run the pickle starting at file offset ``pos``; returns its result and the
         offset just past it.
 
@@ -190,32 +225,50 @@ class _Reader:
             have = self.base + len(self.buf)
             if have < stop:
                 self.buf += self.source.read_at(have, stop - have, what=what, member=member)
-            data = self.buf[pos - self.base:stop - self.base]
+            data = self.buf[pos - self.base : stop - self.base]
             try:
-                result = self.opts.run_pickle(data, persistent_load, select=select,
-                                              extra_globals=extra_globals)
+                result = self.opts.run_pickle(
+                    data, persistent_load, select=select, extra_globals=extra_globals
+                )
             except CheckpointError as exc:
                 if exc.code == "truncated" and stop < end:
                     if stop - pos >= limit:
-                        raise error("limit-pickle-size", f"the {what} runs past {limit} bytes "
-                                         f"(Limits.max_pickle_bytes)", path=self.path, member=member, offset=pos - member_start) from None
+                        raise error(
+                            "limit-pickle-size",
+                            f"the {what} runs past {limit} bytes (Limits.max_pickle_bytes)",
+                            path=self.path,
+                            member=member,
+                            offset=pos - member_start,
+                        ) from None
                     want = (stop - pos) * _GROWTH
                     if persistent_load is not None and hasattr(persistent_load, "reset"):
                         persistent_load.reset()  # forget the partial run's ids
                     continue
                 if exc.code == "truncated":
                     exc.msg = f"{what}: {exc.msg}"
-                raise exc.located(path=self.path, member=member,
-                                  offset_base=pos - member_start) from None
+                raise exc.located(
+                    path=self.path, member=member, offset_base=pos - member_start
+                ) from None
             if result.end <= 0:
-                raise error("truncated", f"the {what} has no end", path=self.path, member=member, offset=pos - member_start)
+                raise error(
+                    "truncated",
+                    f"the {what} has no end",
+                    path=self.path,
+                    member=member,
+                    offset=pos - member_start,
+                )
             return result, pos + result.end
 
 
 def _expect(value: Any, want: Any, what: str, code: str, path: str | None, pos: int) -> None:
     if type(value) is not int or value != want:
-        raise error(code, f"{what} is {safe_repr(value)}, expected {want!r}: not a legacy "
-                          f"torch.save file (or a corrupt one)", path=path, offset=pos)
+        raise error(
+            code,
+            f"{what} is {safe_repr(value)}, expected {want!r}: not a legacy "
+            f"torch.save file (or a corrupt one)",
+            path=path,
+            offset=pos,
+        )
 
 
 def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
@@ -229,13 +282,24 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     _expect(magic.value, MAGIC_NUMBER, "the magic number", "legacy-bad-magic", path, 0)
     start = pos
     version, pos = r.run(pos, "protocol version")
-    _expect(version.value, PROTOCOL_VERSION, "the legacy protocol version",
-            "legacy-bad-version", path, start)
+    _expect(
+        version.value,
+        PROTOCOL_VERSION,
+        "the legacy protocol version",
+        "legacy-bad-version",
+        path,
+        start,
+    )
     start = pos
     sys_info, pos = r.run(pos, "sys_info pickle")
     info = sys_info.value
     if not isinstance(info, dict) or not isinstance(info.get("little_endian", True), bool):
-        raise error("legacy-bad-header", f"sys_info is {safe_repr(info)}, not torch's dict", path=path, offset=start)
+        raise error(
+            "legacy-bad-header",
+            f"sys_info is {safe_repr(info)}, not torch's dict",
+            path=path,
+            offset=start,
+        )
     little = info.get("little_endian", True)
 
     reader = LegacyStorageReader(source)
@@ -246,13 +310,28 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     keys, pos = r.run(pos, "storage key list")
     key_list = keys.value
     if type(key_list) is not list:
-        raise error("legacy-bad-header", f"the storage key list is a {type(key_list).__name__}", path=path, offset=keys_start)
+        raise error(
+            "legacy-bad-header",
+            f"the storage key list is a {type(key_list).__name__}",
+            path=path,
+            offset=keys_start,
+        )
     key_list = [_text(k) for k in key_list]
     if any(type(k) is not str for k in key_list) or len(set(key_list)) != len(key_list):
-        raise error("legacy-bad-header", "the storage key list holds non-string or repeated keys", path=path, offset=keys_start)
+        raise error(
+            "legacy-bad-header",
+            "the storage key list holds non-string or repeated keys",
+            path=path,
+            offset=keys_start,
+        )
     if len(key_list) > (source.size - pos) // 8:
-        raise error("truncated", f"{len(key_list)} storages cannot fit in the "
-                          f"{source.size - pos} bytes after the pickles", path=path, offset=pos)
+        raise error(
+            "truncated",
+            f"{len(key_list)} storages cannot fit in the "
+            f"{source.size - pos} bytes after the pickles",
+            path=path,
+            offset=pos,
+        )
     roots = resolver.roots
     if any(k not in roots for k in key_list) and not main.complete:
         # a selective run skipped tensors whose storages precede ones it needs: their
@@ -264,30 +343,52 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     listed = set(key_list)
     for key, ref in resolver.roots.items():
         if key not in listed:
-            raise error("missing-storage", f"storage {key!r} is used by the pickle but not in the "
-                              f"storage key list", path=path, offset=keys_start)
+            raise error(
+                "missing-storage",
+                f"storage {key!r} is used by the pickle but not in the storage key list",
+                path=path,
+                offset=keys_start,
+            )
     for view_key, (root_key, offset) in resolver.views.items():
         base, _ = reader.spans[root_key]
         ref = resolver.cache[view_key]
         reader.spans[view_key] = (base + offset * ref.dtype.itemsize, ref.nbytes)
-    return Checkpoint(format="torch-legacy", backend=opts.engine.ENGINE, root=main.value,
-                      source=source, globals_=main.globals, limits=opts.limits,
-                      members={"pickle": f"bytes {main_start}..{keys_start}",
-                               "storages": f"{len(key_list)} from byte {pos}",
-                               "byteorder": "little" if little else "big"},
-                      selected=None if main.complete else opts.select)
+    return Checkpoint(
+        format="torch-legacy",
+        backend=opts.engine.ENGINE,
+        root=main.value,
+        source=source,
+        globals_=main.globals,
+        limits=opts.limits,
+        members={
+            "pickle": f"bytes {main_start}..{keys_start}",
+            "storages": f"{len(key_list)} from byte {pos}",
+            "byteorder": "little" if little else "big",
+        },
+        selected=None if main.complete else opts.select,
+    )
 
 
-def _walk(source: ByteSource, reader: LegacyStorageReader, keys: list[str],
-          roots: dict[str, StorageRef], pos: int, little: bool) -> None:
+def _walk(
+    source: ByteSource,
+    reader: LegacyStorageReader,
+    keys: list[str],
+    roots: dict[str, StorageRef],
+    pos: int,
+    little: bool,
+) -> None:
     """Step over the storages' headers: 8 bytes read per storage, its data skipped."""
     size = source.size
     path = source.path
     for key in keys:
         ref = roots.get(key)
         if ref is None:
-            raise error("missing-storage", f"storage {key!r} is in the storage key list but no tensor "
-                              f"uses it", path=path, offset=pos)
+            raise error(
+                "missing-storage",
+                f"storage {key!r} is in the storage key list but no tensor uses it",
+                path=path,
+                offset=pos,
+            )
         raw = source.read_at(pos, 8, what=f"the header of storage {key!r}")
         (count,) = _COUNT.unpack(raw)
         if count != ref.numel and not little:
@@ -295,12 +396,21 @@ def _walk(source: ByteSource, reader: LegacyStorageReader, keys: list[str],
             if swapped == ref.numel:
                 count = swapped
         if count != ref.numel:
-            raise error("legacy-storage-mismatch", f"storage {key!r} has {count} elements in its header but "
-                              f"{ref.numel} in the pickle", path=path, offset=pos)
+            raise error(
+                "legacy-storage-mismatch",
+                f"storage {key!r} has {count} elements in its header but {ref.numel} in the pickle",
+                path=path,
+                offset=pos,
+            )
         nbytes = count * ref.dtype.itemsize
         if pos + 8 + nbytes > size:
-            raise error("truncated", f"file is truncated: storage {key!r} needs bytes "
-                              f"{pos + 8}..{pos + 8 + nbytes} but the file has {size}", path=path, offset=pos)
+            raise error(
+                "truncated",
+                f"file is truncated: storage {key!r} needs bytes "
+                f"{pos + 8}..{pos + 8 + nbytes} but the file has {size}",
+                path=path,
+                offset=pos,
+            )
         reader.spans[key] = (pos + 8, nbytes)
         pos += 8 + nbytes
 
@@ -320,10 +430,21 @@ _TAR_MEMBERS: Final = ("storages", "tensors", "pickle")
 _MAX_NDIM: Final = 64
 #: the tensor classes the ``tensors`` records name (markers: never called)
 _TENSOR_TYPES: Final = {
-    ("torch", n): KnownGlobal("torch", n) for n in (
-        "FloatTensor", "DoubleTensor", "HalfTensor", "ByteTensor", "CharTensor",
-        "ShortTensor", "IntTensor", "LongTensor")}
-_TENSOR_TYPES.update({("torch.cuda", n): KnownGlobal("torch.cuda", n) for _, n in list(_TENSOR_TYPES)})
+    ("torch", n): KnownGlobal("torch", n)
+    for n in (
+        "FloatTensor",
+        "DoubleTensor",
+        "HalfTensor",
+        "ByteTensor",
+        "CharTensor",
+        "ShortTensor",
+        "IntTensor",
+        "LongTensor",
+    )
+}
+_TENSOR_TYPES.update(
+    {("torch.cuda", n): KnownGlobal("torch.cuda", n) for _, n in list(_TENSOR_TYPES)}
+)
 
 
 def _tar_number(field: bytes) -> int:
@@ -348,17 +469,25 @@ def _tar_members(source: ByteSource, opts: ReadOptions) -> dict[str, tuple[int, 
             checksum = _tar_number(head[148:156])
             size = _tar_number(head[124:136])
         except ValueError:
-            raise error("tar-bad-header", "tar header has a non-numeric field", path=path, offset=pos) from None
+            raise error(
+                "tar-bad-header", "tar header has a non-numeric field", path=path, offset=pos
+            ) from None
         if checksum != sum(head[:148]) + 256 + sum(head[156:]):
-            raise error("tar-bad-header", "tar header checksum does not match", path=path, offset=pos)
+            raise error(
+                "tar-bad-header", "tar header checksum does not match", path=path, offset=pos
+            )
         kind = head[156:157]
         name = head[:100].split(b"\0", 1)[0]
         if head[257:262] == b"ustar" and head[345:346] != b"\0":
             name = head[345:500].split(b"\0", 1)[0] + b"/" + name
         data = pos + _TAR_BLOCK
         if size < 0 or data + size > source.size:
-            raise error("truncated", f"tar member {name[:100]!r} claims {size} bytes past the end "
-                              f"of the file", path=path, offset=pos)
+            raise error(
+                "truncated",
+                f"tar member {name[:100]!r} claims {size} bytes past the end of the file",
+                path=path,
+                offset=pos,
+            )
         if kind in (b"x", b"g"):  # PAX extended header: "<len> key=value\n" records
             if size > 1 << 20:
                 raise error("tar-bad-header", "tar PAX header is too large", path=path, offset=pos)
@@ -373,21 +502,35 @@ def _tar_members(source: ByteSource, opts: ReadOptions) -> dict[str, tuple[int, 
                 try:
                     size = int(pending["size"])
                 except ValueError:
-                    raise error("tar-bad-header", "tar PAX size is not a number", path=path, offset=pos) from None
+                    raise error(
+                        "tar-bad-header", "tar PAX size is not a number", path=path, offset=pos
+                    ) from None
                 if size < 0 or data + size > source.size:
-                    raise error("truncated", f"tar member {text!r} claims {size} bytes past the "
-                                      f"end of the file", path=path, offset=pos)
+                    raise error(
+                        "truncated",
+                        f"tar member {text!r} claims {size} bytes past the end of the file",
+                        path=path,
+                        offset=pos,
+                    )
             members[text] = (data, size)
             pending = {}
             if len(members) > opts.limits.max_zip_members:
-                raise error("limit-zip-members", f"more than {opts.limits.max_zip_members} tar members", path=path, offset=pos)
+                raise error(
+                    "limit-zip-members",
+                    f"more than {opts.limits.max_zip_members} tar members",
+                    path=path,
+                    offset=pos,
+                )
         else:
             pending = {}
         pos = data + -(-size // _TAR_BLOCK) * _TAR_BLOCK
     for name in _TAR_MEMBERS:
         if name not in members:
-            raise error("tar-missing-member", f"tar archive has no {name!r} member: not a torch.save file "
-                              f"of torch < 0.4", path=path)
+            raise error(
+                "tar-missing-member",
+                f"tar archive has no {name!r} member: not a torch.save file of torch < 0.4",
+                path=path,
+            )
     return members
 
 
@@ -413,39 +556,76 @@ def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     end = start + size
     n, pos = count("storages", start, end, start, 8)
     for _ in range(n):
-        rec, nxt = r.run(pos, "storage record", end=end, first=256, member="storages",
-                         member_start=start)
+        rec, nxt = r.run(
+            pos, "storage record", end=end, first=256, member="storages", member_start=start
+        )
         value = rec.value
-        if not (type(value) is tuple and len(value) == 3 and type(value[0]) is int
-                and type(_text(value[1])) is str and type(value[2]) is StorageType
-                and value[0] not in objects):
-            raise bad(f"storage record {safe_repr(value)} is not (key, location, storage "
-                      f"type)", "storages", start, pos)
+        if not (
+            type(value) is tuple
+            and len(value) == 3
+            and type(value[0]) is int
+            and type(_text(value[1])) is str
+            and type(value[2]) is StorageType
+            and value[0] not in objects
+        ):
+            raise bad(
+                f"storage record {safe_repr(value)} is not (key, location, storage type)",
+                "storages",
+                start,
+                pos,
+            )
         key, location, stype = value[0], _text(value[1]), value[2]
-        raw = source.read_at(nxt, 8, what="storage size", member="storages") \
-            if nxt + 8 <= end else b""
+        raw = (
+            source.read_at(nxt, 8, what="storage size", member="storages")
+            if nxt + 8 <= end
+            else b""
+        )
         if len(raw) != 8:
-            raise error("truncated", "storages member is truncated", path=path, member="storages", offset=nxt - start)
+            raise error(
+                "truncated",
+                "storages member is truncated",
+                path=path,
+                member="storages",
+                offset=nxt - start,
+            )
         (numel,) = _COUNT.unpack(raw)
         nbytes = numel * stype.dtype.itemsize
         if numel < 0 or nxt + 8 + nbytes > end:
-            raise error("truncated", f"storage {key} claims {numel} x {stype.dtype}, past the end "
-                              f"of the storages member", path=path, member="storages", offset=nxt - start)
+            raise error(
+                "truncated",
+                f"storage {key} claims {numel} x {stype.dtype}, past the end "
+                f"of the storages member",
+                path=path,
+                member="storages",
+                offset=nxt - start,
+            )
         ref = StorageRef(str(key), stype.dtype, numel, location, reader)
         reader.spans[ref.key] = (nxt + 8, nbytes)
         objects[key] = ref
         pos = nxt + 8 + nbytes
-    views, pos = r.run(pos, "storage view list", end=end, first=256, member="storages",
-                       member_start=start)
+    views, pos = r.run(
+        pos, "storage view list", end=end, first=256, member="storages", member_start=start
+    )
     if type(views.value) is not list:
         raise bad("storage view list is not a list", "storages", start, pos)
     for view in views.value:
-        if not (type(view) is tuple and len(view) == 4 and all(type(v) is int for v in view)
-                and type(objects.get(view[1])) is StorageRef and view[0] not in objects
-                and view[2] >= 0 and view[3] >= 0
-                and view[2] + view[3] <= objects[view[1]].numel):
-            raise bad(f"storage view {safe_repr(view)} is not (new key, storage key, "
-                      f"offset, numel) inside that storage", "storages", start, pos)
+        if not (
+            type(view) is tuple
+            and len(view) == 4
+            and all(type(v) is int for v in view)
+            and type(objects.get(view[1])) is StorageRef
+            and view[0] not in objects
+            and view[2] >= 0
+            and view[3] >= 0
+            and view[2] + view[3] <= objects[view[1]].numel
+        ):
+            raise bad(
+                f"storage view {safe_repr(view)} is not (new key, storage key, "
+                f"offset, numel) inside that storage",
+                "storages",
+                start,
+                pos,
+            )
         root = objects[view[1]]
         ref = StorageRef(str(view[0]), root.dtype, view[3], root.location, reader)
         base, _ = reader.spans[root.key]
@@ -457,28 +637,56 @@ def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
     end = start + size
     n, pos = count("tensors", start, end, start, 24)
     for _ in range(n):
-        rec, nxt = r.run(pos, "tensor record", end=end, first=256, member="tensors",
-                         member_start=start, extra_globals=_TENSOR_TYPES)
+        rec, nxt = r.run(
+            pos,
+            "tensor record",
+            end=end,
+            first=256,
+            member="tensors",
+            member_start=start,
+            extra_globals=_TENSOR_TYPES,
+        )
         value = rec.value
-        if not (type(value) is tuple and len(value) == 3 and type(value[0]) is int
-                and type(value[1]) is int and value[0] not in objects):
-            raise bad(f"tensor record {safe_repr(value)} is not (key, storage key, type)",
-                      "tensors", start, pos)
+        if not (
+            type(value) is tuple
+            and len(value) == 3
+            and type(value[0]) is int
+            and type(value[1]) is int
+            and value[0] not in objects
+        ):
+            raise bad(
+                f"tensor record {safe_repr(value)} is not (key, storage key, type)",
+                "tensors",
+                start,
+                pos,
+            )
         storage = objects.get(value[1])
         if type(storage) is not StorageRef:
-            raise error("missing-storage", f"tensor {value[0]} names storage {value[1]}, which the "
-                              f"storages member does not hold", path=path, member="tensors", offset=pos - start)
-        head = source.read_at(nxt, 8, what="tensor record", member="tensors") \
-            if nxt + 8 <= end else b""
+            raise error(
+                "missing-storage",
+                f"tensor {value[0]} names storage {value[1]}, which the "
+                f"storages member does not hold",
+                path=path,
+                member="tensors",
+                offset=pos - start,
+            )
+        head = (
+            source.read_at(nxt, 8, what="tensor record", member="tensors")
+            if nxt + 8 <= end
+            else b""
+        )
         ndim = struct.unpack_from("<i", head)[0] if len(head) == 8 else -1
         if not 0 <= ndim <= _MAX_NDIM or nxt + 16 + 16 * ndim > end:
             raise bad(f"tensor {value[0]} has a bad or truncated geometry", "tensors", start, nxt)
-        geometry = struct.unpack(f"<{2 * ndim + 1}q", source.read_at(
-            nxt + 8, 16 * ndim + 8, what="tensor record", member="tensors"))
-        shape, stride, offset = geometry[:ndim], geometry[ndim:2 * ndim], geometry[-1]
+        geometry = struct.unpack(
+            f"<{2 * ndim + 1}q",
+            source.read_at(nxt + 8, 16 * ndim + 8, what="tensor record", member="tensors"),
+        )
+        shape, stride, offset = geometry[:ndim], geometry[ndim : 2 * ndim], geometry[-1]
         if min(geometry, default=0) < 0:
-            raise bad(f"tensor {value[0]} has a negative size, stride or offset", "tensors",
-                      start, nxt)
+            raise bad(
+                f"tensor {value[0]} has a negative size, stride or offset", "tensors", start, nxt
+            )
         objects[value[0]] = new_dense(storage, storage.dtype, shape, stride, offset, False, None)
         pos = nxt + 16 + 16 * ndim
 
@@ -492,13 +700,28 @@ def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
         try:
             return objects[int(saved_id)]
         except (KeyError, ValueError, TypeError):
-            raise error("bad-persistent-id", f"persistent id {safe_repr(saved_id)} names no tensor or "
-                              f"storage", path=path) from None
+            raise error(
+                "bad-persistent-id",
+                f"persistent id {safe_repr(saved_id)} names no tensor or storage",
+                path=path,
+            ) from None
 
-    main, _ = r.run(start, "main pickle", persistent_load, select=opts.select,
-                    end=start + size, member="pickle", member_start=start)
-    return Checkpoint(format="torch-legacy", backend=opts.engine.ENGINE, root=main.value,
-                      source=source, globals_=main.globals, limits=opts.limits,
-                      members={"pickle": "pickle", "storages": "storages", "tensors": "tensors",
-                               "layout": "tar"},
-                      selected=None if main.complete else opts.select)
+    main, _ = r.run(
+        start,
+        "main pickle",
+        persistent_load,
+        select=opts.select,
+        end=start + size,
+        member="pickle",
+        member_start=start,
+    )
+    return Checkpoint(
+        format="torch-legacy",
+        backend=opts.engine.ENGINE,
+        root=main.value,
+        source=source,
+        globals_=main.globals,
+        limits=opts.limits,
+        members={"pickle": "pickle", "storages": "storages", "tensors": "tensors", "layout": "tar"},
+        selected=None if main.complete else opts.select,
+    )

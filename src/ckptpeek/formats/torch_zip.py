@@ -11,18 +11,19 @@ and the file's stem otherwise, dots and ``=`` included.
 
 from __future__ import annotations
 
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import CheckpointError, error
+from ckptpeek.io.source import ByteSource
+from ckptpeek.io.zipdir import ZipDirectory
+from ckptpeek.tensor import StorageRef
+from ckptpeek.unpickle.opcodes import Limits
+from ckptpeek.unpickle.torch_rebuild import StorageResolver
+
+from . import ReadOptions
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     pass
-
-from ckptpeek.checkpoint import Checkpoint
-from ckptpeek.errors import CheckpointError, error
-from ckptpeek.unpickle.opcodes import Limits
-from . import ReadOptions
-from ckptpeek.io.source import ByteSource
-from ckptpeek.tensor import StorageRef
-from ckptpeek.unpickle.torch_rebuild import StorageResolver
-from ckptpeek.io.zipdir import ZipDirectory
 
 __all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read", "is_torchscript")
 
@@ -42,7 +43,11 @@ def find_prefix(directory: ZipDirectory) -> str:
         head, sep, tail = name.partition("/")
         if sep and tail == "data.pkl":
             return head
-    raise error("zip-no-data-pkl", "zip archive has no <prefix>/data.pkl: not a torch checkpoint", path=directory.source.path)
+    raise error(
+        "zip-no-data-pkl",
+        "zip archive has no <prefix>/data.pkl: not a torch checkpoint",
+        path=directory.source.path,
+    )
 
 
 class ZipStorageReader:
@@ -62,8 +67,10 @@ class ZipStorageReader:
         #: the pickle's persistent_load: storage ids -> StorageRef, checked against the members
         cut = len(data)
         self.persistent_load = StorageResolver(
-            {name[cut:]: m.size for name, m in directory.members.items()
-             if name[:cut] == data}, self, data)
+            {name[cut:]: m.size for name, m in directory.members.items() if name[:cut] == data},
+            self,
+            data,
+        )
 
     def _source(self) -> ByteSource:
         self.directory.source = self.directory.source.reopen()
@@ -77,7 +84,12 @@ class ZipStorageReader:
                 self._source()
                 raw = self.directory.read(name, max_size=16).strip()
                 if raw not in (b"little", b"big"):
-                    raise error("bad-byteorder", f"byteorder record says {raw[:16]!r}", path=self.path, member=name)
+                    raise error(
+                        "bad-byteorder",
+                        f"byteorder record says {raw[:16]!r}",
+                        path=self.path,
+                        member=name,
+                    )
                 self._byteorder = raw.decode()
             else:
                 self._byteorder = "little"  # files from torch < 2.1 have no record
@@ -92,15 +104,26 @@ class ZipStorageReader:
             start, _ = self.directory.data_offset(member)
         m = self.directory.members[member]
         if m.method != 0:
-            raise error("zip-compression", f"storage member {member!r} is compressed", path=self.path, member=member)
+            raise error(
+                "zip-compression",
+                f"storage member {member!r} is compressed",
+                path=self.path,
+                member=member,
+            )
         return member, start, m.size
 
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
         member, base, size = self.storage_location(storage)
         if stop > size:
-            raise error("tensor-out-of-storage", f"bytes {start}..{stop} are past the end of {member!r} ({size} bytes)", path=self.path, member=member)
-        return self._source().view(base + start, stop - start, what=f"storage {storage.key!r}",
-                                   member=member)
+            raise error(
+                "tensor-out-of-storage",
+                f"bytes {start}..{stop} are past the end of {member!r} ({size} bytes)",
+                path=self.path,
+                member=member,
+            )
+        return self._source().view(
+            base + start, stop - start, what=f"storage {storage.key!r}", member=member
+        )
 
 
 def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> bytes:
@@ -108,9 +131,6 @@ def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> by
         return directory.read(name, max_size=limits.max_pickle_bytes)
     except CheckpointError as exc:
         raise exc.located(member=name)
-
-
-
 
 
 def is_torchscript(directory: ZipDirectory, prefix: str) -> bool:
@@ -128,7 +148,13 @@ def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Chec
         result = opts.run_pickle(data, storages.persistent_load)
     except CheckpointError as exc:
         raise exc.located(path=source.path, member=member) from None
-    return Checkpoint(format="torch-zip", backend=opts.engine.ENGINE, root=result.value,
-                      source=source, globals_=result.globals, limits=opts.limits,
-                      members={"pickle": member, "prefix": prefix},
-                      selected=None if result.complete else opts.select)
+    return Checkpoint(
+        format="torch-zip",
+        backend=opts.engine.ENGINE,
+        root=result.value,
+        source=source,
+        globals_=result.globals,
+        limits=opts.limits,
+        members={"pickle": member, "prefix": prefix},
+        selected=None if result.complete else opts.select,
+    )

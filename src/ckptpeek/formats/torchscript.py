@@ -46,20 +46,21 @@ from __future__ import annotations
 
 import re
 
+from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.errors import CheckpointError, error
+from ckptpeek.io.source import ByteSource
+from ckptpeek.io.zipdir import ZipDirectory
+from ckptpeek.tensor import TensorRef
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.unpickle.standins import KnownGlobal
+
+from . import ReadOptions
+from .torch_zip import ZipStorageReader, find_prefix, read_pickle_member
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
-
-from ckptpeek.checkpoint import Checkpoint
-from ckptpeek.errors import CheckpointError, error
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
-from ckptpeek.io.source import ByteSource
-from ckptpeek.unpickle.standins import KnownGlobal
-from ckptpeek.tensor import TensorRef
-from ckptpeek.io.zipdir import ZipDirectory
-from . import ReadOptions
-from .torch_zip import ZipStorageReader, find_prefix, read_pickle_member
 
 __all__ = ("ScriptObject", "read")
 
@@ -87,8 +88,16 @@ class ScriptObject:
             ``__buffers__`` lines.
     """
 
-    __slots__ = ("qualified_name", "args", "attributes", "state", "is_module",
-                 "parameter_names", "buffer_names", "_built")
+    __slots__ = (
+        "qualified_name",
+        "args",
+        "attributes",
+        "state",
+        "is_module",
+        "parameter_names",
+        "buffer_names",
+        "_built",
+    )
 
     def __init__(self, qualified_name: str, args: tuple[Any, ...] = ()) -> None:
         self.qualified_name = qualified_name
@@ -143,18 +152,24 @@ class ScriptObject:
 
     def state_dict(self) -> dict[str, TensorRef]:
         """Parameters and buffers by qualified name, in ``state_dict()`` order."""
-        return {name: ref for name, ref, kind in _module_tensors(self, "", DEFAULT_LIMITS, None)
-                if kind in ("parameter", "buffer")}
+        return {
+            name: ref
+            for name, ref, kind in _module_tensors(self, "", DEFAULT_LIMITS, None)
+            if kind in ("parameter", "buffer")
+        }
 
     def __repr__(self) -> str:
         if self.is_module:
-            return (f"<ScriptModule {self.type_name} ({len(self.parameter_names)} parameters, "
-                    f"{len(self.buffer_names)} buffers)>")
+            return (
+                f"<ScriptModule {self.type_name} ({len(self.parameter_names)} parameters, "
+                f"{len(self.buffer_names)} buffers)>"
+            )
         return f"<ScriptObject {self.type_name}>"
 
 
-def _module_tensors(root: ScriptObject, prefix: str, limits: Limits,
-                    path: str | None) -> Iterator[tuple[str, Any, str]]:
+def _module_tensors(
+    root: ScriptObject, prefix: str, limits: Limits, path: str | None
+) -> Iterator[tuple[str, Any, str]]:
     """Walk the module tree in ``nn.Module.state_dict`` order, iteratively.
 
     Yields ``(name, value, kind)`` with kind ``"module"`` (the module itself, first),
@@ -190,11 +205,17 @@ def _module_tensors(root: ScriptObject, prefix: str, limits: Limits,
         for name, sub in subs:
             visited += 1
             if visited > limits.max_nodes:
-                raise error("limit-nodes", f"module graph has more than {limits.max_nodes} modules", path=path)
+                raise error(
+                    "limit-nodes",
+                    f"module graph has more than {limits.max_nodes} modules",
+                    path=path,
+                )
             if id(sub) in ancestors:
                 continue
             if len(stack) >= limits.max_depth:
-                raise error("limit-depth", f"modules nest deeper than {limits.max_depth}", path=path)
+                raise error(
+                    "limit-depth", f"modules nest deeper than {limits.max_depth}", path=path
+                )
             yield from enter(sub, f"{pre}{name}.")
             break
         else:
@@ -208,8 +229,10 @@ def _is_module(value: Any) -> bool:
 
 # -- the pickles' globals ---------------------------------------------------------------
 
+
 def _passthrough(name: str, n: int) -> KnownGlobal:
     """``torch.jit._pickle`` helpers that return (one of) their arguments unchanged."""
+
     def call(args: tuple[Any, ...]) -> Any:
         if len(args) != n:
             raise TypeError(f"{name} takes {n} argument(s)")
@@ -219,12 +242,21 @@ def _passthrough(name: str, n: int) -> KnownGlobal:
         elif not isinstance(args[0], list):
             raise TypeError(f"{name} takes a list")
         return args[0]
+
     return KnownGlobal("torch.jit._pickle", name, call=call)
 
 
-_JIT_PICKLE = {("torch.jit._pickle", name): _passthrough(name, n) for name, n in (
-    ("restore_type_tag", 2), ("build_intlist", 1), ("build_doublelist", 1),
-    ("build_boollist", 1), ("build_tensorlist", 1), ("build_complexlist", 1))}
+_JIT_PICKLE = {
+    ("torch.jit._pickle", name): _passthrough(name, n)
+    for name, n in (
+        ("restore_type_tag", 2),
+        ("build_intlist", 1),
+        ("build_doublelist", 1),
+        ("build_boollist", 1),
+        ("build_tensorlist", 1),
+        ("build_complexlist", 1),
+    )
+}
 
 
 class _ScriptGlobals(dict):  # type: ignore[type-arg]
@@ -257,8 +289,10 @@ class _ScriptGlobals(dict):  # type: ignore[type-arg]
 
 # -- class sources ------------------------------------------------------------------------
 
-def _class_info(directory: ZipDirectory, prefix: str,
-                qualnames: set[str]) -> dict[str, tuple[bool, tuple[str, ...], tuple[str, ...]]]:
+
+def _class_info(
+    directory: ZipDirectory, prefix: str, qualnames: set[str]
+) -> dict[str, tuple[bool, tuple[str, ...], tuple[str, ...]]]:
     """``qualified name -> (is_module, parameters, buffers)`` from ``code/``, reading only
     the files of the classes the graph uses."""
     by_file: dict[str, set[str]] = {}
@@ -269,7 +303,7 @@ def _class_info(directory: ZipDirectory, prefix: str,
     for member, wanted in by_file.items():
         if member not in directory:
             continue
-        qualifier = member[len(prefix) + 6:-3].replace("/", ".")
+        qualifier = member[len(prefix) + 6 : -3].replace("/", ".")
         text = directory.read(member, max_size=_MAX_CODE_BYTES).decode("utf-8", "replace")
         current: str | None = None
         for line in text.splitlines():
@@ -303,7 +337,11 @@ def _name_list(text: str, member: str) -> tuple[str, ...]:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         value = None
     if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        raise error("torchscript-bad-code", f"class source has a malformed name list {text[:60]!r}", member=member)
+        raise error(
+            "torchscript-bad-code",
+            f"class source has a malformed name list {text[:60]!r}",
+            member=member,
+        )
     return tuple(value)
 
 
@@ -317,7 +355,9 @@ def _script_objects(root: Any, limits: Limits, path: str | None) -> list[ScriptO
         obj = todo.pop()
         budget -= 1
         if budget < 0:
-            raise error("limit-nodes", f"object graph has more than {limits.max_nodes} nodes", path=path)
+            raise error(
+                "limit-nodes", f"object graph has more than {limits.max_nodes} nodes", path=path
+            )
         if id(obj) in seen:
             continue
         if type(obj) is ScriptObject:
@@ -337,8 +377,10 @@ def _script_objects(root: Any, limits: Limits, path: str | None) -> list[ScriptO
 
 # -- storages -------------------------------------------------------------------------------
 
-def _run(opts: ReadOptions, directory: ZipDirectory, member: str, resolver: Any,
-         path: str | None) -> Any:
+
+def _run(
+    opts: ReadOptions, directory: ZipDirectory, member: str, resolver: Any, path: str | None
+) -> Any:
     data = read_pickle_member(directory, member, opts.limits)
     try:
         return opts.run_pickle(data, resolver, select=None, extra_globals=_ScriptGlobals())
@@ -351,19 +393,34 @@ def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Chec
     prefix = find_prefix(directory)
     path = source.path
     data_member = f"{prefix}/data.pkl"
-    result = _run(opts, directory, data_member, ZipStorageReader(directory, prefix).persistent_load,
-                  path)
+    result = _run(
+        opts, directory, data_member, ZipStorageReader(directory, prefix).persistent_load, path
+    )
     module = result.value
     if type(module) is not ScriptObject:
-        raise error("torchscript-bad-root", f"data.pkl holds a {type(module).__name__}, not a TorchScript "
-                          f"object", path=path, member=data_member)
+        raise error(
+            "torchscript-bad-root",
+            f"data.pkl holds a {type(module).__name__}, not a TorchScript object",
+            path=path,
+            member=data_member,
+        )
     globals_ = dict(result.globals)
 
     const_member = f"{prefix}/constants.pkl"
-    consts = _run(opts, directory, const_member,
-                  ZipStorageReader(directory, prefix, "constants").persistent_load, path)
+    consts = _run(
+        opts,
+        directory,
+        const_member,
+        ZipStorageReader(directory, prefix, "constants").persistent_load,
+        path,
+    )
     if not isinstance(consts.value, tuple):
-        raise error("torchscript-bad-constants", f"constants.pkl holds a {type(consts.value).__name__}, not a tuple", path=path, member=const_member)
+        raise error(
+            "torchscript-bad-constants",
+            f"constants.pkl holds a {type(consts.value).__name__}, not a tuple",
+            path=path,
+            member=const_member,
+        )
     for key, safe in consts.globals.items():
         globals_.setdefault(key, safe)
 
@@ -389,12 +446,24 @@ def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Chec
             state_dict[name] = value
         elif kind == "attribute" and name.rpartition(".")[2] not in _BOOKKEEPING:
             attributes[name] = value
-    root = {"state_dict": state_dict,
-            "constants": {f"c{i}": v for i, v in enumerate(consts.value)},
-            "attributes": attributes,
-            "module": module}
-    return Checkpoint(format="torchscript", backend=opts.engine.ENGINE, root=root,
-                      source=source, globals_=globals_, limits=opts.limits,
-                      members={"pickle": data_member, "constants": const_member,
-                               "code": f"{prefix}/code/", "prefix": prefix},
-                      selected=None)
+    root = {
+        "state_dict": state_dict,
+        "constants": {f"c{i}": v for i, v in enumerate(consts.value)},
+        "attributes": attributes,
+        "module": module,
+    }
+    return Checkpoint(
+        format="torchscript",
+        backend=opts.engine.ENGINE,
+        root=root,
+        source=source,
+        globals_=globals_,
+        limits=opts.limits,
+        members={
+            "pickle": data_member,
+            "constants": const_member,
+            "code": f"{prefix}/code/",
+            "prefix": prefix,
+        },
+        selected=None,
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+
+from ckptpeek.errors import error
+
+from .source import ByteSource
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Final
-
-from ckptpeek.errors import error
-from .source import ByteSource
 
 __all__ = ("sniff",)
 
@@ -34,7 +36,10 @@ def sniff(source: ByteSource) -> str:
     if head.startswith((_ZIP_LOCAL, _ZIP_EMPTY)):
         return "zip"
     # protocol 4+ puts an 8-byte FRAME header before the magic number
-    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") and _LEGACY_MAGIC in head[:32]:
+    if (
+        head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+        and _LEGACY_MAGIC in head[:32]
+    ):
         return "torch-legacy"
     if head.startswith(_LEGACY_MAGIC_TEXT):  # protocol 0/1: the magic as a LONG in text
         return "torch-legacy"
@@ -42,15 +47,24 @@ def sniff(source: ByteSource) -> str:
         # an 8-byte header length, then JSON (which may start with whitespace); lengths
         # that lie are the safetensors reader's to report
         (n,) = struct.unpack_from("<Q", head)
-        if n >= 2 and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r") \
-                and head[8:].lstrip()[:1] in (b"{", b""):
+        if (
+            n >= 2
+            and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r")
+            and head[8:].lstrip()[:1] in (b"{", b"")
+        ):
             return "safetensors"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
     if head.lstrip()[:1] == b"{" and b'"weight_map"' in source.read_at(
-            0, min(source.size, 1 << 20), what="JSON index"):
+        0, min(source.size, 1 << 20), what="JSON index"
+    ):
         return "json"
-    raise error("unknown-format", f"not a checkpoint format I know: the file starts with {_describe(head)}", path=source.path, offset=0)
+    raise error(
+        "unknown-format",
+        f"not a checkpoint format I know: the file starts with {_describe(head)}",
+        path=source.path,
+        offset=0,
+    )
 
 
 def _describe(head: bytes) -> str:

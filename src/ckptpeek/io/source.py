@@ -12,11 +12,12 @@ import io
 import mmap
 import os
 import threading
+
+from ckptpeek.errors import error
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import BinaryIO
-
-from ckptpeek.errors import error
 
 __all__ = ("ByteSource",)
 
@@ -68,8 +69,15 @@ class ByteSource:
             raise error("file-changed", "file changed size since it was opened", path=self.path)
         return src
 
-    def read_at(self, offset: int, n: int, *, what: str = "data", member: str | None = None,
-                exact: bool = True) -> bytes:
+    def read_at(
+        self,
+        offset: int,
+        n: int,
+        *,
+        what: str = "data",
+        member: str | None = None,
+        exact: bool = True,
+    ) -> bytes:
         """Read ``n`` bytes at ``offset``.
 
         With ``exact`` (the default) a read past the end of the file raises a
@@ -80,19 +88,26 @@ class ByteSource:
             if not exact and 0 <= offset:
                 n = max(0, min(n, self.size - offset))
             else:
-                raise error("truncated", f"file is truncated: {what} needs bytes {offset}..{offset + n} "
-                    f"but the file has {self.size}", path=self.path, member=member, offset=offset)
+                raise error(
+                    "truncated",
+                    f"file is truncated: {what} needs bytes {offset}..{offset + n} "
+                    f"but the file has {self.size}",
+                    path=self.path,
+                    member=member,
+                    offset=offset,
+                )
         n = min(n, self.size - offset)
         if n == 0:
             return b""
         kept_start, kept = self._kept
         if kept_start <= offset < kept_start + len(kept):
-            head = kept[offset - kept_start:offset - kept_start + n]
+            head = kept[offset - kept_start : offset - kept_start + n]
             if len(head) == n:
                 return head
             # the read starts in the kept region: only the rest comes from the file
-            return head + self.read_at(offset + len(head), n - len(head), what=what,
-                                       member=member, exact=exact)
+            return head + self.read_at(
+                offset + len(head), n - len(head), what=what, member=member, exact=exact
+            )
         if self._fd is not None:
             data = os.pread(self._fd, n, offset)
         elif self._fileobj is not None:
@@ -105,7 +120,13 @@ class ByteSource:
             raise ValueError("I/O operation on a closed checkpoint")
         self.bytes_read += len(data)
         if len(data) != n:  # the file shrank under us (still being written?)
-            raise error("truncated", f"short read: {what} wanted {n} bytes, got {len(data)}", path=self.path, member=member, offset=offset)
+            raise error(
+                "truncated",
+                f"short read: {what} wanted {n} bytes, got {len(data)}",
+                path=self.path,
+                member=member,
+                offset=offset,
+            )
         return data
 
     def keep(self, offset: int, data: bytes) -> None:
@@ -116,21 +137,27 @@ class ByteSource:
         """
         self._kept = (offset, data)
 
-    def view(self, offset: int, n: int, *, what: str = "data",
-             member: str | None = None) -> memoryview:
+    def view(
+        self, offset: int, n: int, *, what: str = "data", member: str | None = None
+    ) -> memoryview:
         """A zero-copy view of ``n`` bytes at ``offset`` (memory-mapped for local files).
 
         Used for tensor data: only the pages touched are read from disk.
         """
         if offset < 0 or n < 0 or offset + n > self.size:
-            raise error("truncated", f"{what} lies outside the file: bytes {offset}..{offset + n} "
-                              f"of {self.size}", path=self.path, member=member, offset=offset)
+            raise error(
+                "truncated",
+                f"{what} lies outside the file: bytes {offset}..{offset + n} of {self.size}",
+                path=self.path,
+                member=member,
+                offset=offset,
+            )
         if self._fd is not None and n > 0:
             with self._lock:
                 if self._mmap is None:
                     self._mmap = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
             self.bytes_read += n
-            return memoryview(self._mmap)[offset:offset + n]
+            return memoryview(self._mmap)[offset : offset + n]
         return memoryview(self.read_at(offset, n, what=what, member=member))
 
     def close(self) -> None:

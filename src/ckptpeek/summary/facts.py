@@ -15,9 +15,9 @@ import math
 import pathlib
 from collections import Counter
 
-from ckptpeek.unpickle.standins import Placeholder, PlaceholderType, safe_repr
 from ckptpeek.tensor import TensorRef
-from ckptpeek.torch_types import DType, Device
+from ckptpeek.torch_types import Device, DType
+from ckptpeek.unpickle.standins import Placeholder, PlaceholderType, safe_repr
 from ckptpeek.walk import is_namespace
 
 TYPE_CHECKING = False
@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 
     from ckptpeek.checkpoint import Checkpoint
 
-__all__ = ("collect", "to_jsonable", "infer_optimizer", "infer_scheduler", "scalar",
-           "SUMMARY_FIELDS")
+__all__ = (
+    "collect",
+    "to_jsonable",
+    "infer_optimizer",
+    "infer_scheduler",
+    "scalar",
+    "SUMMARY_FIELDS",
+)
 
 
 def _list() -> list[Any]:
@@ -41,31 +47,68 @@ def _dict() -> dict[Any, Any]:
 # The fields of each record, in order, with their defaults (a callable makes a fresh one).
 # summary.py's pydantic models declare the same fields; a test keeps them in step.
 MODEL_CHECKPOINT_FIELDS: Final = (
-    ("key", None), ("monitor", None), ("mode", None), ("best_model_score", None),
-    ("best_model_path", None), ("best_k_models", _dict), ("kth_best_model_path", None),
-    ("kth_value", None), ("last_model_path", None), ("current_score", None), ("dirpath", None))
+    ("key", None),
+    ("monitor", None),
+    ("mode", None),
+    ("best_model_score", None),
+    ("best_model_path", None),
+    ("best_k_models", _dict),
+    ("kth_best_model_path", None),
+    ("kth_value", None),
+    ("last_model_path", None),
+    ("current_score", None),
+    ("dirpath", None),
+)
 EARLY_STOPPING_FIELDS: Final = (
-    ("key", None), ("monitor", None), ("mode", None), ("wait_count", None),
-    ("stopped_epoch", None), ("best_score", None), ("patience", None))
+    ("key", None),
+    ("monitor", None),
+    ("mode", None),
+    ("wait_count", None),
+    ("stopped_epoch", None),
+    ("best_score", None),
+    ("patience", None),
+)
 OPTIMIZER_FIELDS: Final = (
-    ("type", None), ("param_groups", None), ("params", None), ("lr", _list),
-    ("state_tensors", None))
+    ("type", None),
+    ("param_groups", None),
+    ("params", None),
+    ("lr", _list),
+    ("state_tensors", None),
+)
 SCHEDULER_FIELDS: Final = (("type", None), ("last_epoch", None), ("last_lr", None))
 SUMMARY_FIELDS: Final = (
-    ("path", None), ("format", None), ("backend", None), ("file_size", None),
-    ("bytes_read", None), ("top_level_keys", _list), ("epoch", None), ("global_step", None),
-    ("lightning_version", None), ("hparams_name", None), ("hyper_parameters", None),
-    ("model_checkpoints", _list), ("early_stopping", _list), ("other_callbacks", _list),
-    ("optimizers", _list), ("lr_schedulers", _list), ("tensor_count", None),
-    ("state_dict_tensors", None), ("parameter_count", None), ("dtypes", _dict),
-    ("total_tensor_bytes", None), ("unknown_globals", _list), ("selected", None))
+    ("path", None),
+    ("format", None),
+    ("backend", None),
+    ("file_size", None),
+    ("bytes_read", None),
+    ("top_level_keys", _list),
+    ("epoch", None),
+    ("global_step", None),
+    ("lightning_version", None),
+    ("hparams_name", None),
+    ("hyper_parameters", None),
+    ("model_checkpoints", _list),
+    ("early_stopping", _list),
+    ("other_callbacks", _list),
+    ("optimizers", _list),
+    ("lr_schedulers", _list),
+    ("tensor_count", None),
+    ("state_dict_tensors", None),
+    ("parameter_count", None),
+    ("dtypes", _dict),
+    ("total_tensor_bytes", None),
+    ("unknown_globals", _list),
+    ("selected", None),
+)
 
 
 def _record(fields: tuple[tuple[str, Any], ...], **values: Any) -> dict[str, Any]:
     out = {}
     for name, default in fields:
-        out[name] = values.pop(name) if name in values else (
-            default() if callable(default) else default)
+        out[name] = (
+            values.pop(name) if name in values else (default() if callable(default) else default)
+        )
     if values:
         raise TypeError(f"unknown fields {sorted(values)}")
     return out
@@ -73,7 +116,8 @@ def _record(fields: tuple[tuple[str, Any], ...], **values: Any) -> dict[str, Any
 
 # -- rule tables: (type, param_group keys that must be present, keys that must be absent)
 OPTIMIZER_RULES: Final[tuple[tuple[str, frozenset[str], frozenset[str]], ...]] = tuple(
-    (name, frozenset(need.split()), frozenset(absent.split())) for name, need, absent in (
+    (name, frozenset(need.split()), frozenset(absent.split()))
+    for name, need, absent in (
         ("AdamW", "betas amsgrad decoupled_weight_decay", ""),  # see _adam_variant
         ("Adam", "betas amsgrad", ""),
         ("NAdam", "betas momentum_decay", ""),
@@ -86,10 +130,12 @@ OPTIMIZER_RULES: Final[tuple[tuple[str, frozenset[str], frozenset[str]], ...]] =
         ("ASGD", "lambd alpha t0", ""),
         ("Rprop", "etas step_sizes", ""),
         ("LBFGS", "max_iter history_size", ""),
-    ))
+    )
+)
 
 SCHEDULER_RULES: Final[tuple[tuple[str, frozenset[str]], ...]] = tuple(
-    (name, frozenset(keys.split())) for name, keys in (
+    (name, frozenset(keys.split()))
+    for name, keys in (
         ("OneCycleLR", "total_steps"),
         ("CosineAnnealingWarmRestarts", "T_0 T_mult"),
         ("CosineAnnealingLR", "T_max eta_min"),
@@ -104,7 +150,8 @@ SCHEDULER_RULES: Final[tuple[tuple[str, frozenset[str]], ...]] = tuple(
         ("StepLR", "step_size gamma"),
         ("LambdaLR", "lr_lambdas"),
         ("ExponentialLR", "gamma"),
-    ))
+    )
+)
 
 
 def _adam_variant(group: dict[str, Any]) -> str:
@@ -166,7 +213,11 @@ def _int(value: Any) -> int | None:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else (str(value) if isinstance(value, pathlib.PurePath) else None)
+    return (
+        value
+        if isinstance(value, str)
+        else (str(value) if isinstance(value, pathlib.PurePath) else None)
+    )
 
 
 def to_jsonable(obj: Any, budget: int = 100_000) -> Any:
@@ -239,28 +290,40 @@ def parse_callback_key(key: Any) -> tuple[str, dict[str, Any]]:
 
 def _model_checkpoint(key: str, info: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     best_k = state.get("best_k_models")
-    return _record(MODEL_CHECKPOINT_FIELDS, 
-        key=key, monitor=_str(state.get("monitor", info.get("monitor"))),
+    return _record(
+        MODEL_CHECKPOINT_FIELDS,
+        key=key,
+        monitor=_str(state.get("monitor", info.get("monitor"))),
         mode=_str(info.get("mode", state.get("mode"))),
         best_model_score=scalar(state.get("best_model_score")),
         best_model_path=_str(state.get("best_model_path")) or None,
-        best_k_models={_key(k): scalar(v) for k, v in best_k.items()} if isinstance(best_k, dict) else {},
+        best_k_models={_key(k): scalar(v) for k, v in best_k.items()}
+        if isinstance(best_k, dict)
+        else {},
         kth_best_model_path=_str(state.get("kth_best_model_path")) or None,
         kth_value=scalar(state.get("kth_value")),
         last_model_path=_str(state.get("last_model_path")) or None,
         current_score=scalar(state.get("current_score")),
-        dirpath=_str(state.get("dirpath")))
+        dirpath=_str(state.get("dirpath")),
+    )
 
 
 def _early_stopping(key: str, info: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    return _record(EARLY_STOPPING_FIELDS, 
-        key=key, monitor=_str(info.get("monitor", state.get("monitor"))),
+    return _record(
+        EARLY_STOPPING_FIELDS,
+        key=key,
+        monitor=_str(info.get("monitor", state.get("monitor"))),
         mode=_str(info.get("mode", state.get("mode"))),
-        wait_count=_int(state.get("wait_count")), stopped_epoch=_int(state.get("stopped_epoch")),
-        best_score=scalar(state.get("best_score")), patience=_int(state.get("patience")))
+        wait_count=_int(state.get("wait_count")),
+        stopped_epoch=_int(state.get("stopped_epoch")),
+        best_score=scalar(state.get("best_score")),
+        patience=_int(state.get("patience")),
+    )
 
 
-def _callbacks(root: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+def _callbacks(
+    root: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     mcs: list[dict[str, Any]] = []
     ess: list[dict[str, Any]] = []
     others: list[str] = []
@@ -277,14 +340,27 @@ def _callbacks(root: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[st
             else:
                 others.append(label)
     # Lightning < 0.10 kept these at the top level
-    if "checkpoint_callback_best_model_score" in root or "checkpoint_callback_best_model_path" in root:
-        mcs.append(_record(MODEL_CHECKPOINT_FIELDS, 
-            key="checkpoint_callback", best_model_score=scalar(root.get("checkpoint_callback_best_model_score")),
-            best_model_path=_str(root.get("checkpoint_callback_best_model_path"))))
+    if (
+        "checkpoint_callback_best_model_score" in root
+        or "checkpoint_callback_best_model_path" in root
+    ):
+        mcs.append(
+            _record(
+                MODEL_CHECKPOINT_FIELDS,
+                key="checkpoint_callback",
+                best_model_score=scalar(root.get("checkpoint_callback_best_model_score")),
+                best_model_path=_str(root.get("checkpoint_callback_best_model_path")),
+            )
+        )
     if "early_stop_callback_wait" in root or "early_stop_callback_patience" in root:
-        ess.append(_record(EARLY_STOPPING_FIELDS, 
-            key="early_stop_callback", wait_count=_int(root.get("early_stop_callback_wait")),
-            patience=_int(root.get("early_stop_callback_patience"))))
+        ess.append(
+            _record(
+                EARLY_STOPPING_FIELDS,
+                key="early_stop_callback",
+                wait_count=_int(root.get("early_stop_callback_wait")),
+                patience=_int(root.get("early_stop_callback_patience")),
+            )
+        )
     return mcs, ess, others
 
 
@@ -296,14 +372,27 @@ def _optimizers(root: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         groups = st.get("param_groups") if isinstance(st.get("param_groups"), list) else []
         per_param = st.get("state") if isinstance(st.get("state"), dict) else {}
-        n_tensors = sum(1 for s in per_param.values() if isinstance(s, dict)
-                        for v in s.values() if isinstance(v, TensorRef))
-        out.append(_record(OPTIMIZER_FIELDS, 
-            type=infer_optimizer(st), param_groups=len(groups),
-            params=sum(len(g["params"]) for g in groups
-                       if isinstance(g, dict) and isinstance(g.get("params"), (list, tuple))),
-            lr=[scalar(g.get("lr")) for g in groups if isinstance(g, dict)],
-            state_tensors=n_tensors))
+        n_tensors = sum(
+            1
+            for s in per_param.values()
+            if isinstance(s, dict)
+            for v in s.values()
+            if isinstance(v, TensorRef)
+        )
+        out.append(
+            _record(
+                OPTIMIZER_FIELDS,
+                type=infer_optimizer(st),
+                param_groups=len(groups),
+                params=sum(
+                    len(g["params"])
+                    for g in groups
+                    if isinstance(g, dict) and isinstance(g.get("params"), (list, tuple))
+                ),
+                lr=[scalar(g.get("lr")) for g in groups if isinstance(g, dict)],
+                state_tensors=n_tensors,
+            )
+        )
     return out
 
 
@@ -313,9 +402,14 @@ def _schedulers(root: dict[str, Any]) -> list[dict[str, Any]]:
     for st in states if isinstance(states, list) else []:
         if isinstance(st, dict):
             last_lr = st.get("_last_lr")
-            out.append(_record(SCHEDULER_FIELDS, 
-                type=infer_scheduler(st), last_epoch=_int(st.get("last_epoch")),
-                last_lr=[scalar(v) for v in last_lr] if isinstance(last_lr, list) else None))
+            out.append(
+                _record(
+                    SCHEDULER_FIELDS,
+                    type=infer_scheduler(st),
+                    last_epoch=_int(st.get("last_epoch")),
+                    last_lr=[scalar(v) for v in last_lr] if isinstance(last_lr, list) else None,
+                )
+            )
     return out
 
 
@@ -325,28 +419,45 @@ def collect(ckpt: Checkpoint) -> dict[str, Any]:
     root = ckpt.root
     tensors = list(ckpt.tensors())
     top = root if isinstance(root, dict) else {}
-    state_dict = top.get("state_dict", top.get("model") if isinstance(top.get("model"), dict) else None)
+    state_dict = top.get(
+        "state_dict", top.get("model") if isinstance(top.get("model"), dict) else None
+    )
     if state_dict is None and all(isinstance(v, TensorRef) for v in top.values()) and top:
         state_dict = top
-    sd_tensors = [v for v in state_dict.values() if isinstance(v, TensorRef)] if isinstance(state_dict, dict) else []
+    sd_tensors = (
+        [v for v in state_dict.values() if isinstance(v, TensorRef)]
+        if isinstance(state_dict, dict)
+        else []
+    )
     storages: dict[str, int] = {}
     for _, t in tensors:
         if t.storage is not None:
             storages[t.storage.key] = t.storage.nbytes
     mcs, ess, others = _callbacks(top)
     hp = top.get("hyper_parameters", top.get("hparams"))
-    return _record(SUMMARY_FIELDS, 
-        path=ckpt.path, format=ckpt.format, backend=ckpt.backend, file_size=ckpt.file_size,
-        bytes_read=ckpt.bytes_read, top_level_keys=[_key(k) for k in top],
-        epoch=_int(top.get("epoch")), global_step=_int(top.get("global_step")),
+    return _record(
+        SUMMARY_FIELDS,
+        path=ckpt.path,
+        format=ckpt.format,
+        backend=ckpt.backend,
+        file_size=ckpt.file_size,
+        bytes_read=ckpt.bytes_read,
+        top_level_keys=[_key(k) for k in top],
+        epoch=_int(top.get("epoch")),
+        global_step=_int(top.get("global_step")),
         lightning_version=_str(top.get("pytorch-lightning_version")),
         hparams_name=_str(top.get("hparams_name")),
         hyper_parameters=to_jsonable(hp) if isinstance(hp, dict) or is_namespace(hp) else None,
-        model_checkpoints=mcs, early_stopping=ess, other_callbacks=others,
-        optimizers=_optimizers(top), lr_schedulers=_schedulers(top),
-        tensor_count=len(tensors), state_dict_tensors=len(sd_tensors),
+        model_checkpoints=mcs,
+        early_stopping=ess,
+        other_callbacks=others,
+        optimizers=_optimizers(top),
+        lr_schedulers=_schedulers(top),
+        tensor_count=len(tensors),
+        state_dict_tensors=len(sd_tensors),
         parameter_count=sum(t.numel() for t in sd_tensors),
         dtypes=dict(Counter(str(t.dtype) for _, t in tensors).most_common()),
         total_tensor_bytes=sum(storages.values()),
         unknown_globals=[str(g) for g in ckpt.globals() if not g.safe],
-        selected=None if ckpt.selected is None else sorted(map(str, ckpt.selected)))
+        selected=None if ckpt.selected is None else sorted(map(str, ckpt.selected)),
+    )

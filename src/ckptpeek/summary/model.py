@@ -10,14 +10,26 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .facts import (EARLY_STOPPING_FIELDS, MODEL_CHECKPOINT_FIELDS, OPTIMIZER_FIELDS,
-                    SCHEDULER_FIELDS, SUMMARY_FIELDS, collect)
+from .facts import (
+    EARLY_STOPPING_FIELDS,
+    MODEL_CHECKPOINT_FIELDS,
+    OPTIMIZER_FIELDS,
+    SCHEDULER_FIELDS,
+    SUMMARY_FIELDS,
+    collect,
+)
 
 if TYPE_CHECKING:
     from ckptpeek.checkpoint import Checkpoint
 
-__all__ = ("CheckpointSummary", "ModelCheckpointState", "EarlyStoppingState", "OptimizerInfo",
-           "SchedulerInfo", "summarize")
+__all__ = (
+    "CheckpointSummary",
+    "ModelCheckpointState",
+    "EarlyStoppingState",
+    "OptimizerInfo",
+    "SchedulerInfo",
+    "summarize",
+)
 
 
 class _Model(BaseModel):
@@ -110,12 +122,20 @@ class CheckpointSummary(_Model):
         return self.model_checkpoints[0].monitor if self.model_checkpoints else None
 
 
-_NESTED = {"model_checkpoints": ModelCheckpointState, "early_stopping": EarlyStoppingState,
-           "optimizers": OptimizerInfo, "lr_schedulers": SchedulerInfo}
+_NESTED = {
+    "model_checkpoints": ModelCheckpointState,
+    "early_stopping": EarlyStoppingState,
+    "optimizers": OptimizerInfo,
+    "lr_schedulers": SchedulerInfo,
+}
 #: each model with the field table of facts.py it mirrors (tests compare them)
-MODEL_FIELDS = ((CheckpointSummary, SUMMARY_FIELDS), (ModelCheckpointState, MODEL_CHECKPOINT_FIELDS),
-                (EarlyStoppingState, EARLY_STOPPING_FIELDS), (OptimizerInfo, OPTIMIZER_FIELDS),
-                (SchedulerInfo, SCHEDULER_FIELDS))
+MODEL_FIELDS = (
+    (CheckpointSummary, SUMMARY_FIELDS),
+    (ModelCheckpointState, MODEL_CHECKPOINT_FIELDS),
+    (EarlyStoppingState, EARLY_STOPPING_FIELDS),
+    (OptimizerInfo, OPTIMIZER_FIELDS),
+    (SchedulerInfo, SCHEDULER_FIELDS),
+)
 
 
 def from_facts(data: dict[str, Any]) -> CheckpointSummary:

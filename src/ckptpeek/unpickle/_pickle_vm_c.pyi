@@ -3,11 +3,17 @@
 from collections.abc import Callable
 from typing import Any, Final
 
-from .opcodes import Limits
 from .context import PickleResult
+from .opcodes import Limits
 
 ENGINE: Final[str]
 SPEC_DIGEST: Final[str]
 
-def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = ...,
-               strict: bool = ..., limits: Limits = ..., encoding: str = ...) -> PickleResult: ...
+def run_pickle(
+    data: bytes,
+    *,
+    persistent_load: Callable[[Any], Any] | None = ...,
+    strict: bool = ...,
+    limits: Limits = ...,
+    encoding: str = ...,
+) -> PickleResult: ...

@@ -19,8 +19,14 @@ from ckptpeek.errors import CheckpointError
 from . import registry
 from .messages import BAD_OPERAND, bad_operand, error
 from .select import SKIPPED, filter_root, selected_result
-from .standins import (MAX_KEY_DEPTH, KnownGlobal, Placeholder, PlaceholderType, apply_build,
-                       check_key_depth)
+from .standins import (
+    MAX_KEY_DEPTH,
+    KnownGlobal,
+    Placeholder,
+    PlaceholderType,
+    apply_build,
+    check_key_depth,
+)
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -38,8 +44,13 @@ class PickleResult:
 
     __slots__ = ("value", "globals", "complete", "end")
 
-    def __init__(self, value: Any, globals_: dict[tuple[str, str], bool],
-                 complete: bool = True, end: int = -1) -> None:
+    def __init__(
+        self,
+        value: Any,
+        globals_: dict[tuple[str, str], bool],
+        complete: bool = True,
+        end: int = -1,
+    ) -> None:
         self.value = value
         self.globals = globals_  # (module, name) -> known-safe?
         self.complete = complete
@@ -86,9 +97,14 @@ class Context:
 
     __slots__ = ("persistent_load", "strict", "limits", "encoding", "globals", "end", "extra")
 
-    def __init__(self, persistent_load: Callable[[Any], Any] | None, strict: bool,
-                 limits: Limits, encoding: str,
-                 extra_globals: Mapping[tuple[str, str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        persistent_load: Callable[[Any], Any] | None,
+        strict: bool,
+        limits: Limits,
+        encoding: str,
+        extra_globals: Mapping[tuple[str, str], Any] | None = None,
+    ) -> None:
         self.extra = extra_globals  # a format's own known names (after the registry)
         self.persistent_load = persistent_load
         self.strict = strict
@@ -117,8 +133,7 @@ class Context:
             try:
                 check_key_depth(key, limit)
             except RecursionError:
-                raise error("limit-depth",
-                            f"a key nests deeper than {limit}", pos) from None
+                raise error("limit-depth", f"a key nests deeper than {limit}", pos) from None
 
     def find_global(self, module: str, name: str, pos: int) -> Any:
         """GLOBAL / STACK_GLOBAL: a registry entry, or a placeholder type. Never imports."""
@@ -129,19 +144,22 @@ class Context:
         if value is not None:
             return value
         if self.strict:
-            raise error("forbidden-global",
-                        f"global {module}.{name} is not known to be safe; open with "
-                        f"strict=False to get a Placeholder for it instead", pos)
+            raise error(
+                "forbidden-global",
+                f"global {module}.{name} is not known to be safe; open with "
+                f"strict=False to get a Placeholder for it instead",
+                pos,
+            )
         return PlaceholderType(module, name)
 
-    def instantiate(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-                    how: str, pos: int) -> Any:
+    def instantiate(
+        self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, how: str, pos: int
+    ) -> Any:
         """REDUCE / NEWOBJ / INST / OBJ on a resolved global."""
         if type(cls) is KnownGlobal:
             fn = cls.new if kwargs is not None else cls.call
             if fn is None:
-                raise error("forbidden-reduce",
-                            f"{how} of {cls.qualname} is not allowed", pos)
+                raise error("forbidden-reduce", f"{how} of {cls.qualname} is not allowed", pos)
             try:
                 return fn(args, kwargs) if kwargs is not None else fn(args)  # type: ignore[call-arg]
             except CheckpointError as exc:
@@ -149,8 +167,9 @@ class Context:
                     exc.offset = pos
                 raise
             except BAD_OPERAND as exc:
-                raise error("bad-call",
-                            f"{how} of {cls.qualname} with bad arguments: {exc}", pos) from None
+                raise error(
+                    "bad-call", f"{how} of {cls.qualname} with bad arguments: {exc}", pos
+                ) from None
         if type(cls) is PlaceholderType:
             return Placeholder(cls.module, cls.name, args, kwargs)
         raise bad_operand(f"{how} needs a class or function, got {type(cls).__name__}", pos)
@@ -163,8 +182,7 @@ class Context:
 
     def persistent(self, pid: Any, pos: int) -> Any:
         if self.persistent_load is None:
-            raise error("bad-persistent-id",
-                        "persistent id in a pickle that has no storages", pos)
+            raise error("bad-persistent-id", "persistent id in a pickle that has no storages", pos)
         try:
             return self.persistent_load(pid)
         except CheckpointError as exc:
@@ -175,10 +193,17 @@ class Context:
             raise error("bad-persistent-id", f"bad persistent id: {exc}", pos) from None
 
 
-def drive(run: Callable[[bytes, Context, frozenset[Any] | None], Any], data: bytes, *,
-          persistent_load: Callable[[Any], Any] | None, strict: bool, limits: Limits,
-          encoding: str, select: Any,
-          extra_globals: Mapping[tuple[str, str], Any] | None = None) -> PickleResult:
+def drive(
+    run: Callable[[bytes, Context, frozenset[Any] | None], Any],
+    data: bytes,
+    *,
+    persistent_load: Callable[[Any], Any] | None,
+    strict: bool,
+    limits: Limits,
+    encoding: str,
+    select: Any,
+    extra_globals: Mapping[tuple[str, str], Any] | None = None,
+) -> PickleResult:
     """``run_pickle`` for either engine: ``run(data, ctx, select)`` interprets once.
 
     With ``select``, a selective run comes first; if it fails, or a skipped value
@@ -186,8 +211,10 @@ def drive(run: Callable[[bytes, Context, frozenset[Any] | None], Any], data: byt
     is always that of a full read restricted to the selected keys.
     """
     if len(data) > limits.max_pickle_bytes:
-        raise error("limit-pickle-size", f"pickle of {len(data)} bytes is over the limit of "
-                         f"{limits.max_pickle_bytes}")
+        raise error(
+            "limit-pickle-size",
+            f"pickle of {len(data)} bytes is over the limit of {limits.max_pickle_bytes}",
+        )
     data = bytes(data)
     with gc_paused():
         if select is not None:
@@ -202,6 +229,10 @@ def drive(run: Callable[[bytes, Context, frozenset[Any] | None], Any], data: byt
         ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
         value = run(data, ctx, None)
     if select is not None:
-        return PickleResult(filter_root(value, select), ctx.globals,
-                            complete=type(value) not in (dict, OrderedDict), end=ctx.end)
+        return PickleResult(
+            filter_root(value, select),
+            ctx.globals,
+            complete=type(value) not in (dict, OrderedDict),
+            end=ctx.end,
+        )
     return PickleResult(value, ctx.globals, end=ctx.end)

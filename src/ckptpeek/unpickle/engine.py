@@ -25,8 +25,10 @@ __all__ = ("BACKEND", "NATIVE_ERROR", "engine")
 def _stale(native: ModuleType) -> str | None:
     built = getattr(native, "SPEC_DIGEST", "?")
     if built != SPEC_DIGEST:
-        return (f"extension is stale: built from opcode table {built}, package has "
-                f"{SPEC_DIGEST}; rebuild with pip install .")
+        return (
+            f"extension is stale: built from opcode table {built}, package has "
+            f"{SPEC_DIGEST}; rebuild with pip install ."
+        )
     return None
 
 

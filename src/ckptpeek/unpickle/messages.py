@@ -19,8 +19,17 @@ __all__ = ("BAD_OPERAND", "error", "opname")
 
 # Errors that a stand-in constructor or a container operation raises on arguments of
 # the wrong type; the engines turn them into FormatError at the opcode's offset.
-BAD_OPERAND: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError,
-                      OverflowError, UnicodeError, RecursionError, MemoryError)
+BAD_OPERAND: Final = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    UnicodeError,
+    RecursionError,
+    MemoryError,
+)
 
 
 def opname(code: int) -> str:
@@ -35,13 +44,11 @@ def error(code: str, msg: str, pos: int | None = None) -> CheckpointError:
 
 # -- the messages of the hot-path checks (both engines raise exactly these) -----------
 def truncated(what: str, n: int, remain: int, pos: int) -> CheckpointError:
-    return error("truncated",
-                 f"pickle is truncated: {what} needs {n} bytes, {remain} remain", pos)
+    return error("truncated", f"pickle is truncated: {what} needs {n} bytes, {remain} remain", pos)
 
 
 def no_newline(what: str, pos: int) -> CheckpointError:
-    return error("truncated",
-                 f"pickle is truncated: {what} has no terminating newline", pos)
+    return error("truncated", f"pickle is truncated: {what} has no terminating newline", pos)
 
 
 def no_stop(pos: int) -> CheckpointError:
@@ -49,8 +56,7 @@ def no_stop(pos: int) -> CheckpointError:
 
 
 def underflow(code: int, pos: int) -> CheckpointError:
-    return error("stack-underflow",
-                 f"{opname(code)} needs more items than the stack holds", pos)
+    return error("stack-underflow", f"{opname(code)} needs more items than the stack holds", pos)
 
 
 def mark_missing(code: int, pos: int) -> CheckpointError:

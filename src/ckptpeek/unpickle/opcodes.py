@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import zlib
 from types import MappingProxyType
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Final
@@ -120,9 +121,13 @@ if len(BY_CODE) != len(OPCODES) or len(BY_NAME) != len(OPCODES):  # pragma: no c
 HIGHEST_PROTOCOL: Final = 5
 
 
-class Limits(collections.namedtuple(
-        "Limits", "max_pickle_bytes max_memo max_depth max_nodes max_zip_members",
-        defaults=(1 << 30, 50_000_000, 200, 50_000_000, 10_000_000))):
+class Limits(
+    collections.namedtuple(
+        "Limits",
+        "max_pickle_bytes max_memo max_depth max_nodes max_zip_members",
+        defaults=(1 << 30, 50_000_000, 200, 50_000_000, 10_000_000),
+    )
+):
     """Resource guards for one file (immutable; ``DEFAULT_LIMITS._replace(max_depth=50)``
     makes a changed copy). Every length a file claims is also checked against the bytes
     really present, so these bound what a *valid-looking* file costs.
@@ -148,8 +153,18 @@ OPCODE_GROUPS: Final = {
     # any fill of a container
     "fill": ("SETITEM", "APPEND", "SETITEMS", "APPENDS", "ADDITEMS"),
     # opcodes after which a text on top of the stack may be a root key
-    "text": ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
-             "BINSTRING", "STRING", "BINGET", "LONG_BINGET", "GET"),
+    "text": (
+        "SHORT_BINUNICODE",
+        "BINUNICODE",
+        "BINUNICODE8",
+        "UNICODE",
+        "SHORT_BINSTRING",
+        "BINSTRING",
+        "STRING",
+        "BINGET",
+        "LONG_BINGET",
+        "GET",
+    ),
 }
 
 
@@ -161,9 +176,11 @@ def group(name: str) -> frozenset[int]:
 def _digest() -> str:
     # two CRC-32s over the table and the limits: a fingerprint to detect an extension
     # built from another table (not a security check; zlib imports faster than hashlib)
-    text = repr([(op.name, op.code, op.arg, op.proto) for op in OPCODES]
-                + [Limits._fields, tuple(DEFAULT_LIMITS)]
-                + sorted(OPCODE_GROUPS.items())).encode()
+    text = repr(
+        [(op.name, op.code, op.arg, op.proto) for op in OPCODES]
+        + [Limits._fields, tuple(DEFAULT_LIMITS)]
+        + sorted(OPCODE_GROUPS.items())
+    ).encode()
     return f"{zlib.crc32(text):08x}{zlib.crc32(text[::-1]):08x}"
 
 
@@ -177,14 +194,24 @@ def write_pxi(path: str) -> None:
     Called by ``setup.py`` at build time, so the native engine is always compiled from
     this table; the file is generated, never edited (and not committed).
     """
-    lines = ["# GENERATED from src/ckptpeek/unpickle/opcodes.py by setup.py: do not edit.",
-             "cdef enum:"]
+    lines = [
+        "# GENERATED from src/ckptpeek/unpickle/opcodes.py by setup.py: do not edit.",
+        "cdef enum:",
+    ]
     lines += [f"    OP_{op.name} = {op.code}" for op in OPCODES]
     for name, members in OPCODE_GROUPS.items():
         test = " or ".join(f"code == OP_{m}" for m in members)
-        lines += ["", "", f"cdef inline bint _is_{name}_op(int code) noexcept:",
-                  f"    return {test}"]
-    lines += ["", f"SPEC_DIGEST = {SPEC_DIGEST!r}",
-              f"cdef int HIGHEST_PROTO = {HIGHEST_PROTOCOL}", ""]
+        lines += [
+            "",
+            "",
+            f"cdef inline bint _is_{name}_op(int code) noexcept:",
+            f"    return {test}",
+        ]
+    lines += [
+        "",
+        f"SPEC_DIGEST = {SPEC_DIGEST!r}",
+        f"cdef int HIGHEST_PROTO = {HIGHEST_PROTOCOL}",
+        "",
+    ]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
-if TYPE_CHECKING:
-    from typing import Any, Final
+
+from ckptpeek.errors import CheckpointError
 
 from . import context as C
 from . import messages as S
 from . import select as SEL
-from ckptpeek.errors import CheckpointError
+from .context import PickleResult
 from .opcodes import BY_CODE, BY_NAME, DEFAULT_LIMITS, HIGHEST_PROTOCOL, Limits, group
 from .standins import Placeholder
-from .context import PickleResult
+
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = ("run_pickle", "PickleResult", "ENGINE", "SUPPORTED")
 
@@ -126,8 +128,9 @@ class _VM:
         except CheckpointError:
             raise
         except S.BAD_OPERAND as exc:
-            raise S.bad_operand(f"{S.opname(self.code())} cannot be applied here: {exc}",
-                                self.op_pos) from None
+            raise S.bad_operand(
+                f"{S.opname(self.code())} cannot be applied here: {exc}", self.op_pos
+            ) from None
         raise S.no_stop(n)
 
     def run_selective(self) -> Any:
@@ -186,8 +189,9 @@ class _VM:
         except CheckpointError:
             raise
         except S.BAD_OPERAND as exc:
-            raise S.bad_operand(f"{S.opname(self.code())} cannot be applied here: {exc}",
-                                self.op_pos) from None
+            raise S.bad_operand(
+                f"{S.opname(self.code())} cannot be applied here: {exc}", self.op_pos
+            ) from None
         raise S.no_stop(n)
 
     def _fill_size(self, code: int, base: list[Any]) -> int:
@@ -230,8 +234,11 @@ class _VM:
     def skip_inst(self, pos: int) -> int:
         module, pos = self.line(pos, "INST")
         name, end = self.line(pos, "INST")
-        self.ctx.find_global(S.decode_text(module, "INST", self.op_pos),
-                             S.decode_text(name, "INST", self.op_pos), self.op_pos)
+        self.ctx.find_global(
+            S.decode_text(module, "INST", self.op_pos),
+            S.decode_text(name, "INST", self.op_pos),
+            self.op_pos,
+        )
         self.pop_mark()
         self.stack.append(SEL.SKIPPED)
         return end
@@ -261,7 +268,7 @@ class _VM:
             below, at = self.metastack[-1], -1
         if len(below) >= -at and below[at] is SEL.SKIPPED:
             if npop:
-                del self.stack[at + 1:]
+                del self.stack[at + 1 :]
             else:
                 self.pop_mark()
             return pos
@@ -286,9 +293,11 @@ class _VM:
     def op_PROTO(self, pos: int) -> int:
         end = self.need(pos, 1, "PROTO")
         if self.data[pos] > HIGHEST_PROTOCOL:
-            raise S.error("protocol-too-new",
-                          f"pickle protocol {self.data[pos]} is newer than {HIGHEST_PROTOCOL}",
-                          self.op_pos)
+            raise S.error(
+                "protocol-too-new",
+                f"pickle protocol {self.data[pos]} is newer than {HIGHEST_PROTOCOL}",
+                self.op_pos,
+            )
         return end
 
     def op_FRAME(self, pos: int) -> int:
@@ -461,9 +470,11 @@ class _VM:
         return end
 
     def op_NEXT_BUFFER(self, pos: int) -> int:
-        raise S.error("unsupported-opcode",
-                      "NEXT_BUFFER needs out-of-band buffers, which checkpoints never carry",
-                      self.op_pos)
+        raise S.error(
+            "unsupported-opcode",
+            "NEXT_BUFFER needs out-of-band buffers, which checkpoints never carry",
+            self.op_pos,
+        )
 
     def op_READONLY_BUFFER(self, pos: int) -> int:
         self.top()
@@ -627,9 +638,13 @@ class _VM:
     def op_GLOBAL(self, pos: int) -> int:
         module, pos = self.line(pos, "GLOBAL")
         name, end = self.line(pos, "GLOBAL")
-        self.stack.append(self.ctx.find_global(S.decode_text(module, "GLOBAL", self.op_pos),
-                                               S.decode_text(name, "GLOBAL", self.op_pos),
-                                               self.op_pos))
+        self.stack.append(
+            self.ctx.find_global(
+                S.decode_text(module, "GLOBAL", self.op_pos),
+                S.decode_text(name, "GLOBAL", self.op_pos),
+                self.op_pos,
+            )
+        )
         return end
 
     def op_STACK_GLOBAL(self, pos: int) -> int:
@@ -668,8 +683,11 @@ class _VM:
     def op_INST(self, pos: int) -> int:
         module, pos = self.line(pos, "INST")
         name, end = self.line(pos, "INST")
-        cls = self.ctx.find_global(S.decode_text(module, "INST", self.op_pos),
-                                   S.decode_text(name, "INST", self.op_pos), self.op_pos)
+        cls = self.ctx.find_global(
+            S.decode_text(module, "INST", self.op_pos),
+            S.decode_text(name, "INST", self.op_pos),
+            self.op_pos,
+        )
         args = tuple(self.pop_mark())
         self.stack.append(self.ctx.instantiate(cls, args, None, "INST", self.op_pos))
         return end
@@ -678,8 +696,9 @@ class _VM:
         items = self.pop_mark()
         if not items:
             raise S.underflow(self.code(), self.op_pos)
-        self.stack.append(self.ctx.instantiate(items[0], tuple(items[1:]), None, "OBJ",
-                                               self.op_pos))
+        self.stack.append(
+            self.ctx.instantiate(items[0], tuple(items[1:]), None, "OBJ", self.op_pos)
+        )
         return pos
 
     def op_BUILD(self, pos: int) -> int:
@@ -699,19 +718,37 @@ class _VM:
 
 
 _TABLE: Final[tuple[Callable[[_VM, int], int] | None, ...]] = tuple(
-    getattr(_VM, f"op_{BY_CODE[code].name}") if code in BY_CODE else None for code in range(256))
+    getattr(_VM, f"op_{BY_CODE[code].name}") if code in BY_CODE else None for code in range(256)
+)
 _SKIP_BY_NAME: Final = {
-    "EMPTY_DICT": _VM.skip_push, "EMPTY_LIST": _VM.skip_push, "EMPTY_SET": _VM.skip_push,
-    "EMPTY_TUPLE": _VM.skip_push, "TUPLE": _VM.skip_mark, "LIST": _VM.skip_mark,
-    "DICT": _VM.skip_mark, "FROZENSET": _VM.skip_mark, "OBJ": _VM.skip_mark,
-    "TUPLE1": _VM.skip_pop1, "TUPLE2": _VM.skip_pop2, "TUPLE3": _VM.skip_pop3,
-    "REDUCE": _VM.skip_pop2, "NEWOBJ": _VM.skip_pop2, "NEWOBJ_EX": _VM.skip_pop3,
-    "BINPERSID": _VM.skip_pop1, "PERSID": _VM.skip_persid, "INST": _VM.skip_inst,
-    "BUILD": _VM.skip_build, "APPEND": _VM.skip_APPEND, "APPENDS": _VM.skip_APPENDS,
-    "SETITEM": _VM.skip_SETITEM, "SETITEMS": _VM.skip_SETITEMS, "ADDITEMS": _VM.skip_ADDITEMS,
+    "EMPTY_DICT": _VM.skip_push,
+    "EMPTY_LIST": _VM.skip_push,
+    "EMPTY_SET": _VM.skip_push,
+    "EMPTY_TUPLE": _VM.skip_push,
+    "TUPLE": _VM.skip_mark,
+    "LIST": _VM.skip_mark,
+    "DICT": _VM.skip_mark,
+    "FROZENSET": _VM.skip_mark,
+    "OBJ": _VM.skip_mark,
+    "TUPLE1": _VM.skip_pop1,
+    "TUPLE2": _VM.skip_pop2,
+    "TUPLE3": _VM.skip_pop3,
+    "REDUCE": _VM.skip_pop2,
+    "NEWOBJ": _VM.skip_pop2,
+    "NEWOBJ_EX": _VM.skip_pop3,
+    "BINPERSID": _VM.skip_pop1,
+    "PERSID": _VM.skip_persid,
+    "INST": _VM.skip_inst,
+    "BUILD": _VM.skip_build,
+    "APPEND": _VM.skip_APPEND,
+    "APPENDS": _VM.skip_APPENDS,
+    "SETITEM": _VM.skip_SETITEM,
+    "SETITEMS": _VM.skip_SETITEMS,
+    "ADDITEMS": _VM.skip_ADDITEMS,
 }
-_SKIP_TABLE: Final = tuple(_SKIP_BY_NAME.get(BY_CODE[c].name) if c in BY_CODE else None
-                           for c in range(256))
+_SKIP_TABLE: Final = tuple(
+    _SKIP_BY_NAME.get(BY_CODE[c].name) if c in BY_CODE else None for c in range(256)
+)
 _EMPTY_DICT: Final = BY_NAME["EMPTY_DICT"].code
 _SETITEMS: Final = BY_NAME["SETITEMS"].code
 _SINGLE_FILLS: Final = group("single_fill")
@@ -721,10 +758,16 @@ _TEXT_OPS: Final = group("text")
 SUPPORTED: Final = frozenset(name for name in BY_NAME if hasattr(_VM, f"op_{name}"))
 
 
-def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = None,
-               strict: bool = False, limits: Limits = DEFAULT_LIMITS,
-               encoding: str = "utf-8", select: Any = None,
-               extra_globals: Mapping[tuple[str, str], Any] | None = None) -> PickleResult:
+def run_pickle(
+    data: bytes,
+    *,
+    persistent_load: Callable[[Any], Any] | None = None,
+    strict: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    encoding: str = "utf-8",
+    select: Any = None,
+    extra_globals: Mapping[tuple[str, str], Any] | None = None,
+) -> PickleResult:
     """Interpret one pickle and return what it builds, without executing anything.
 
     Args:
@@ -745,8 +788,16 @@ def run_pickle(data: bytes, *, persistent_load: Callable[[Any], Any] | None = No
         FormatError, LimitError, UnsupportedError, UnsafePickleError with ``offset`` set
         to the opcode's position in ``data``.
     """
-    return C.drive(_run, data, persistent_load=persistent_load, strict=strict, limits=limits,
-                   encoding=encoding, select=select, extra_globals=extra_globals)
+    return C.drive(
+        _run,
+        data,
+        persistent_load=persistent_load,
+        strict=strict,
+        limits=limits,
+        encoding=encoding,
+        select=select,
+        extra_globals=extra_globals,
+    )
 
 
 def _run(data: bytes, ctx: C.Context, select: frozenset[Any] | None) -> Any:

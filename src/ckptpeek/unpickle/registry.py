@@ -8,30 +8,35 @@ returns ``None`` and the interpreter makes a placeholder (or, in strict mode, ra
 from __future__ import annotations
 
 from types import MappingProxyType
-TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
-if TYPE_CHECKING:
-    from typing import Any, Final
 
 from .standins import STDLIB_GLOBALS
 from .torch_rebuild import TORCH_GLOBALS
+
+TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = ("KNOWN_GLOBALS", "resolve", "normalise")
 
 KNOWN_GLOBALS: Final = MappingProxyType({**STDLIB_GLOBALS, **TORCH_GLOBALS})
 
 # Python 2 module names that protocol 0-2 pickles still use (pickle's fix_imports).
-_PY2_MODULES: Final = MappingProxyType({
-    "__builtin__": "builtins",
-    "copy_reg": "copyreg",
-})
+_PY2_MODULES: Final = MappingProxyType(
+    {
+        "__builtin__": "builtins",
+        "copy_reg": "copyreg",
+    }
+)
 
 
 # Python 2 builtins that protocol 0-2 pickles name (what pickle's fix_imports maps).
-_PY2_NAMES: Final = MappingProxyType({
-    ("__builtin__", "long"): ("builtins", "int"),
-    ("__builtin__", "unicode"): ("builtins", "str"),
-    ("__builtin__", "basestring"): ("builtins", "str"),
-})
+_PY2_NAMES: Final = MappingProxyType(
+    {
+        ("__builtin__", "long"): ("builtins", "int"),
+        ("__builtin__", "unicode"): ("builtins", "str"),
+        ("__builtin__", "basestring"): ("builtins", "str"),
+    }
+)
 
 
 def normalise(module: str, name: str) -> tuple[str, str]:

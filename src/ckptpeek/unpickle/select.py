@@ -70,8 +70,12 @@ def _contains_skipped(value: Any, limits: Limits) -> bool:
             items = vars(obj).values()
         elif getattr(t, "__slots__", None) and t.__module__.startswith("ckptpeek."):
             # our slotted stand-ins (OmegaNode.value, Record.state, ...)
-            items = [getattr(obj, name, None) for klass in t.__mro__
-                     for name in getattr(klass, "__slots__", ()) if name != "__weakref__"]
+            items = [
+                getattr(obj, name, None)
+                for klass in t.__mro__
+                for name in getattr(klass, "__slots__", ())
+                if name != "__weakref__"
+            ]
         else:
             continue
         for item in items:

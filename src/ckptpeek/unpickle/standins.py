@@ -14,17 +14,28 @@ import collections
 import os
 import sys
 from collections.abc import Callable
+
+from ckptpeek._frozen import Frozen
+
+from .interpolation import resolve_interpolations
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     import argparse
     import datetime
     from typing import Any, Final
 
-from ckptpeek._frozen import Frozen
-from .interpolation import resolve_interpolations
-
-__all__ = ("KnownGlobal", "Placeholder", "PlaceholderType", "AttributeDict", "OmegaDict",
-           "OmegaList", "STDLIB_GLOBALS", "BUILDERS", "apply_build")
+__all__ = (
+    "KnownGlobal",
+    "Placeholder",
+    "PlaceholderType",
+    "AttributeDict",
+    "OmegaDict",
+    "OmegaList",
+    "STDLIB_GLOBALS",
+    "BUILDERS",
+    "apply_build",
+)
 
 if TYPE_CHECKING:
     Call = Callable[[tuple[Any, ...]], Any]
@@ -60,8 +71,14 @@ class KnownGlobal(Frozen):
     new: New | None
     marker: Any  # the real type this marker stands for, where one is safe to expose
 
-    def __init__(self, module: str, name: str, call: Call | None = None,
-                 new: New | None = None, marker: Any = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        name: str,
+        call: Call | None = None,
+        new: New | None = None,
+        marker: Any = None,
+    ) -> None:
         super().__init__(module, name, call, new, marker)
 
     @property
@@ -101,8 +118,13 @@ class Placeholder:
 
     __slots__ = ("module", "name", "args", "kwargs", "state", "items", "dictitems", "setitems")
 
-    def __init__(self, module: str, name: str, args: tuple[Any, ...] = (),
-                 kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        name: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.module = module
         self.name = name
         self.args = args
@@ -246,6 +268,7 @@ def _check_keys(items: Any, pairs: bool) -> None:
 
 # -- BUILD -------------------------------------------------------------------------------
 
+
 def _set_attributes(obj: Any, state: Any) -> None:
     """``obj.__dict__.update(state)`` for the few real classes we create, refusing dunders."""
     slotstate = None
@@ -255,7 +278,9 @@ def _set_attributes(obj: Any, state: Any) -> None:
         if part is None:
             continue
         if not isinstance(part, dict):
-            raise TypeError(f"state of a {type(obj).__name__} must be a dict, not {type(part).__name__}")
+            raise TypeError(
+                f"state of a {type(obj).__name__} must be a dict, not {type(part).__name__}"
+            )
         for key, value in part.items():
             if not isinstance(key, str) or key.startswith("__"):
                 raise TypeError(f"refusing to set attribute {key!r}")
@@ -280,12 +305,15 @@ def _build_ndarray(arr: Any, state: Any) -> None:
             raise TypeError("object array state must be a list of its elements")
         # numpy frees nested object arrays recursively with no depth guard: a deep
         # chain of them crashes the interpreter. Checkpoints only need flat ones.
-        if not all(v is None or isinstance(v, (bool, int, float, complex, str, bytes))
-                   for v in raw):
+        if not all(
+            v is None or isinstance(v, (bool, int, float, complex, str, bytes)) for v in raw
+        ):
             raise TypeError("object arrays may hold only scalars and strings")
     elif not (isinstance(raw, (bytes, bytearray)) and len(raw) == count * dtype.itemsize):
-        raise TypeError(f"ndarray data is {len(raw) if isinstance(raw, bytes) else '?'} bytes, "
-                        f"expected {count * dtype.itemsize}")
+        raise TypeError(
+            f"ndarray data is {len(raw) if isinstance(raw, bytes) else '?'} bytes, "
+            f"expected {count * dtype.itemsize}"
+        )
     arr.__setstate__((version, shape, dtype, bool(is_fortran), raw))
 
 
@@ -301,8 +329,11 @@ def _build_np_dtype(dt: Any, state: Any) -> None:
     # it, so a new element size, alignment or object flag would make numpy read memory
     # the array does not own
     elsize, alignment, flags = state[5:8]
-    if elsize not in (-1, dt.itemsize) or alignment not in (-1, dt.alignment) \
-            or flags not in (0, dt.flags):
+    if (
+        elsize not in (-1, dt.itemsize)
+        or alignment not in (-1, dt.alignment)
+        or flags not in (0, dt.flags)
+    ):
         raise TypeError(f"numpy dtype state changes the size or layout of {dt}")
     dt.__setstate__(state[:8])
 
@@ -336,6 +367,7 @@ def apply_build(obj: Any, state: Any) -> None:
 
 
 # -- constructors -----------------------------------------------------------------------
+
 
 def _check_items(args: tuple[Any, ...], n: int, name: str) -> None:
     if len(args) > n:
@@ -371,6 +403,7 @@ def _container(kind: type) -> Call:
         if args and kind in (set, frozenset, dict):
             _check_keys(args[0], pairs=kind is dict)
         return kind(*args)
+
     return make
 
 
@@ -380,6 +413,7 @@ def _scalar_type(kind: type) -> Call:
         if not all(isinstance(a, (int, float, str, complex)) for a in args):
             raise TypeError(f"{kind.__name__}() arguments must be numbers or strings")
         return kind(*args)
+
     return make
 
 
@@ -391,12 +425,17 @@ def _bytes_like(kind: type) -> Call:
             return kind()
         if isinstance(args[0], (bytes, bytearray)) and len(args) == 1:
             return kind(args[0])
-        if isinstance(args[0], str) and len(args) == 2 and isinstance(args[1], str) \
-                and args[1] in _CODECS:
+        if (
+            isinstance(args[0], str)
+            and len(args) == 2
+            and isinstance(args[1], str)
+            and args[1] in _CODECS
+        ):
             return kind(args[0], args[1])
         if isinstance(args[0], list) and all(type(i) is int for i in args[0]):
             return kind(args[0])
         raise TypeError(f"{kind.__name__}() from these arguments is not allowed")
+
     return make
 
 
@@ -444,6 +483,7 @@ def _new_via_call(call: Call) -> New:
         if kwargs:
             raise TypeError("keyword arguments are not accepted here")
         return call(args)
+
     return new
 
 
@@ -473,6 +513,7 @@ def _path(name: str) -> Call:
         else:
             kind = getattr(pathlib, name)
         return kind(*args)
+
     return make
 
 
@@ -481,10 +522,12 @@ def _datetime(name: str) -> Call:
         import datetime  # noqa: PLC0415
 
         _check_items(args, 8, name)
-        if not all(isinstance(a, (int, float, bytes, str, datetime.tzinfo)) or a is None
-                   for a in args):
+        if not all(
+            isinstance(a, (int, float, bytes, str, datetime.tzinfo)) or a is None for a in args
+        ):
             raise TypeError(f"{name}() arguments are of the wrong types")
         return getattr(datetime, name)(*args)
+
     return make
 
 
@@ -497,6 +540,7 @@ def _timezone(args: tuple[Any, ...]) -> datetime.timezone:
 
 
 # numpy: scalars, dtypes and small arrays (Lightning callback state, logged metrics)
+
 
 def _np_dtype(args: tuple[Any, ...]) -> Any:
     import numpy as np  # noqa: PLC0415
@@ -549,8 +593,13 @@ def _np_frombuffer(args: tuple[Any, ...]) -> Any:
     if len(args) != 4:
         raise TypeError("_frombuffer(buf, dtype, shape, order) expected")
     buf, dtype, shape, order = args
-    if not (isinstance(buf, (bytes, bytearray)) and isinstance(dtype, np.dtype)
-            and not dtype.hasobject and isinstance(shape, tuple) and order in ("C", "F")):
+    if not (
+        isinstance(buf, (bytes, bytearray))
+        and isinstance(dtype, np.dtype)
+        and not dtype.hasobject
+        and isinstance(shape, tuple)
+        and order in ("C", "F")
+    ):
         raise TypeError("_frombuffer arguments are of the wrong types")
     return np.frombuffer(bytes(buf), dtype=dtype).reshape(shape, order=order)
 
@@ -566,30 +615,39 @@ def _simple(module: str, name: str, call: Call, new: New | None = None) -> Known
 
 def _cls(module: str, name: str, make: Callable[[], Any]) -> KnownGlobal:
     """A class whose instances are built by NEWOBJ and filled by BUILD/SETITEMS."""
+
     def call(args: tuple[Any, ...]) -> Any:
         if args:
             raise TypeError(f"{name}() takes no arguments here")
         return make()
+
     return _g(module, name, call=call, new=lambda args, kwargs: make())
 
 
 def _typ(kind: type, call: Call | None) -> KnownGlobal:
-    return _g("builtins", kind.__name__, call=call,
-              new=_new_via_call(call) if call else None, marker=kind)
+    return _g(
+        "builtins", kind.__name__, call=call, new=_new_via_call(call) if call else None, marker=kind
+    )
 
 
 def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
     out: list[KnownGlobal] = [
         _simple("collections", "OrderedDict", _ordered_dict),
         _simple("collections", "defaultdict", _defaultdict),
-        _typ(dict, _container(dict)), _typ(list, _container(list)),
-        _typ(tuple, _container(tuple)), _typ(set, _container(set)),
+        _typ(dict, _container(dict)),
+        _typ(list, _container(list)),
+        _typ(tuple, _container(tuple)),
+        _typ(set, _container(set)),
         _typ(frozenset, _container(frozenset)),
-        _typ(int, _scalar_type(int)), _typ(float, _scalar_type(float)),
-        _typ(complex, _scalar_type(complex)), _typ(bool, _scalar_type(bool)),
+        _typ(int, _scalar_type(int)),
+        _typ(float, _scalar_type(float)),
+        _typ(complex, _scalar_type(complex)),
+        _typ(bool, _scalar_type(bool)),
         _typ(str, _scalar_type(str)),
-        _typ(bytes, _bytes_like(bytes)), _typ(bytearray, _bytes_like(bytearray)),
-        _typ(object, None), _typ(type(None), None),
+        _typ(bytes, _bytes_like(bytes)),
+        _typ(bytearray, _bytes_like(bytearray)),
+        _typ(object, None),
+        _typ(type(None), None),
         _simple("builtins", "slice", _slice),
         _simple("_codecs", "encode", _codecs_encode),
         _simple("copyreg", "_reconstructor", _reconstructor),
@@ -614,17 +672,35 @@ def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
         out.append(_simple(mod, "_frombuffer", _np_frombuffer))
     out.append(_simple("numpy", "dtype", _np_dtype))
     out.append(_g("numpy", "ndarray"))  # a marker: only _reconstruct accepts it
-    for mod in ("lightning.fabric.utilities.data", "lightning_fabric.utilities.data",
-                "lightning.pytorch.utilities.parsing", "pytorch_lightning.utilities.parsing"):
+    for mod in (
+        "lightning.fabric.utilities.data",
+        "lightning_fabric.utilities.data",
+        "lightning.pytorch.utilities.parsing",
+        "pytorch_lightning.utilities.parsing",
+    ):
         out.append(_cls(mod, "AttributeDict", AttributeDict))
     out += [
         _cls("omegaconf.dictconfig", "DictConfig", OmegaDict),
         _cls("omegaconf.listconfig", "ListConfig", OmegaList),
-        *(_cls("omegaconf.nodes", n, OmegaNode) for n in (
-            "AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "EnumNode",
-            "BytesNode", "PathNode", "InterpolationResultNode", "ValueNode")),
-        *(_cls("omegaconf.base", n, lambda n=n: Record(f"omegaconf.base.{n}"))
-          for n in ("Metadata", "ContainerMetadata")),
+        *(
+            _cls("omegaconf.nodes", n, OmegaNode)
+            for n in (
+                "AnyNode",
+                "StringNode",
+                "IntegerNode",
+                "FloatNode",
+                "BooleanNode",
+                "EnumNode",
+                "BytesNode",
+                "PathNode",
+                "InterpolationResultNode",
+                "ValueNode",
+            )
+        ),
+        *(
+            _cls("omegaconf.base", n, lambda n=n: Record(f"omegaconf.base.{n}"))
+            for n in ("Metadata", "ContainerMetadata")
+        ),
     ]
     return {(g.module, g.name): g for g in out}
 

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import sys
 
+from ckptpeek.errors import error
+from ckptpeek.tensor import StorageRef, TensorRef, new_dense
+from ckptpeek.torch_types import (
+    DTYPE_ATTRS,
+    STORAGE_TYPES,
+    TORCH_CONSTANTS,
+    Device,
+    DType,
+    Layout,
+    QScheme,
+    Size,
+    StorageType,
+)
+
+from .standins import KnownGlobal, PlaceholderType, safe_repr
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any, Final
-
-from ckptpeek.errors import error
-from .standins import KnownGlobal, PlaceholderType, safe_repr
-from ckptpeek.tensor import StorageRef, TensorRef, new_dense
-from ckptpeek.torch_types import (DTYPE_ATTRS, STORAGE_TYPES, TORCH_CONSTANTS, DType, Device, Layout,
-                          QScheme, Size, StorageType)
 
 __all__ = ("TORCH_GLOBALS", "StorageResolver")
 
@@ -37,7 +47,7 @@ class StorageResolver:
         self.cache: dict[str, StorageRef] = {}
         self.sizes = sizes
         self.reader = reader  # the StorageReader the StorageRefs read through
-        self.where = where    # where a key's bytes live, for messages ("archive/data/")
+        self.where = where  # where a key's bytes live, for messages ("archive/data/")
 
     def __call__(self, pid: Any) -> StorageRef:
         path = self.reader.path
@@ -48,17 +58,28 @@ class StorageResolver:
         if ref is not None:
             return ref
         if type(stype) is not StorageType:
-            raise error("bad-persistent-id", f"persistent id names {safe_repr(stype)}, not a storage type", path=path)
-        if not (type(key) is str and type(location) is str and type(numel) is int
-                and numel >= 0):
-            raise error("bad-persistent-id", f"malformed storage persistent id {safe_repr(pid)}", path=path)
+            raise error(
+                "bad-persistent-id",
+                f"persistent id names {safe_repr(stype)}, not a storage type",
+                path=path,
+            )
+        if not (type(key) is str and type(location) is str and type(numel) is int and numel >= 0):
+            raise error(
+                "bad-persistent-id", f"malformed storage persistent id {safe_repr(pid)}", path=path
+            )
         size = self.sizes.get(key)
         if size is None:
-            raise error("missing-storage", f"storage {key!r} has no data at {self.where}{key}", path=path)
+            raise error(
+                "missing-storage", f"storage {key!r} has no data at {self.where}{key}", path=path
+            )
         if size < numel * stype.dtype.itemsize:
             # located at the persistent id in the pickle; the message names where the bytes are
-            raise error("storage-too-small", f"storage {key!r} claims {numel} x {stype.dtype} but "
-                              f"{self.where}{key} holds {size} bytes", path=path)
+            raise error(
+                "storage-too-small",
+                f"storage {key!r} claims {numel} x {stype.dtype} but "
+                f"{self.where}{key} holds {size} bytes",
+                path=path,
+            )
         ref = self.cache[key] = StorageRef(key, stype.dtype, numel, location, self.reader)
         return ref
 
@@ -75,8 +96,15 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     return value
 
 
-def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: DType | None = None,
-            requires_grad: Any = False, metadata: Any = None) -> TensorRef:
+def _tensor(
+    storage: Any,
+    offset: Any,
+    size: Any,
+    stride: Any,
+    dtype: DType | None = None,
+    requires_grad: Any = False,
+    metadata: Any = None,
+) -> TensorRef:
     if type(storage) is not StorageRef:
         raise TypeError(f"expected a storage, got {type(storage).__name__}")
     if type(offset) is not int or offset < 0:
@@ -88,8 +116,9 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: DType | No
         raise TypeError("requires_grad must be a bool")
     if metadata is not None and type(metadata) is not dict:
         raise TypeError("tensor metadata must be a dict")
-    return new_dense(storage, dtype or storage.dtype, shape, strides, offset, requires_grad,
-                     metadata)
+    return new_dense(
+        storage, dtype or storage.dtype, shape, strides, offset, requires_grad, metadata
+    )
 
 
 def _rebuild_tensor(args: tuple[Any, ...]) -> TensorRef:
@@ -102,16 +131,19 @@ def _rebuild_tensor_v2(args: tuple[Any, ...]) -> TensorRef:
     # (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
     if not 6 <= len(args) <= 7:
         raise TypeError("_rebuild_tensor_v2 takes 6 or 7 arguments")
-    return _tensor(*args[:4], requires_grad=args[4],
-                   metadata=args[6] if len(args) == 7 else None)
+    return _tensor(*args[:4], requires_grad=args[4], metadata=args[6] if len(args) == 7 else None)
 
 
 def _rebuild_tensor_v3(args: tuple[Any, ...]) -> TensorRef:
     # (untyped storage, storage_offset, size, stride, requires_grad, hooks, dtype[, metadata])
     if not 7 <= len(args) <= 8 or not isinstance(args[6], DType):
         raise TypeError("_rebuild_tensor_v3 takes 7 or 8 arguments, the 7th a dtype")
-    return _tensor(*args[:4], dtype=args[6], requires_grad=args[4],
-                   metadata=args[7] if len(args) == 8 else None)
+    return _tensor(
+        *args[:4],
+        dtype=args[6],
+        requires_grad=args[4],
+        metadata=args[7] if len(args) == 8 else None,
+    )
 
 
 def _as_parameter(data: Any, requires_grad: Any, state: Any = None) -> TensorRef:
@@ -119,9 +151,16 @@ def _as_parameter(data: Any, requires_grad: Any, state: Any = None) -> TensorRef
         raise TypeError(f"a Parameter wraps a tensor, not a {type(data).__name__}")
     if type(requires_grad) is not bool:
         raise TypeError("requires_grad must be a bool")
-    ref = TensorRef(storage=data.storage, dtype=data.dtype, shape=data.shape,
-                    stride=data.stride(), storage_offset=data.storage_offset(),
-                    requires_grad=requires_grad, kind=data.kind, metadata=data.metadata)
+    ref = TensorRef(
+        storage=data.storage,
+        dtype=data.dtype,
+        shape=data.shape,
+        stride=data.stride(),
+        storage_offset=data.storage_offset(),
+        requires_grad=requires_grad,
+        kind=data.kind,
+        metadata=data.metadata,
+    )
     ref.components = data.components
     ref.is_parameter = True
     ref.type_name = "torch.nn.parameter.Parameter"
@@ -160,8 +199,11 @@ def _rebuild_from_type_v2(args: tuple[Any, ...]) -> Any:
     if len(args) != 4:
         raise TypeError("_rebuild_from_type_v2 takes 4 arguments")
     func, new_type, fargs, state = args
-    if not (isinstance(func, KnownGlobal) and func.qualname in _TENSOR_FUNCTIONS
-            and isinstance(fargs, tuple)):
+    if not (
+        isinstance(func, KnownGlobal)
+        and func.qualname in _TENSOR_FUNCTIONS
+        and isinstance(fargs, tuple)
+    ):
         # torch passes a tensor rebuild function here, never itself: refusing nesting
         # keeps a file from recursing through this constructor
         raise TypeError("_rebuild_from_type_v2 needs a tensor rebuild function")
@@ -182,23 +224,42 @@ def _rebuild_from_type_v2(args: tuple[Any, ...]) -> Any:
 
 
 _TENSOR_FUNCTIONS: Final = frozenset(
-    f"torch._utils.{name}" for name in (
-        "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-        "_rebuild_parameter_with_state", "_rebuild_meta_tensor_no_storage", "_rebuild_qtensor",
-        "_rebuild_sparse_tensor", "_rebuild_nested_tensor", "_rebuild_wrapper_subclass",
-        "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_device_tensor_from_numpy",
-        "_rebuild_xla_tensor"))
+    f"torch._utils.{name}"
+    for name in (
+        "_rebuild_tensor",
+        "_rebuild_tensor_v2",
+        "_rebuild_tensor_v3",
+        "_rebuild_parameter",
+        "_rebuild_parameter_with_state",
+        "_rebuild_meta_tensor_no_storage",
+        "_rebuild_qtensor",
+        "_rebuild_sparse_tensor",
+        "_rebuild_nested_tensor",
+        "_rebuild_wrapper_subclass",
+        "_rebuild_device_tensor_from_cpu_tensor",
+        "_rebuild_device_tensor_from_numpy",
+        "_rebuild_xla_tensor",
+    )
+)
 
 
 def _rebuild_meta_tensor_no_storage(args: tuple[Any, ...]) -> TensorRef:
     if len(args) != 4 or not isinstance(args[0], DType):
         raise TypeError("_rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad)")
     shape, strides = _ints(args[1], "size"), _ints(args[2], "stride")
-    return TensorRef(storage=None, dtype=args[0], shape=shape, stride=strides,
-                     storage_offset=0, requires_grad=bool(args[3]), kind="meta")
+    return TensorRef(
+        storage=None,
+        dtype=args[0],
+        shape=shape,
+        stride=strides,
+        storage_offset=0,
+        requires_grad=bool(args[3]),
+        kind="meta",
+    )
 
 
 # -- tensors that are not one dense storage view (torch/_tensor.py __reduce_ex_internal)
+
 
 def _rebuild_qtensor(args: tuple[Any, ...]) -> TensorRef:
     # (storage, storage_offset, size, stride, quantizer_params, requires_grad, hooks)
@@ -213,19 +274,25 @@ def _rebuild_qtensor(args: tuple[Any, ...]) -> TensorRef:
         scale, zero_point = qparams[1:]
         if not (isinstance(scale, (int, float)) and isinstance(zero_point, (int, float))):
             raise TypeError("per-tensor scale and zero point must be numbers")
-        ref.components = {"qscheme": qparams[0], "scale": float(scale),
-                          "zero_point": zero_point}
+        ref.components = {"qscheme": qparams[0], "scale": float(scale), "zero_point": zero_point}
     elif scheme.startswith("per_channel") and len(qparams) == 4:
         scales, zero_points, axis = qparams[1:]
         if type(axis) is not int or not 0 <= axis < len(ref.shape):
             raise TypeError(f"per-channel axis {axis!r} out of range for size {tuple(ref.shape)}")
         for part in (scales, zero_points):
-            count = part.numel() if isinstance(part, TensorRef) else (
-                len(part) if isinstance(part, list) else -1)
+            count = (
+                part.numel()
+                if isinstance(part, TensorRef)
+                else (len(part) if isinstance(part, list) else -1)
+            )
             if count != ref.shape[axis]:
                 raise TypeError("per-channel scales and zero points must have size[axis] entries")
-        ref.components = {"qscheme": qparams[0], "scale": scales, "zero_point": zero_points,
-                          "axis": axis}
+        ref.components = {
+            "qscheme": qparams[0],
+            "scale": scales,
+            "zero_point": zero_points,
+            "axis": axis,
+        }
     else:
         raise TypeError(f"quantizer parameters for {scheme} are malformed")
     ref.kind = "quantized"
@@ -253,14 +320,21 @@ def _rebuild_sparse_tensor(args: tuple[Any, ...]) -> TensorRef:
         data = (*data, None)
     if len(data) != len(names):
         raise TypeError(f"{layout} data has {len(data)} parts, expected {len(names)}")
-    parts = dict(zip(names, data))
+    parts = dict(zip(names, data, strict=False))
     shape = _ints(parts.pop("size"), "size")
     for name, value in parts.items():
         if name != "is_coalesced" and not isinstance(value, TensorRef):
             raise TypeError(f"sparse {name} must be a tensor")
     values = parts["values"]
-    ref = TensorRef(storage=None, dtype=values.dtype, shape=shape, stride=(),
-                    storage_offset=0, requires_grad=values.requires_grad, kind=layout.name)
+    ref = TensorRef(
+        storage=None,
+        dtype=values.dtype,
+        shape=shape,
+        stride=(),
+        storage_offset=0,
+        requires_grad=values.requires_grad,
+        kind=layout.name,
+    )
     ref.components = parts
     return ref
 
@@ -270,11 +344,22 @@ def _rebuild_nested_tensor(args: tuple[Any, ...]) -> TensorRef:
     if len(args) != 4 or not all(isinstance(a, TensorRef) for a in args):
         raise TypeError("_rebuild_nested_tensor(buffer, sizes, strides, offsets) expected")
     buffer, sizes, strides, offsets = args
-    if sizes.ndim != 2 or strides.shape != sizes.shape or offsets.ndim != 1 \
-            or offsets.shape[0] != sizes.shape[0]:
+    if (
+        sizes.ndim != 2
+        or strides.shape != sizes.shape
+        or offsets.ndim != 1
+        or offsets.shape[0] != sizes.shape[0]
+    ):
         raise TypeError("nested tensor sizes/strides/offsets do not agree")
-    ref = TensorRef(storage=None, dtype=buffer.dtype, shape=(sizes.shape[0],), stride=(),
-                    storage_offset=0, requires_grad=buffer.requires_grad, kind="nested")
+    ref = TensorRef(
+        storage=None,
+        dtype=buffer.dtype,
+        shape=(sizes.shape[0],),
+        stride=(),
+        storage_offset=0,
+        requires_grad=buffer.requires_grad,
+        kind="nested",
+    )
     ref.components = {"buffer": buffer, "sizes": sizes, "strides": strides, "offsets": offsets}
     return ref
 
@@ -286,9 +371,15 @@ def _rebuild_wrapper_subclass(args: tuple[Any, ...]) -> TensorRef:
     cls, dtype, size, stride, offset, _layout, device, requires_grad = args
     if type(offset) is not int or offset < 0:
         raise TypeError("storage offset must be a non-negative int")
-    ref = TensorRef(storage=None, dtype=dtype, shape=_ints(size, "size"),
-                    stride=_ints(stride, "stride"), storage_offset=offset,
-                    requires_grad=_bool(requires_grad), kind="wrapper")
+    ref = TensorRef(
+        storage=None,
+        dtype=dtype,
+        shape=_ints(size, "size"),
+        stride=_ints(stride, "stride"),
+        storage_offset=offset,
+        requires_grad=_bool(requires_grad),
+        kind="wrapper",
+    )
     if not isinstance(cls, (KnownGlobal, PlaceholderType)):
         raise TypeError("_rebuild_wrapper_subclass needs a tensor class")
     ref.type_name = cls.qualname
@@ -299,24 +390,38 @@ def _rebuild_wrapper_subclass(args: tuple[Any, ...]) -> TensorRef:
 def _rebuild_device_tensor_from_cpu_tensor(args: tuple[Any, ...]) -> TensorRef:
     # (cpu tensor, dtype, device, requires_grad): the data is the CPU copy torch saved
     if len(args) != 4 or not isinstance(args[0], TensorRef) or not isinstance(args[1], DType):
-        raise TypeError("_rebuild_device_tensor_from_cpu_tensor(data, dtype, device, "
-                        "requires_grad) expected")
+        raise TypeError(
+            "_rebuild_device_tensor_from_cpu_tensor(data, dtype, device, requires_grad) expected"
+        )
     data, dtype, device, requires_grad = args
     if dtype != data.dtype:
         raise TypeError(f"device tensor of {dtype} saved from a {data.dtype} copy")
     if data.storage is None:
         raise TypeError("device tensor without data")
-    storage = StorageRef(data.storage.key, data.storage.dtype, data.storage.numel,
-                         _device_str(device), data.storage.reader)
-    return new_dense(storage, dtype, tuple(data.shape), data.stride(), data.storage_offset(),
-                     _bool(requires_grad), data.metadata)
+    storage = StorageRef(
+        data.storage.key,
+        data.storage.dtype,
+        data.storage.numel,
+        _device_str(device),
+        data.storage.reader,
+    )
+    return new_dense(
+        storage,
+        dtype,
+        tuple(data.shape),
+        data.stride(),
+        data.storage_offset(),
+        _bool(requires_grad),
+        data.metadata,
+    )
 
 
 def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
     # (numpy array, dtype, device, requires_grad): XLA and other storage-less devices
     if len(args) != 4 or not isinstance(args[1], DType):
-        raise TypeError("_rebuild_device_tensor_from_numpy(data, dtype, device, "
-                        "requires_grad) expected")
+        raise TypeError(
+            "_rebuild_device_tensor_from_numpy(data, dtype, device, requires_grad) expected"
+        )
     data, dtype, device, requires_grad = args
     if type(data).__name__ != "ndarray" or type(data).__module__ != "numpy":
         raise TypeError("device tensor data must be a numpy array")
@@ -329,8 +434,9 @@ def _rebuild_device_tensor_from_numpy(args: tuple[Any, ...]) -> TensorRef:
         # torch converts with .to(dtype); older XLA files hold bfloat16 as float32
         array = _narrow_float(array, dtype)
     raw = array.tobytes()
-    storage = StorageRef("numpy", dtype, len(raw) // item if item else 0, location,
-                         BytesStorageReader(raw))
+    storage = StorageRef(
+        "numpy", dtype, len(raw) // item if item else 0, location, BytesStorageReader(raw)
+    )
     shape = tuple(array.shape)
     strides = []
     step = 1
@@ -413,20 +519,21 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
     def fn(module: str, name: str, call: Any) -> None:
         g[(module, name)] = KnownGlobal(module, name, call=call)
 
-    for name, call in (("_rebuild_tensor", _rebuild_tensor),
-                       ("_rebuild_tensor_v2", _rebuild_tensor_v2),
-                       ("_rebuild_tensor_v3", _rebuild_tensor_v3),
-                       ("_rebuild_parameter", _rebuild_parameter),
-                       ("_rebuild_parameter_with_state", _rebuild_parameter_with_state),
-                       ("_rebuild_meta_tensor_no_storage", _rebuild_meta_tensor_no_storage),
-                       ("_rebuild_qtensor", _rebuild_qtensor),
-                       ("_rebuild_sparse_tensor", _rebuild_sparse_tensor),
-                       ("_rebuild_nested_tensor", _rebuild_nested_tensor),
-                       ("_rebuild_wrapper_subclass", _rebuild_wrapper_subclass),
-                       ("_rebuild_device_tensor_from_cpu_tensor",
-                        _rebuild_device_tensor_from_cpu_tensor),
-                       ("_rebuild_device_tensor_from_numpy", _rebuild_device_tensor_from_numpy),
-                       ("_rebuild_xla_tensor", _rebuild_device_tensor_from_numpy)):
+    for name, call in (
+        ("_rebuild_tensor", _rebuild_tensor),
+        ("_rebuild_tensor_v2", _rebuild_tensor_v2),
+        ("_rebuild_tensor_v3", _rebuild_tensor_v3),
+        ("_rebuild_parameter", _rebuild_parameter),
+        ("_rebuild_parameter_with_state", _rebuild_parameter_with_state),
+        ("_rebuild_meta_tensor_no_storage", _rebuild_meta_tensor_no_storage),
+        ("_rebuild_qtensor", _rebuild_qtensor),
+        ("_rebuild_sparse_tensor", _rebuild_sparse_tensor),
+        ("_rebuild_nested_tensor", _rebuild_nested_tensor),
+        ("_rebuild_wrapper_subclass", _rebuild_wrapper_subclass),
+        ("_rebuild_device_tensor_from_cpu_tensor", _rebuild_device_tensor_from_cpu_tensor),
+        ("_rebuild_device_tensor_from_numpy", _rebuild_device_tensor_from_numpy),
+        ("_rebuild_xla_tensor", _rebuild_device_tensor_from_numpy),
+    ):
         fn("torch._utils", name, call)
     fn("torch._tensor", "_rebuild_from_type_v2", _rebuild_from_type_v2)
     fn("torch", "Size", _size)
