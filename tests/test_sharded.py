@@ -21,6 +21,7 @@ import ckptpeek
 from ckptpeek.unpickle import engine as _backend
 from ckptpeek.errors import CheckpointError, FormatError, LimitError
 from ckptpeek.formats import ReadOptions
+from ckptpeek import formats
 from ckptpeek.formats import sharded
 from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
 
@@ -301,7 +302,7 @@ def test_mixed_shard_formats(tmp_path: pathlib.Path, engine: str) -> None:
 
 def _err(path: pathlib.Path | str, engine: str | None = None) -> CheckpointError:
     with pytest.raises(CheckpointError) as exc:
-        sharded.read_path(str(path), _opts(engine))
+        sharded.read_path(str(path), _opts(engine), formats.read)
     return exc.value
 
 

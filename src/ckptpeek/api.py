@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterable
 
-from ckptpeek.io.sniff import sniff
-from ckptpeek.io.source import ByteSource
-from ckptpeek.io.zipdir import read_directory
+from ckptpeek.unpickle import engine as _engine
 from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
 
 from .checkpoint import Checkpoint
-from .errors import CheckpointError, UnsupportedError, error
-from .formats import ReadOptions, torch_zip
-from .unpickle import engine as _backend
+from .errors import UnsupportedError
+from .formats import ReadOptions, read
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -72,11 +68,11 @@ def open_checkpoint(
     if fallback not in (None, "torch"):
         raise ValueError(f"fallback must be None or 'torch', not {fallback!r}")
     try:
-        return _open(
+        return read(
             source,
             ReadOptions(
                 strict,
-                _backend.engine(engine),
+                _engine.engine(engine),
                 limits,
                 None if select is None else frozenset(select),
             ),
@@ -87,69 +83,6 @@ def open_checkpoint(
         from .torch_bridge import load_with_torch  # noqa: PLC0415 - the last resort only
 
         return load_with_torch(source, trust=trust, limits=limits, format="torch", cause=exc)
-
-
-def _open(source: Source, opts: ReadOptions) -> Checkpoint:
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        return _read_directory_checkpoint(os.fspath(source), opts)
-    src = ByteSource(source)
-    try:
-        kind = sniff(src)
-        if kind == "zip":
-            directory = read_directory(src, max_members=opts.limits.max_zip_members)
-            if torch_zip.is_torchscript(directory, torch_zip.find_prefix(directory)):
-                from .formats import torchscript  # noqa: PLC0415 - loaded for its format only
-
-                return torchscript.read(src, directory, opts)
-            return torch_zip.read(src, directory, opts)
-        if kind == "json":
-            src.close()
-            from .formats import sharded  # noqa: PLC0415
-
-            return sharded.read_path(_path_of(source, "a sharded checkpoint index"), opts)
-        reader = _FILE_READERS[kind]
-        module = importlib.import_module(f".formats.{reader}", __package__)
-        return module.read(src, opts)  # type: ignore[no-any-return]
-    except CheckpointError as exc:
-        src.close()
-        raise exc.located(path=src.path)
-    except BaseException:
-        src.close()
-        raise
-
-
-#: sniffed kind -> module in formats/ with a ``read(source, opts)``
-_FILE_READERS = {
-    "torch-legacy": "torch_legacy",
-    "tar": "torch_legacy",
-    "safetensors": "safetensors",
-}
-
-
-def _path_of(source: Source, what: str) -> str:
-    if not isinstance(source, (str, os.PathLike)):
-        raise error("needs-path", f"{what} refers to other files: open it by path")
-    return os.fspath(source)
-
-
-def _read_directory_checkpoint(path: str, opts: ReadOptions) -> Checkpoint:
-    """A directory: a torch.distributed.checkpoint (``.metadata``) or a directory that
-    holds one Hugging Face ``*.index.json``."""
-    if os.path.isfile(os.path.join(path, ".metadata")):
-        from .formats import dcp  # noqa: PLC0415
-
-        return dcp.read_path(path, opts)
-    indexes = sorted(n for n in os.listdir(path) if n.endswith(".index.json"))
-    if len(indexes) == 1:
-        from .formats import sharded  # noqa: PLC0415
-
-        return sharded.read_path(os.path.join(path, indexes[0]), opts)
-    raise error(
-        "unknown-format",
-        f"directory is no checkpoint ckptpeek knows: no .metadata (torch.distributed."
-        f"checkpoint) and {'several' if indexes else 'no'} *.index.json (Hugging Face)",
-        path=path,
-    )
 
 
 def load_checkpoint(

@@ -117,7 +117,7 @@ _NUMPY_NATIVE = frozenset(
 )
 
 
-def _numpy_dtype(dtype: DType) -> np.dtype[Any]:
+def numpy_dtype(dtype: DType) -> np.dtype[Any]:
     import numpy as np  # noqa: PLC0415 - numpy is needed only to materialise data
 
     if dtype.numpy_name is None:
@@ -391,7 +391,7 @@ class TensorRef:
                 "not-dense",
                 _NOT_DENSE.get(self.kind, f"a {self.kind} tensor has no values of its own to read"),
             )
-        arr = self._bits().view(_numpy_dtype(self.dtype))
+        arr = self._bits().view(numpy_dtype(self.dtype))
         if self.metadata.get("conj"):
             arr = np.conj(arr)
         if self.metadata.get("neg"):

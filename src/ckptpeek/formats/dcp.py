@@ -38,11 +38,12 @@ from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, FormatError, UnsupportedError, error
 from ckptpeek.io.source import ByteSource
 from ckptpeek.io.zipdir import read_directory
-from ckptpeek.tensor import StorageRef, TensorRef, _numpy_dtype
+from ckptpeek.tensor import StorageRef, TensorRef, numpy_dtype
 from ckptpeek.torch_types import Device, DType, Layout, MemoryFormat, Size
 from ckptpeek.unpickle.standins import KnownGlobal, Placeholder
 
-from . import ReadOptions, torch_zip
+from . import torch_zip
+from .options import ReadOptions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class DCPTensorRef(TensorRef):
         self._check_readable()
         import numpy as np  # noqa: PLC0415
 
-        out = np.empty(tuple(self.shape), dtype=_numpy_dtype(self.dtype))
+        out = np.empty(tuple(self.shape), dtype=numpy_dtype(self.dtype))
         mask = np.zeros(tuple(self.shape), dtype=bool)
         for c in self.chunks:
             where = tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes, strict=False))

@@ -64,7 +64,7 @@ from ckptpeek.io.source import ByteSource
 from ckptpeek.tensor import StorageRef, new_dense
 from ckptpeek.torch_types import DTYPES, DType
 
-from . import ReadOptions
+from .options import ReadOptions
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:

@@ -8,7 +8,8 @@
 
 ``read_path`` opens every shard the (selected) tensors live in - safetensors shards with
 :mod:`.safetensors`, anything else (``torch.save`` zip ``.bin`` shards) through
-``api.open_checkpoint`` with the caller's engine, strictness and limits - and presents
+the reader table (``formats.read``, passed in by it) with the caller's engine,
+strictness and limits - and presents
 one :class:`Checkpoint`:
 
 - ``root``: ``{tensor_name: TensorRef}`` in ``weight_map`` order (each ``TensorRef``
@@ -37,7 +38,7 @@ from __future__ import annotations
 import json
 import ntpath
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, error
@@ -45,8 +46,8 @@ from ckptpeek.io.sniff import sniff
 from ckptpeek.io.source import ByteSource
 from ckptpeek.tensor import TensorRef
 
-from . import ReadOptions
 from . import safetensors as _safetensors
+from .options import ReadOptions
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -152,7 +153,12 @@ def _shard_path(directory: str, name: str, index_path: str) -> str:
 
 
 def _open_shard(
-    path: str, name: str, opts: ReadOptions, index_path: str, select: frozenset[str] | None
+    path: str,
+    name: str,
+    opts: ReadOptions,
+    index_path: str,
+    select: frozenset[str] | None,
+    read: Callable[[str, ReadOptions], Checkpoint],
 ) -> tuple[Checkpoint, int]:
     """Open one shard; returns it and the bytes read to recognise it beyond its own count."""
     if not os.path.isfile(path):
@@ -172,21 +178,21 @@ def _open_shard(
             raise error("sharded-bad-shard", "a shard is itself a sharded index", path=path)
     except CheckpointError as exc:
         src.close()
-        raise exc.located(path=path)
+        exc.located(path=path)
+        raise
     except BaseException:
         src.close()
         raise
     sniffed = src.bytes_read
     src.close()
-    from ckptpeek.api import open_checkpoint  # noqa: PLC0415 - api imports this module
-
-    return open_checkpoint(
-        path, strict=opts.strict, engine=opts.engine.ENGINE, limits=opts.limits, select=select
-    ), sniffed
+    return read(path, ReadOptions(opts.strict, opts.engine, opts.limits, select)), sniffed
 
 
-def read_path(path: str, opts: ReadOptions) -> Checkpoint:
-    """Read a Hugging Face ``*.index.json`` and the shards it names into one Checkpoint."""
+def read_path(
+    path: str, opts: ReadOptions, read: Callable[[str, ReadOptions], Checkpoint]
+) -> Checkpoint:
+    """Read a Hugging Face ``*.index.json`` and the shards it names into one Checkpoint;
+    ``read`` opens each shard (the reader table, ``formats.read``)."""
     index, index_size, index_read = _read_index(path)
     weight_map: dict[str, str] = index["weight_map"]
     directory = os.path.dirname(os.path.abspath(path))
@@ -209,6 +215,7 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
                 opts,
                 path,
                 None if select is None else frozenset(tensors),
+                read,
             )
             source.shards[shard] = ckpt
             source._extra_read += sniffed

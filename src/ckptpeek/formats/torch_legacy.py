@@ -40,7 +40,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any, Final
 
-    from . import ReadOptions
+    from .options import ReadOptions
 
 __all__ = ("read", "LegacyStorageReader", "MAGIC_NUMBER", "PROTOCOL_VERSION")
 

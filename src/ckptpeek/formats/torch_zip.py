@@ -19,7 +19,7 @@ from ckptpeek.tensor import StorageRef
 from ckptpeek.unpickle.opcodes import Limits
 from ckptpeek.unpickle.torch_rebuild import StorageResolver
 
-from . import ReadOptions
+from .options import ReadOptions
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> by
     try:
         return directory.read(name, max_size=limits.max_pickle_bytes)
     except CheckpointError as exc:
-        raise exc.located(member=name)
+        exc.located(member=name)
+        raise
 
 
 def is_torchscript(directory: ZipDirectory, prefix: str) -> bool:

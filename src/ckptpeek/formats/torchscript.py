@@ -54,7 +54,7 @@ from ckptpeek.tensor import TensorRef
 from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
 from ckptpeek.unpickle.standins import KnownGlobal
 
-from . import ReadOptions
+from .options import ReadOptions
 from .torch_zip import ZipStorageReader, find_prefix, read_pickle_member
 
 TYPE_CHECKING = False

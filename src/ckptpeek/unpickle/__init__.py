@@ -16,3 +16,7 @@ Import rule: ``unpickle`` imports ``ckptpeek.errors``, ``ckptpeek._frozen``,
 ``ckptpeek._extensions`` and the tensor model (``ckptpeek.tensor``, ``ckptpeek.torch_types``);
 never ``io``, ``formats`` or anything above them.
 """
+
+from .interpolation import resolve_interpolations
+
+__all__ = ("resolve_interpolations",)
