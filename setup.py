@@ -30,8 +30,8 @@ def _extensions():
         return []
     required = _truthy("CKPTPEEK_REQUIRE_EXTENSIONS")
     try:
-        from Cython.Build import cythonize
-        from setuptools import Extension
+        from Cython.Build import cythonize  # noqa: PLC0415 - optional: no Cython, no extension
+        from setuptools import Extension  # noqa: PLC0415
     except ImportError:
         if required:
             raise

@@ -180,7 +180,7 @@ def build(torch: Any, nn: Any, L: Any, timm: Any | None) -> Any:
             self.bn1 = nn.BatchNorm2d(stem)
             self.act1 = nn.Hardswish()
             stages: list[list[Any]] = [[]]
-            cin, stride_so_far, self.taps, self.channels = stem, 2, [], []
+            cin, self.taps, self.channels = stem, [], []
             for k, e, c, se, s in spec:
                 if s == 2 and stages[-1]:
                     stages.append([])

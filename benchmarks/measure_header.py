@@ -35,7 +35,8 @@ import subprocess
 import sys
 import time
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -361,9 +362,9 @@ def main() -> None:
     # -- report ----------------------------------------------------------------------------
     ck_warm = warm[base_key]["median_s"]
     ck_fresh = fresh["import ckptpeek; ckptpeek.open(p).summary()"]["median_s"]
-    for k, v in warm.items():
+    for v in warm.values():
         v["ratio_vs_ckptpeek"] = v["median_s"] / ck_warm
-    for k, v in fresh.items():
+    for v in fresh.values():
         v["ratio_vs_ckptpeek"] = v["median_s"] / ck_fresh
 
     cpu_ratio_warm = warm['torch.load(p, map_location="cpu", weights_only=False)'][

@@ -28,10 +28,9 @@ import subprocess
 import sys
 from typing import Any
 
+import corpus
 import pytest
 from conftest import SRC, require_engine
-
-import corpus
 
 PROCESS_ROUNDS = int(os.environ.get("CKPTPEEK_BENCH_PROCESS_ROUNDS", "5"))
 MEMORY_ROUNDS = int(os.environ.get("CKPTPEEK_BENCH_MEMORY_ROUNDS", "3"))

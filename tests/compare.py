@@ -36,8 +36,8 @@ import collections
 import io
 import math
 import warnings
-from collections.abc import Mapping
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

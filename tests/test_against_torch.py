@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
 pytest.importorskip("omegaconf")
 
-import ckptpeek  # noqa: E402
 from compare import (  # noqa: E402
     assert_matches_torch,
     expected_tensor_paths,
@@ -30,6 +29,7 @@ from compare import (  # noqa: E402
 )
 from torch_corpus import CORPUS_NAMES, LIGHTNING_NAMES, build_corpus  # noqa: E402
 
+import ckptpeek  # noqa: E402
 
 # --------------------------------------------------------------------------- fixtures
 

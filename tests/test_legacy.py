@@ -14,19 +14,19 @@ from __future__ import annotations
 import collections
 import importlib.util
 import io
-import pickle
 import pathlib
+import pickle
 import struct
 import warnings
 
 import pytest
 
 import ckptpeek
-from ckptpeek.unpickle import engine as _backend
 from ckptpeek.errors import CheckpointError, FormatError, LimitError
 from ckptpeek.formats import ReadOptions, torch_legacy
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
 from ckptpeek.io.source import ByteSource
+from ckptpeek.unpickle import engine as _backend
+from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
 
 DATA = pathlib.Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location(
@@ -250,7 +250,7 @@ def test_dtypes_torch_cannot_load_back(torch, engine, tmp_path):
     obj = {n: torch.tensor([0.0, 1.0, 2.0, 3.0]).to(getattr(torch, n))[1:] for n in names}
     path = tmp_path / "new_dtypes.pt"
     torch.save(obj, path, _use_new_zipfile_serialization=False)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - torch raises several kinds
         torch.load(path, weights_only=False)
     with ckptpeek.open(path, engine=engine) as ckpt:
         for n in names:

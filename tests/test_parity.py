@@ -4,9 +4,11 @@ Every input - committed fixture pickles, all their truncations and single-byte f
 stdlib pickles of many objects in every protocol, random bytes, and mutated fixtures -
 is run through both ``run_pickle`` implementations, and the *outcomes* must be equal:
 either the same value graph (compared structurally, with exact container types, float
-bits, and object sharing/cycles) and the same globals, or the same error (class,
-``code``, ``offset`` and message). Whole files are compared through ``ckptpeek.open``
-and ``summary()`` too.
+bits, object sharing/cycles, and the ``components`` of quantized/sparse/nested tensors),
+the same globals, ``complete`` flag and end offset, or the same error (class, ``code``,
+``offset`` and message). Selective runs (``select=``) are compared the same way, on the
+fixtures, their truncations and flips, stdlib pickles and fuzzed inputs. Whole files are
+compared through ``ckptpeek.open`` and ``summary()`` too.
 
 Skipped when the native engine is not built - unless ``CKPTPEEK_REQUIRE_EXTENSIONS``
 is set, in which case importing ckptpeek already fails.
@@ -29,6 +31,7 @@ import zipfile
 from typing import Any
 
 import pytest
+from _builders import Member, Pickle, torch_zip
 
 import ckptpeek
 from ckptpeek.unpickle import engine as _backend
@@ -41,10 +44,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 from ckptpeek.formats.torch_zip import ZipStorageReader, find_prefix  # noqa: E402
 from ckptpeek.io.source import ByteSource  # noqa: E402
-from ckptpeek.unpickle.standins import KnownGlobal, Placeholder, PlaceholderType  # noqa: E402
+from ckptpeek.io.zipdir import read_directory  # noqa: E402
 from ckptpeek.tensor import StorageRef, TensorRef  # noqa: E402
 from ckptpeek.torch_types import Device, DType, StorageType  # noqa: E402
-from ckptpeek.io.zipdir import read_directory  # noqa: E402
+from ckptpeek.unpickle.standins import KnownGlobal, Placeholder, PlaceholderType  # noqa: E402
 
 ENGINES = {name: _backend.engine(name) for name in ("python", "native")}
 DATA = pathlib.Path(__file__).parent / "data"
@@ -122,6 +125,7 @@ def canonical(value: Any, max_depth: int = MAX_DEPTH) -> Any:
                 c(o.storage, d),
                 c(o.attrs, d),
                 c(o.metadata, d),
+                c(o.components, d),
             )
         if t is StorageRef:
             return (
@@ -205,7 +209,13 @@ def outcome(engine: str, data: bytes, **kw: Any) -> tuple[Any, ...]:
         return ("err", type(e).__name__, e.code, e.offset, str(e))
     except Exception as e:  # noqa: BLE001 - an escape is a bug; compared (and reported) too
         return ("escaped", type(e).__name__, str(e))
-    return ("ok", canonical(result.value), sorted(result.globals.items()))
+    return (
+        "ok",
+        canonical(result.value),
+        sorted(result.globals.items()),
+        result.complete,
+        result.end,
+    )
 
 
 def _short(obj: Any, limit: int = 1500) -> str:
@@ -239,13 +249,15 @@ def assert_same(data: bytes, **kw: Any) -> tuple[Any, ...]:
 
 
 class Fixture:
-    def __init__(self, path: pathlib.Path) -> None:
+    """A torch zip checkpoint: a committed file, or bytes built here (``file``)."""
+
+    def __init__(self, path: pathlib.Path, file: bytes | None = None) -> None:
         self.path = path
-        self.file = path.read_bytes()
-        with zipfile.ZipFile(path) as z:
+        self.file = path.read_bytes() if file is None else file
+        with zipfile.ZipFile(io.BytesIO(self.file)) as z:
             (self.member,) = [n for n in z.namelist() if n.endswith("/data.pkl")]
             self.pickle = z.read(self.member)
-        self.directory = read_directory(ByteSource(str(path)))
+        self.directory = read_directory(ByteSource(io.BytesIO(self.file)))
         self.prefix = find_prefix(self.directory)
 
     def persistent_load(self) -> Any:
@@ -253,8 +265,104 @@ class Fixture:
         return ZipStorageReader(self.directory, self.prefix).persistent_load
 
 
+def _ints(p: Pickle, values: tuple[int, ...]) -> Pickle:
+    p.mark()
+    for v in values:
+        p.int(v)
+    return p.tuple()
+
+
+def _storage(p: Pickle, storage_type: str, key: str, numel: int) -> Pickle:
+    p.mark().str("storage").glob("torch", storage_type).str(key).str("cpu").int(numel).tuple()
+    return p.binpersid()
+
+
+def _no_hooks(p: Pickle) -> Pickle:
+    """requires_grad=False and an empty backward-hooks OrderedDict."""
+    return p.false().glob("collections", "OrderedDict").empty_tuple().reduce()
+
+
+def _dense(
+    p: Pickle,
+    storage_type: str,
+    key: str,
+    numel: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    offset: int = 0,
+) -> Pickle:
+    p.glob("torch._utils", "_rebuild_tensor_v2").mark()
+    _storage(p, storage_type, key, numel).int(offset)
+    _ints(p, size)
+    _ints(p, stride)
+    return _no_hooks(p).tuple().reduce()
+
+
+def exotic_pickle() -> bytes:
+    """Tensors with ``components`` (what torch.save writes for them, spelled out here so
+    no torch is needed): quantized per tensor and per channel (scales and zero points are
+    tensors), sparse COO and CSR (index and value tensors; the values tensor is shared
+    with a top-level key through the memo), and nested (buffer, sizes, strides, offsets).
+    """
+    p = Pickle().proto(2).empty_dict().mark()
+    p.str("q_tensor").glob("torch._utils", "_rebuild_qtensor").mark()
+    _storage(p, "QUInt8Storage", "1", 6).int(0)
+    _ints(p, (2, 3))
+    _ints(p, (3, 1))
+    p.glob("torch", "per_tensor_affine").raw(b"G" + struct.pack(">d", 0.5)).int(3).tuple3()
+    _no_hooks(p).tuple().reduce()
+    p.str("q_channel").glob("torch._utils", "_rebuild_qtensor").mark()
+    _storage(p, "QInt8Storage", "8", 6).int(0)
+    _ints(p, (2, 3))
+    _ints(p, (3, 1))
+    p.mark().glob("torch", "per_channel_affine")
+    _dense(p, "DoubleStorage", "2", 2, (2,), (1,))
+    _dense(p, "LongStorage", "3", 2, (2,), (1,))
+    p.int(0).tuple()
+    _no_hooks(p).tuple().reduce()
+    p.str("coo").glob("torch._utils", "_rebuild_sparse_tensor").glob("torch", "sparse_coo")
+    p.mark()
+    _dense(p, "LongStorage", "4", 4, (2, 2), (2, 1))
+    _dense(p, "FloatStorage", "0", 6, (2,), (1,), offset=1).binput(10)  # shared below
+    _ints(p, (2, 3)).raw(b"\x88").tuple().tuple2().reduce()  # NEWTRUE: is_coalesced
+    p.str("csr").glob("torch._utils", "_rebuild_sparse_tensor").glob("torch", "sparse_csr")
+    p.mark()
+    _dense(p, "LongStorage", "5", 3, (3,), (1,))
+    _dense(p, "LongStorage", "4", 4, (2,), (1,), offset=2)
+    p.binget(10)
+    _ints(p, (2, 3)).tuple().tuple2().reduce()
+    p.str("nested").glob("torch._utils", "_rebuild_nested_tensor").mark()
+    _dense(p, "FloatStorage", "0", 6, (6,), (1,))
+    _dense(p, "LongStorage", "6", 4, (2, 1), (1, 1))
+    _dense(p, "LongStorage", "6", 4, (2, 1), (1, 1), offset=2)
+    _dense(p, "LongStorage", "7", 2, (2,), (1,))
+    p.tuple().reduce()
+    p.str("values_again").binget(10)
+    p.str("epoch").int(4).str("global_step").int(40)
+    return bytes(p.setitems().stop())
+
+
+def exotic_checkpoint() -> bytes:
+    def longs(*v: int) -> bytes:
+        return struct.pack(f"<{len(v)}q", *v)
+
+    extra = [
+        Member("archive/data/1", bytes([3, 4, 5, 6, 7, 8])),
+        Member("archive/data/2", struct.pack("<2d", 0.1, 0.2)),
+        Member("archive/data/3", longs(0, 1)),
+        Member("archive/data/4", longs(0, 1, 1, 2)),
+        Member("archive/data/5", longs(0, 1, 2)),
+        Member("archive/data/6", longs(3, 1, 1, 1)),
+        Member("archive/data/7", longs(0, 3)),
+        Member("archive/data/8", bytes([1, 2, 3, 4, 5, 6])),
+    ]
+    return torch_zip(exotic_pickle(), extra=extra)
+
+
 FIXTURES = [Fixture(p) for p in FIXTURE_PATHS]
+FIXTURES.append(Fixture(pathlib.Path("built/exotic.pt"), exotic_checkpoint()))
 FIXTURE_IDS = [f.path.name for f in FIXTURES]
+EXOTIC = FIXTURES[-1]
 
 
 def test_canonical_sees_sharing_types_and_float_bits() -> None:
@@ -272,7 +380,7 @@ def test_canonical_sees_sharing_types_and_float_bits() -> None:
     for _ in range(10 * MAX_DEPTH):
         deep = [deep]
     assert canonical(deep) == canonical(deep)
-    assert outcome("python", b"N.") == ("ok", None, [])
+    assert outcome("python", b"N.") == ("ok", None, [], True, 2)
 
 
 def test_fixtures_exist() -> None:
@@ -313,6 +421,115 @@ def test_fixture_small_limits(fx: Fixture) -> None:
         ckptpeek.Limits(max_pickle_bytes=100),
     ):
         assert_same(fx.pickle, persistent_factory=fx.persistent_load, limits=limits)
+
+
+# ---------------------------------------------------------------------------------------
+# tensor components, selective runs
+# ---------------------------------------------------------------------------------------
+
+#: the selections every selective comparison alternates between
+SELECTS = (ckptpeek.SUMMARY_KEYS, ("epoch", "global_step"))
+#: and a few more for the committed fixtures themselves
+MORE_SELECTS = ((), ("no-such-key",), ("state_dict",), ("epoch", "q_channel", "values_again"))
+
+
+def test_canonical_sees_components() -> None:
+    """Two results that differ only in a tensor's components are not equal."""
+    value = ENGINES["python"].run_pickle(EXOTIC.pickle, persistent_load=EXOTIC.persistent_load())
+    root = value.value
+    assert {k: root[k].kind for k in ("q_tensor", "q_channel", "coo", "csr", "nested")} == {
+        "q_tensor": "quantized",
+        "q_channel": "quantized",
+        "coo": "sparse_coo",
+        "csr": "sparse_csr",
+        "nested": "nested",
+    }
+    before = canonical(root)
+    root["q_tensor"].components["scale"] = 0.25  # a plain value inside components
+    assert canonical(root) != before
+    root["q_tensor"].components["scale"] = 0.5
+    assert canonical(root) == before
+    zp = root["q_channel"].components["zero_point"]  # a TensorRef inside components
+    zp._offset = 1
+    assert canonical(root) != before
+    zp._offset = 0
+    # the values tensor is shared by both sparse tensors and a top-level key: a copy
+    # in one place instead of the shared object is a difference too
+    values = root["coo"].components["values"]
+    assert root["csr"].components["values"] is values and root["values_again"] is values
+    copy = TensorRef.__new__(TensorRef)
+    for name in TensorRef.__slots__[:-1]:
+        setattr(copy, name, getattr(values, name))
+    root["csr"].components["values"] = copy
+    assert canonical(root) != before
+
+
+@pytest.fixture(scope="module")
+def torch_exotic() -> Fixture:
+    """The same kinds of tensors as ``exotic_pickle``, written by the real torch.save."""
+    torch = pytest.importorskip("torch", reason="torch is optional: it writes these pickles")
+    import warnings
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    dense = torch.tensor([[0.0, 1.5, 0.0, 0.0], [2.0, 0.0, 3.0, 0.0]])
+    scales = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.double)
+    with warnings.catch_warnings():  # quantized: deprecated; sparse/nested: beta, prototype
+        warnings.simplefilter("ignore")
+        coo = dense.to_sparse()
+        obj = {
+            "per_tensor": torch.quantize_per_tensor(x, 0.1, 3, torch.quint8),
+            "per_channel": torch.quantize_per_channel(x, scales, torch.arange(4), 0, torch.qint8),
+            "coo": coo,
+            "coo_again": coo,
+            "csr": dense.to_sparse_csr(),
+            "csc": dense.to_sparse_csc(),
+            "bsr": dense.to_sparse_bsr((1, 2)),
+            "nested": torch.nested.nested_tensor([torch.arange(3.0), torch.arange(5.0) * 2]),
+            "epoch": 2,
+        }
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+    return Fixture(pathlib.Path("torch/exotic.pt"), buf.getvalue())
+
+
+def test_torch_exotic_tensors(torch_exotic: Fixture) -> None:
+    fx = torch_exotic
+    assert assert_same(fx.pickle, persistent_factory=fx.persistent_load)[0] == "ok"
+    root = ENGINES["native"].run_pickle(fx.pickle, persistent_load=fx.persistent_load()).value
+    assert all(root[k].components for k in root if k != "epoch"), "nothing to compare"
+    for select in SELECTS + (("coo", "nested"),):
+        assert_same(fx.pickle, persistent_factory=fx.persistent_load, select=select)
+    for n in range(0, len(fx.pickle), 3):
+        assert_same(fx.pickle[:n], persistent_factory=fx.persistent_load, select=SELECTS[n % 2])
+    assert assert_same_file(fx.file)[-1][0] == "summary"
+
+
+@pytest.mark.parametrize("fx", FIXTURES, ids=FIXTURE_IDS)
+def test_fixture_pickle_selected(fx: Fixture) -> None:
+    for select in SELECTS + MORE_SELECTS:
+        out = assert_same(fx.pickle, persistent_factory=fx.persistent_load, select=select)
+        assert out[0] == "ok" and out[3] is False, (select, _short(out))  # a dict root
+        assert_same(fx.pickle, persistent_factory=fx.persistent_load, select=select, strict=True)
+    assert_same(fx.pickle, select=SELECTS[0])  # no storages: the first tensor fails
+
+
+@pytest.mark.parametrize("fx", FIXTURES, ids=FIXTURE_IDS)
+def test_fixture_truncations_selected(fx: Fixture) -> None:
+    data = fx.pickle
+    for n in range(len(data)):
+        assert_same(data[:n], persistent_factory=fx.persistent_load, select=SELECTS[n % 2])
+
+
+@pytest.mark.parametrize("fx", FIXTURES, ids=FIXTURE_IDS)
+def test_fixture_byte_flips_selected(fx: Fixture) -> None:
+    """One flip per position (cycling through 0x00, 0xFF and bit 0), both selections."""
+    data = fx.pickle
+    for i in range(min(len(data), 2048)):
+        new = (0x00, 0xFF, data[i] ^ 0x01)[i % 3]
+        if new == data[i]:
+            new ^= 0x80
+        mutated = data[:i] + bytes([new]) + data[i + 1 :]
+        assert_same(mutated, persistent_factory=fx.persistent_load, select=SELECTS[i % 2])
 
 
 # ---------------------------------------------------------------------------------------
@@ -485,6 +702,14 @@ def test_stdlib_pickles_options() -> None:
         assert_same(data, encoding="bytes")
         assert_same(data, encoding="latin1")
         assert_same(data, limits=ckptpeek.Limits(max_memo=2))
+
+
+def test_stdlib_pickles_selected() -> None:
+    """Dict roots (``{"a": 1}``, ``{"epoch": 3, ...}``, OrderedDict, subclasses) and
+    others (returned whole), in every protocol, with both selections and one key."""
+    for i, data in enumerate(STDLIB_PICKLES):
+        assert_same(data, select=SELECTS[i % 2])
+        assert_same(data, select=("a", "lr"))
 
 
 def test_stdlib_pickle_truncations() -> None:
@@ -663,6 +888,7 @@ EDGE_CASES += [
 def test_edge_cases(data: bytes) -> None:
     assert_same(data)
     assert_same(data, strict=True, encoding="bytes")
+    assert_same(data, select=SELECTS[1])
 
 
 @pytest.mark.parametrize("data", EDGE_CASES[:3] + EDGE_CASES[-8:], ids=range(11))
@@ -802,10 +1028,34 @@ def test_random_opcode_streams(prefix: bytes, ops: bytes) -> None:
 
 
 @settings(max_examples=2000, **HYPOTHESIS)
-@given(_mutated_fixture())
-def test_mutated_fixture_pickles(case: tuple[int, bytes]) -> None:
+@given(_mutated_fixture(), st.sampled_from(SELECTS))
+def test_mutated_fixture_pickles(case: tuple[int, bytes], select: Any) -> None:
     index, data = case
     assert_same(data, persistent_factory=FIXTURES[index].persistent_load)
+    assert_same(data, persistent_factory=FIXTURES[index].persistent_load, select=select)
+
+
+_ROOT_KEYS = ["epoch", "global_step", "state_dict", "hyper_parameters", "loops", "x"]
+
+
+@settings(max_examples=400, **HYPOTHESIS)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_ROOT_KEYS), st.lists(_opcode_bytes(), max_size=6)),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from(SELECTS),
+)
+def test_random_dict_roots_selected(items: list[tuple[str, list[bytes]]], select: Any) -> None:
+    """A dict root whose values are random opcode streams: what the selective reader
+    skips (or gives up on, falling back to a full run) is fuzzed."""
+    p = Pickle().proto(2).empty_dict().binput(0).mark()
+    for key, ops in items:
+        p.str(key).raw(b"".join(ops) or b"N")
+    data = bytes(p.setitems().stop())
+    assert_same(data, persistent_factory=FIXTURES[0].persistent_load, select=select)
+    assert_same(data, persistent_factory=FIXTURES[0].persistent_load)
 
 
 # ---------------------------------------------------------------------------------------
@@ -813,9 +1063,9 @@ def test_mutated_fixture_pickles(case: tuple[int, bytes]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def file_outcome(engine: str, data: bytes) -> tuple[Any, ...]:
+def file_outcome(engine: str, data: bytes, select: Any = None) -> tuple[Any, ...]:
     try:
-        ckpt = ckptpeek.open(io.BytesIO(data), engine=engine)
+        ckpt = ckptpeek.open(io.BytesIO(data), engine=engine, select=select)
     except ckptpeek.CheckpointError as e:
         return ("err", type(e).__name__, e.code, e.offset, e.member, str(e))
     except Exception as e:  # noqa: BLE001
@@ -825,6 +1075,7 @@ def file_outcome(engine: str, data: bytes) -> tuple[Any, ...]:
             "ok",
             ckpt.format,
             ckpt.members,
+            ckpt.selected,
             canonical(ckpt.root),
             [(g.module, g.name, g.safe) for g in ckpt.globals()],
         )
@@ -839,9 +1090,9 @@ def file_outcome(engine: str, data: bytes) -> tuple[Any, ...]:
     return opened + (summary,)
 
 
-def assert_same_file(data: bytes) -> tuple[Any, ...]:
-    py, nat = file_outcome("python", data), file_outcome("native", data)
-    assert py == nat, f"engines differ on a file: {_first_difference(py, nat)}"
+def assert_same_file(data: bytes, select: Any = None) -> tuple[Any, ...]:
+    py, nat = file_outcome("python", data, select), file_outcome("native", data, select)
+    assert py == nat, f"engines differ on a file (select={select}): {_first_difference(py, nat)}"
     assert py[0] != "escaped", _short(py)
     assert py[0] != "ok" or py[-1][0] != "summary-escaped", _short(py[-1])
     return py
@@ -851,6 +1102,9 @@ def assert_same_file(data: bytes) -> tuple[Any, ...]:
 def test_fixture_files(fx: Fixture) -> None:
     out = assert_same_file(fx.file)
     assert out[0] == "ok" and out[-1][0] == "summary"
+    for select in SELECTS + MORE_SELECTS:
+        out = assert_same_file(fx.file, select)
+        assert out[0] == "ok" and out[-1][0] == "summary", select
 
 
 @settings(max_examples=300, **HYPOTHESIS)
@@ -863,6 +1117,7 @@ def test_file_flips(index: int, flips: list[tuple[int, int]]) -> None:
     for pos, value in flips:
         data[pos % len(data)] = value
     assert_same_file(bytes(data))
+    assert_same_file(bytes(data), SELECTS[index % 2])
 
 
 @pytest.mark.parametrize("fx", FIXTURES, ids=FIXTURE_IDS)

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import ckptpeek
-from ckptpeek.unpickle import engine as _backend
 from ckptpeek.errors import FormatError, UnsafePickleError
+from ckptpeek.unpickle import engine as _backend
 
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
 

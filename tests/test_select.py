@@ -10,8 +10,8 @@ import pickle
 import pytest
 
 import ckptpeek
-from ckptpeek.unpickle import engine as _backend
 from ckptpeek.summary.model import MODEL_FIELDS
+from ckptpeek.unpickle import engine as _backend
 
 DATA = pathlib.Path(__file__).parent / "data"
 LIGHTNING = DATA / "lightning_tiny.ckpt"

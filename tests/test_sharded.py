@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 
 import ckptpeek
-from ckptpeek.unpickle import engine as _backend
-from ckptpeek.errors import CheckpointError, FormatError, LimitError
-from ckptpeek.formats import ReadOptions
 from ckptpeek import formats
-from ckptpeek.formats import sharded
+from ckptpeek.errors import CheckpointError, FormatError, LimitError
+from ckptpeek.formats import ReadOptions, sharded
+from ckptpeek.unpickle import engine as _backend
 from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
 
 

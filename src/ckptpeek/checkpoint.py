@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ckptpeek.io.source import ByteSource
 from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
 
 from ._frozen import Frozen
@@ -20,13 +19,15 @@ if TYPE_CHECKING:
     from typing import Any
 
 if TYPE_CHECKING:
+    from ckptpeek.io.source import CheckpointSource
     from ckptpeek.summary.model import CheckpointSummary
 
 __all__ = ("Checkpoint", "GlobalInfo", "SUMMARY_KEYS")
 
 _MISSING = object()
 
-#: The top-level keys a catalog needs: ``open(path, select=SUMMARY_KEYS).summary()``
+#: The top-level keys a summary needs (the catalog reads a subset of them,
+#: ``catalog.sources.CATALOG_KEYS``): ``open(path, select=SUMMARY_KEYS).summary()``
 #: gives the summary of a full read except what lives in the keys it skips (Lightning's
 #: ``loops`` and ``optimizer_states``: ``optimizers`` stays empty and the tensor
 #: statistics count what was read), for a fraction of the time on large checkpoints.
@@ -70,7 +71,8 @@ class Checkpoint:
     """An opened checkpoint. Use as a context manager to close the file.
 
     Attributes:
-        format: ``"torch-zip"`` (more formats arrive with their readers).
+        format: ``"torch-zip"``, ``"torchscript"``, ``"torch-legacy"``, ``"safetensors"``,
+            ``"sharded"`` or ``"torch-dcp"``.
         backend: the engine that parsed it: ``"python"`` or ``"native"``.
         root: the object graph, as ``torch.load`` would return it, with ``TensorRef``.
         path: the file's path, or ``None`` for an anonymous file object.
@@ -85,7 +87,7 @@ class Checkpoint:
         format: str,
         backend: str,
         root: Any,
-        source: ByteSource,
+        source: CheckpointSource,
         globals_: dict[tuple[str, str], bool],
         limits: Limits = DEFAULT_LIMITS,
         members: dict[str, Any] | None = None,

@@ -215,10 +215,10 @@ def tree_lines(root: Any, *, max_items: int = 20, max_depth: int = 64) -> Iterat
             if key is not None or depth
             else f"{head} ({len(kids)} items)"
         )
-        shown = kids[:max_items] if is_list else kids
-        if len(shown) < len(kids):
-            stack.append((depth + 1, None, _More(len(kids) - len(shown))))
-        for k, v in reversed(shown):
+        visible = kids[:max_items] if is_list else kids
+        if len(visible) < len(kids):
+            stack.append((depth + 1, None, _More(len(kids) - len(visible))))
+        for k, v in reversed(visible):
             stack.append((depth + 1, k, v))
 
 

@@ -271,6 +271,10 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "limit-memo": (LimitError, "more memo entries than Limits.max_memo"),
     "limit-depth": (LimitError, "nesting deeper than Limits.max_depth"),
     "limit-nodes": (LimitError, "an object graph larger than Limits.max_nodes"),
+    "limit-built-bytes": (
+        LimitError,
+        "constructors build more data than 4x the pickle's size + 16 MiB (memo-multiplied copies)",
+    ),
 }
 
 

@@ -16,10 +16,11 @@ from .torch_types import DTYPES, Device, DType, Size
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
 
-if TYPE_CHECKING:
     import numpy as np
+else:
+    Protocol = object  # StorageReader is a plain documenting class at run time
 
 __all__ = ("StorageRef", "StorageReader", "TensorRef", "new_dense")
 
@@ -60,11 +61,19 @@ _NOT_DENSE = {
 MAX_TOLIST: int = 1_000_000
 
 
-class StorageReader:
-    """What a format reader gives its storages: where their bytes are, and how to read them."""
+class StorageReader(Protocol):
+    """What a format reader gives its storages: where their bytes are, and how to read them.
 
-    path: str | None
-    byteorder: str  # "little" or "big"
+    A protocol (a plain class at run time): ``ZipStorageReader``, ``SafetensorsStorageReader``,
+    ``LegacyStorageReader``, the DCP item reader and the torch bridge's storages match it by
+    their shape, not by subclassing it.
+    """
+
+    @property
+    def path(self) -> str | None: ...
+
+    @property
+    def byteorder(self) -> str: ...  # "little" or "big"
 
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview: ...
 
@@ -79,6 +88,11 @@ class StorageRef:
     """
 
     __slots__ = ("key", "dtype", "numel", "location", "reader")
+    key: str
+    dtype: DType
+    numel: int
+    location: str
+    reader: StorageReader | None
 
     def __init__(
         self, key: str, dtype: DType, numel: int, location: str, reader: StorageReader | None
@@ -136,7 +150,8 @@ def numpy_dtype(dtype: DType) -> np.dtype[Any]:
             f"(pip install ml_dtypes, or 'ckptpeek[numpy-dtypes]')",
         ) from None
     try:
-        return np.dtype(getattr(ml_dtypes, dtype.numpy_name))
+        found: np.dtype[Any] = np.dtype(getattr(ml_dtypes, dtype.numpy_name))
+        return found
     except AttributeError:
         raise error(
             "needs-ml-dtypes", f"this ml_dtypes has no {dtype.numpy_name}; upgrade it"
@@ -218,6 +233,18 @@ class TensorRef:
         "components",
         "__weakref__",
     )
+    shape: Size
+    dtype: DType
+    _stride: tuple[int, ...]
+    _offset: int
+    requires_grad: bool
+    is_parameter: bool
+    storage: StorageRef | None
+    kind: str
+    attrs: dict[str, Any]
+    type_name: str
+    metadata: dict[str, Any]
+    components: dict[str, Any]
 
     def __init__(
         self,
@@ -322,6 +349,13 @@ class TensorRef:
         return start + first * item, start + stop * item
 
     # -- data --------------------------------------------------------------------------
+    def _reader(self) -> StorageReader:
+        """The reader of this tensor's storage (``no-storage`` when it has none)."""
+        storage = self.storage
+        if storage is None or storage.reader is None:
+            raise error("no-storage", f"a {self.kind} tensor has no data to read")
+        return storage.reader
+
     def _raw(self) -> memoryview:
         """The bytes of the storage elements this tensor spans (first to last), checked
         against the storage; empty for an empty tensor."""
@@ -353,7 +387,7 @@ class TensorRef:
         if self.numel() == 0:
             return np.empty((0,), dtype=carrier)
         unit = item // 2 if self.dtype.kind == "c" else item  # complex: swap each half
-        order = self.storage.reader.byteorder  # type: ignore[union-attr] # _raw() checked
+        order = self._reader().byteorder
         if order != sys.byteorder and unit > 1:
             # written on a machine of the other byte order: torch swaps on load, so do we
             flat = np.frombuffer(buf, dtype=("<" if order == "little" else ">") + f"u{unit}")
@@ -435,7 +469,8 @@ class TensorRef:
             zero = np.asarray(
                 zero.numpy() if isinstance(zero, TensorRef) else zero, dtype=np.float64
             ).reshape(shape)
-        return ((q - zero) * scale).astype(np.float32)
+        values: np.ndarray[Any, Any] = ((q - zero) * scale).astype(np.float32)
+        return values
 
     def to_dense(self) -> np.ndarray[Any, Any]:
         """The values of a sparse tensor (COO, CSR, CSC) as a dense numpy array; the

@@ -215,7 +215,7 @@ def load_with_torch(
         root=root,
         source=_Source(path),
         globals_={},
-        limits=limits,  # type: ignore[arg-type]
+        limits=limits,
         members={"fallback_reason": str(cause)},
     )
 

@@ -134,7 +134,7 @@ DTYPES: Final = MappingProxyType(_dtypes)
 DTYPE_ATTRS: Final = MappingProxyType({**_dtypes, **_aliases})
 
 
-class Size(tuple):  # type: ignore[type-arg]
+class Size(tuple[int, ...]):
     """``torch.Size``: a tuple of ints with ``numel()``."""
 
     __slots__ = ()

@@ -81,9 +81,9 @@ def test_missing_root(tmp_path, capsys):
 
 def test_module_entry_point_needs_no_torch(tree):
     code = (
-        "import sys, runpy; sys.argv = ['x', %r, '--no-cache', '--jsonl'];"
+        f"import sys, runpy; sys.argv = ['x', {str(tree.root)!r}, '--no-cache', '--jsonl'];"
         "runpy.run_module('ckptpeek.catalog.cli', run_name='__main__')"
-    ) % str(tree.root)
+    )
     probe = code.replace(
         "runpy.run_module",
         "import atexit; atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NOTORCH', file=sys.stderr)); runpy.run_module",

@@ -99,7 +99,6 @@ def test_sidecar_only_when_checkpoint_unreadable(one_ckpt):
 
 
 def test_truncated_picked_up_with_cache(one_ckpt, tmp_path):
-    pytest.importorskip("ckptpeek.catalog.cache")
     root, ckpt, run = one_ckpt
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[:100])

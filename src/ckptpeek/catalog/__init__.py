@@ -9,6 +9,7 @@ Attributes are imported lazily so ``import ckptpeek.catalog.models`` stays cheap
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = (
@@ -38,8 +39,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ckptpeek.catalog' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value

@@ -1,6 +1,6 @@
 """``build_catalog``: scan a root, build one entry per checkpoint from its sources, merge.
 
-Merge rule (CATALOG_SPEC.md): each field takes the first source (in ``sources.SOURCES``
+Merge rule (README, "The catalog"): each field takes the first source (in ``sources.SOURCES``
 order) that has it and every later source that disagrees adds a warning - except that
 the checkpoint header wins for what it records (epoch, global_step, monitor, mode,
 score, the metrics it has), and sidecars that disagree with it add a warning.
@@ -22,11 +22,14 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from .agree import values_agree
 from .models import Architecture, Catalog, CatalogEntry, Signatures
 from .scan import Found, scan
+from .signatures import SignatureRules
 from .sources import (
+    SIDECAR_KINDS,
     SOURCES,
     EntryContext,
     FileMemo,
@@ -34,6 +37,12 @@ from .sources import (
     compile_patterns,
     sidecar_paths,
 )
+
+try:
+    from .cache import CatalogCache, Stamp
+except ImportError as exc:  # pragma: no cover - a Python built without sqlite3
+    CatalogCache = Stamp = None  # type: ignore[assignment,misc]  # builds run uncached
+    _NO_CACHE = str(exc)
 
 __all__ = ("build_catalog", "build_entry", "merge", "values_agree", "RESOLVED_SUFFIX")
 
@@ -55,53 +64,6 @@ _SCALAR_FIELDS = (
     "is_best",
     "is_last",
 )
-
-
-# --------------------------------------------------------------------------- agreement
-
-
-def _norm_name(text: str) -> str:
-    t = re.sub(r"[^a-z0-9]", "", text.lower())
-    for suffix in ("decoder", "encoder", "head", "backbone", "neck"):
-        if t.endswith(suffix) and len(t) > len(suffix):
-            t = t[: -len(suffix)]
-    return t
-
-
-def _decimals(x: float) -> int | None:
-    text = repr(float(x))
-    if "e" in text or "n" in text:
-        return None
-    return len(text.partition(".")[2])
-
-
-def values_agree(field: str, a: Any, b: Any) -> bool:
-    """Do two sources' values of ``field`` say the same thing?
-
-    Floats agree to the precision of the less precise one (a file name's ``0.8512``
-    agrees with ``0.85123``); architecture names ignore case, punctuation and a
-    ``Decoder``/``Head`` suffix; datetimes compare as instants."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        fa, fb = float(a), float(b)
-        if math.isnan(fa) or math.isnan(fb):
-            return math.isnan(fa) and math.isnan(fb)
-        if math.isclose(fa, fb, rel_tol=1e-6, abs_tol=1e-12):
-            return True
-        da, db = _decimals(fa), _decimals(fb)
-        if da is None or db is None:
-            return False
-        d = min(da, db)
-        return abs(fa - fb) <= 0.5 * 10 ** (-d) + 1e-12
-    if field.startswith("architecture.") and isinstance(a, str) and isinstance(b, str):
-        return _norm_name(a) == _norm_name(b)
-    if hasattr(a, "timestamp") and hasattr(b, "timestamp"):
-        try:
-            return abs(a.timestamp() - b.timestamp()) < 1e-3
-        except (TypeError, ValueError, OverflowError):
-            return a == b
-    return a == b
 
 
 # --------------------------------------------------------------------------- merge
@@ -177,7 +139,9 @@ def merge(ctx: EntryContext, results: list[SourceResult], stat: os.stat_result) 
     sigs = chosen.get("signatures")
     if sigs is not None and not isinstance(sigs, Signatures):
         sigs = Signatures.model_validate(sigs.model_dump() if hasattr(sigs, "model_dump") else sigs)
-    status = "unreadable" if errors else ("partial" if failed else "ok")
+    status: Literal["ok", "partial", "unreadable"] = (
+        "unreadable" if errors else ("partial" if failed else "ok")
+    )
     entry = CatalogEntry(
         path=str(ctx.path),
         relpath=ctx.relpath,
@@ -226,7 +190,7 @@ def build_entry(ctx: EntryContext, stat: os.stat_result | None = None) -> Catalo
 
 def related_paths(ctx: EntryContext) -> list[Path]:
     """Every file location whose appearance or change changes the entry (for the cache)."""
-    out = [p for kind in ("metadata", "config") for p in sidecar_paths(ctx.path, ctx.stem, kind)]
+    out = [p for kind in SIDECAR_KINDS for p in sidecar_paths(ctx.path, ctx.stem, kind)]
     here = ctx.path.parent
     while True:
         out += [here / ".hydra" / "config.yaml", here / ".hydra" / "overrides.yaml"]
@@ -283,7 +247,13 @@ def write_resolved_config(entry: CatalogEntry) -> Path:
 
 
 class _Progress:
-    """A progress bar on stderr, drawn only once the build has taken > ``delay`` s."""
+    """A progress bar on stderr, drawn only once the build has taken > ``delay`` s.
+
+    Hand-written on purpose: thirty lines instead of a dependency (``rich``, ``tqdm``) for
+    every install. It is one ``\r``-redrawn line of plain ASCII, 30 + ~25 columns, so it
+    fits any terminal without asking its width; it uses no colour (nothing for ``NO_COLOR``
+    to turn off) and draws only when asked (``ckptpeek catalog``: when stderr is a tty).
+    """
 
     def __init__(self, total: int, enabled: bool, delay: float = 0.5, stream: Any = None) -> None:
         self.total = total
@@ -327,10 +297,8 @@ def _open_cache(cache: Any) -> tuple[Any, bool]:
     """(cache object or None, whether we own it and must close it)."""
     if cache is False or cache is None:
         return None, False
-    try:
-        from .cache import CatalogCache
-    except ImportError as exc:  # pragma: no cover - the cache module ships with the package
-        log.warning("catalog cache unavailable: %s", exc)
+    if CatalogCache is None:  # pragma: no cover - a Python built without sqlite3
+        log.warning("catalog cache unavailable: %s", _NO_CACHE)
         return None, False
     if cache is True:
         return CatalogCache(), True
@@ -366,8 +334,6 @@ def _fingerprint(rules: Any, patterns: Any) -> str:
 def _load_rules(rules: Any) -> Any:
     if rules is None or not isinstance(rules, (str, os.PathLike)):
         return rules
-    from .signatures import SignatureRules
-
     return SignatureRules.load(rules)
 
 
@@ -421,8 +387,6 @@ def build_catalog(
         try:
             stamp = None
             if store is not None:
-                from .cache import Stamp
-
                 stamp = Stamp.of(f.path, related_paths(ctx), fingerprint=fingerprint)
                 hit = store.get(f.path, stamp)
                 if hit is not None:

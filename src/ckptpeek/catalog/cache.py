@@ -3,13 +3,14 @@
 A catalog build reads a checkpoint's header, its sidecars and its Hydra config; the
 result (a :class:`~ckptpeek.catalog.models.CatalogEntry`) only changes when one of
 those files changes. :class:`CatalogCache` remembers entries across runs, keyed by the
-checkpoint's absolute path and guarded by a :class:`Stamp`::
+checkpoint's absolute path and guarded by a :class:`Stamp` (``build_catalog`` does this
+for every checkpoint it finds; ``ctx`` is the entry's ``sources.EntryContext``)::
 
-    with CatalogCache() as cache:                      # ~/.cache/ckptpeek/catalog.sqlite
-        stamp = Stamp.of(ckpt_path, related_paths)     # stat BEFORE reading the files
-        entry = cache.get(ckpt_path, stamp)
+    with CatalogCache() as cache:                        # ~/.cache/ckptpeek/catalog.sqlite
+        stamp = Stamp.of(ctx.path, related_paths(ctx))   # stat BEFORE reading the files
+        entry = cache.get(ctx.path, stamp)
         if entry is None:
-            entry = build_entry(ckpt_path)             # the expensive part
+            entry = build_entry(ctx)                     # the expensive part (build.py)
             cache.put(entry, stamp)
 
 Validity. A row is returned only if all of these equal what is stored:

@@ -99,7 +99,8 @@ def sort_entries(entries: list[Any], key: str | None, desc: bool = False) -> lis
             ),
         )
         return default[::-1] if desc else default
-    have, missing = [], []
+    have: list[tuple[Any, Any]] = []
+    missing: list[tuple[Any, Any]] = []
     for e in entries:
         v = _sort_value(e, key)
         (missing if v is None or (isinstance(v, float) and math.isnan(v)) else have).append((v, e))
@@ -125,6 +126,13 @@ def _fmt(value: Any) -> str:
 
 
 def format_table(entries: list[Any], sort_key: str | None = None) -> str:
+    """The entries as a plain-text table: columns padded to their widest cell, two spaces apart.
+
+    Hand-written on purpose (``rich`` would be a dependency for a dozen lines): the output
+    is plain ASCII without colour (nothing for ``NO_COLOR`` to turn off) and is never cut
+    to the terminal's width, so it reads the same in a terminal, a pipe (``| less -S``,
+    ``| grep``) and a log file.
+    """
     header = ["EXPERIMENT", "CHECKPOINT", "EPOCH", "STEP", "MONITOR", "SCORE"]
     if sort_key is not None and sort_key not in _FIELD_SORTS:
         header.append(sort_key.upper())
@@ -160,7 +168,7 @@ def format_table(entries: list[Any], sort_key: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .build import build_catalog
+    from .build import build_catalog  # noqa: PLC0415 - ~0.2 s (pydantic...) only after -h
 
     if args.no_cache:
         cache: Any = False

@@ -11,19 +11,14 @@ and resolves ``${...}`` node interpolations (resolver calls such as ``${oc.env:X
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-def _yaml_load(text: str) -> Any:
-    """yaml.safe_load, with libyaml's C loader when PyYAML has it (the same safe loader)."""
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-from ckptpeek.unpickle.interpolation import resolve_interpolations
+from ckptpeek.unpickle import resolve_interpolations
 
 __all__ = (
     "apply_overrides",
@@ -32,6 +27,11 @@ __all__ = (
     "load_yaml_or_json",
     "parse_override",
 )
+
+
+def _yaml_load(text: str) -> Any:
+    """yaml.safe_load, with libyaml's C loader when PyYAML has it (the same safe loader)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def find_hydra_dir(start: Path, root: Path) -> Path | None:
@@ -54,8 +54,6 @@ def load_yaml_or_json(path: Path) -> Any:
     Raises ValueError (malformed) or OSError."""
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
-        import json
-
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
@@ -67,7 +65,8 @@ def load_yaml_or_json(path: Path) -> Any:
 
 
 def parse_override(text: str) -> tuple[str, str, Any] | None:
-    """``"+a.b=1"`` -> ``("+", "a.b", 1)``; ``"~a.b"`` -> ``("~", "a.b", None)``; None if unparseable."""
+    """``"+a.b=1"`` -> ``("+", "a.b", 1)``; ``"~a.b"`` -> ``("~", "a.b", None)``;
+    None if unparseable."""
     text = text.strip()
     if text.startswith("~"):
         key, _, _ = text[1:].partition("=")

@@ -1,11 +1,11 @@
 """Pydantic v2 models of the checkpoint catalog (entries, sidecars, signatures, the catalog).
 
-Shared by every catalog module (sources, signatures, cache, build, cli); see CATALOG_SPEC.md.
+Shared by every catalog module (sources, signatures, cache, build, cli); the fields and the
+merge are described in the README, "The catalog".
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from datetime import datetime
@@ -79,7 +79,8 @@ class CatalogEntry(_Model):
     status: Literal["ok", "partial", "unreadable"] = "ok"
 
     def metric(self, name: str) -> float | None:
-        """A metric by name; "val/hmean", "val_hmean" and "hmean" find each other; the score if it is the monitor."""
+        """A metric by name ("val/hmean", "val_hmean" and "hmean" find each other); the
+        score if the name is the monitor's."""
         if name in self.metrics:
             return self.metrics[name]
         if self.monitor is not None and self.score is not None and _same_metric(name, self.monitor):
@@ -90,7 +91,8 @@ class CatalogEntry(_Model):
         return None
 
     def to_record(self) -> dict[str, Any]:
-        """A flat dict (one DataFrame row): scalars, ``metric.<name>``, ``arch.<part>``, sources as JSON."""
+        """A flat dict (one DataFrame row): the scalars, ``encoder``/``decoder``/``head``,
+        warning and error counts and one ``metric.<name>`` per metric."""
         rec: dict[str, Any] = {
             "path": self.path,
             "relpath": self.relpath,
@@ -189,22 +191,18 @@ class MetadataSidecar(_Model):
 
     @classmethod
     def load(cls, path: str | Path) -> MetadataSidecar:
-        """Read and validate (migrating version 1) a YAML or JSON sidecar; raises ValueError/OSError."""
+        """Read and validate (migrating version 1) a YAML or JSON sidecar.
+
+        Raises ValueError (malformed or invalid) or OSError."""
         return cls.load_with_notes(path)[0]
 
     @classmethod
     def load_with_notes(cls, path: str | Path) -> tuple[MetadataSidecar, list[str]]:
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            from .hydra import _yaml_load  # noqa: PLC0415 - yaml only for YAML sidecars
+        """:meth:`load`, with the migration notes."""
+        from .hydra import load_yaml_or_json  # noqa: PLC0415 - PyYAML only when a sidecar is read
 
-            data = _yaml_load(text)
-        if data is None:
-            data = {}
-        return cls.migrate(data)
+        data = load_yaml_or_json(Path(path))
+        return cls.migrate({} if data is None else data)
 
 
 def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -278,5 +276,5 @@ class Catalog(_Model):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __iter__(self):  # type: ignore[override]  # iterate entries, not pydantic fields
+    def __iter__(self):  # iterate entries, not pydantic fields
         return iter(self.entries)

@@ -15,8 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ("CHECKPOINT_SUFFIXES", "Found", "scan", "experiment_of")
+__all__ = ("CHECKPOINT_SUFFIXES", "Found", "scan", "experiment_of", "strip_checkpoint_suffix")
 
+#: What a checkpoint's file name ends with (compared lowercased); the one list the scan,
+#: an entry's stem and the file-name source all use.
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -30,6 +32,16 @@ class Found:
 
 def _is_checkpoint_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def strip_checkpoint_suffix(name: str) -> str:
+    """``name`` without its checkpoint suffix (any case): ``"last.CKPT"`` -> ``"last"``;
+    a name with none is returned as it is."""
+    lower = name.lower()
+    for suffix in CHECKPOINT_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def experiment_of(rel_parts: tuple[str, ...], root_name: str) -> str:

@@ -12,8 +12,11 @@ overridden by a user YAML file (``SignatureRules.load(path)``). This module only
 
 Nothing here imports torch or reads tensor data: the input is ``{key: shape}``.
 
+    >>> import ckptpeek
     >>> from ckptpeek.catalog.signatures import infer_signatures
-    >>> sigs = infer_signatures({k: t.shape for k, t in ckpt.tensors().items()})
+    >>> with ckptpeek.open("epoch=3-step=1200.ckpt") as ckpt:
+    ...     shapes = {k: tuple(t.shape) for k, t in ckpt["state_dict"].items()}
+    >>> sigs = infer_signatures(shapes)
     >>> sigs.encoder.name, sigs.decoder.params["in_channels"]
     ('resnet18', [64, 128, 256, 512])
 """
@@ -25,6 +28,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -226,7 +230,7 @@ class SignatureRules:
         return _default_rules()
 
     @classmethod
-    def load(cls, *paths: str | Path | None) -> SignatureRules:
+    def load(cls, *paths: str | os.PathLike[str] | None) -> SignatureRules:
         """The shipped rules extended by the YAML (or JSON) files ``paths`` (None skipped)."""
         docs, names = [], []
         for path in paths:
@@ -330,11 +334,11 @@ def _default_rules() -> SignatureRules:
 
 
 def _merge(base: dict[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
-    user = copy.deepcopy(dict(user))
-    if user.pop("inherit", True) is False:
-        return user
+    own = copy.deepcopy(dict(user))
+    if own.pop("inherit", True) is False:
+        return own
     out = copy.deepcopy(base)
-    for key, value in user.items():
+    for key, value in own.items():
         if key in ("buffers", "strip_prefixes"):
             out[key] = _unique(_as_list(value) + list(out.get(key) or []))
         elif key == "components":
@@ -552,9 +556,10 @@ def _measure(
             values.append(value)
         if not values:
             return None
-        values = [_divide(v, m.divide_by, measured) for v in values]
-        if any(v is None for v in values):
+        divided = [_divide(v, m.divide_by, measured) for v in values]
+        if any(v is None for v in divided):
             return None
+        values = [v for v in divided if v is not None]
         return {
             "list": values,
             "sum": sum(values),
@@ -646,11 +651,12 @@ def _apply(compiled: _Compiled, keys: _Keys) -> Signature:
             params["blocks_per_stage"] = [len(b) for b in stages.values()]
             params["num_stages"] = len(stages)
             params["num_blocks"] = sum(len(b) for b in stages.values())
+    name: str | None
     for name, m in rule.measures.items():
         value = _measure(m, keys, compiled, stages, params)
         if value is not None:
             params[name] = value
-    name: str | None = rule.label or rule.name
+    name = rule.label or rule.name
     if rule.variants:
         params["family"] = rule.name
         name = None

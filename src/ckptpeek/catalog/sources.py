@@ -16,14 +16,23 @@ Each is ``from_<name>(ctx) -> SourceResult``; ``fields`` uses flat names: ``epoc
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ckptpeek
+from ckptpeek import TensorRef
+from ckptpeek.summary import collect, to_jsonable
+from ckptpeek.unpickle import resolve_interpolations
+
+from .agree import values_agree
 from .hydra import find_hydra_dir, load_hydra_config, load_yaml_or_json, stamp_of
 from .models import MetadataSidecar
+from .scan import strip_checkpoint_suffix
+from .signatures import infer_signatures
 
 __all__ = (
     "CATALOG_KEYS",
@@ -31,6 +40,7 @@ __all__ = (
     "EntryContext",
     "FileMemo",
     "HeaderRead",
+    "SIDECAR_KINDS",
     "SOURCES",
     "SourceResult",
     "arch_from_config",
@@ -43,31 +53,31 @@ __all__ = (
     "from_metadata",
     "from_signatures",
     "parse_filename",
+    "read_header",
     "sidecar_paths",
-)
-
-#: The top-level keys an entry needs: everything but Lightning's loops and optimizer states.
-CATALOG_KEYS: frozenset[str] = frozenset(
-    {
-        "epoch",
-        "global_step",
-        "pytorch-lightning_version",
-        "callbacks",
-        "hyper_parameters",
-        "hparams",
-        "hparams_name",
-        "state_dict",
-        "model",
-        "model_state_dict",
-        "checkpoint_callback_best_model_score",
-        "checkpoint_callback_best_model_path",
-        "early_stop_callback_wait",
-        "early_stop_callback_patience",
-    }
 )
 
 #: Keys whose value is a state dict (the first present wins); else a flat dict of tensors.
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+#: Summary keys whose facts no entry field uses: ``from_header`` takes only the epoch,
+#: global step, ModelCheckpoint states and hyper-parameters of ``collect``'s facts.
+_UNUSED_SUMMARY_KEYS = frozenset(
+    {
+        "lr_schedulers",
+        "early_stop_callback_wait",
+        "early_stop_callback_patience",
+        "pytorch-lightning_version",
+        "hparams_name",
+    }
+)
+
+#: The top-level keys ``read_header`` reads: those of the summary (``ckptpeek.SUMMARY_KEYS``,
+#: which already leaves out Lightning's loops and optimizer states) that an entry uses, and
+#: every key the state dict may be under (the signatures need its shapes).
+CATALOG_KEYS: frozenset[str] = (ckptpeek.SUMMARY_KEYS - _UNUSED_SUMMARY_KEYS) | frozenset(
+    _STATE_DICT_KEYS
+)
 
 #: Filename patterns, applied to the stem (``-vN`` suffix removed) with ``finditer``.
 #: Named groups: ``epoch``, ``step``/``global_step``, ``last``, ``best``, a
@@ -82,7 +92,8 @@ DEFAULT_FILENAME_PATTERNS: tuple[str, ...] = (
 )
 
 _VERSION_SUFFIX = re.compile(r"-v\d+$")
-_SIDE_KINDS = ("metadata", "config")
+#: the sidecar kinds: ``<stem>.<kind>.yaml|yml|json``
+SIDECAR_KINDS = ("metadata", "config")
 _SIDE_EXTS = (".yaml", ".yml", ".json")
 
 
@@ -139,8 +150,6 @@ class FileMemo:
         if isinstance(result, Exception):
             raise result
         cfg, notes = result
-        import copy
-
         return copy.deepcopy(cfg), list(notes)
 
 
@@ -158,11 +167,8 @@ class EntryContext:
 
     @property
     def stem(self) -> str:
-        name = self.path.name
-        for suffix in (".safetensors", ".ckpt", ".pth", ".pt"):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return self.path.stem
+        stem = strip_checkpoint_suffix(self.path.name)
+        return stem if stem != self.path.name else self.path.stem
 
     def rel(self, p: Path) -> str:
         try:
@@ -173,15 +179,7 @@ class EntryContext:
     def hydra_dir(self) -> Path | None:
         if self._hydra_dir is False:
             self._hydra_dir = find_hydra_dir(self.path, self.root)
-        return self._hydra_dir  # type: ignore[return-value]
-
-    def dependencies(self) -> list[Path]:
-        """Every file besides the checkpoint whose change changes the entry (those that exist)."""
-        deps = [p for kind in _SIDE_KINDS for p in sidecar_paths(self.path, self.stem, kind)]
-        hd = self.hydra_dir()
-        if hd is not None:
-            deps += [hd / "config.yaml", hd / "overrides.yaml"]
-        return [p for p in deps if p.is_file()]
+        return self._hydra_dir
 
     def header(self) -> HeaderRead:
         """The checkpoint, read once (header-only, selective); raises what ckptpeek raises."""
@@ -278,13 +276,7 @@ def config_summary(cfg: Any) -> dict[str, Any] | None:
             if isinstance(value, dict) and any(k in value for k in _SUMMARY_BLOCKS):
                 picked = {k: value[k] for k in _SUMMARY_BLOCKS if k in value}
                 break
-    return _jsonable(picked or cfg)
-
-
-def _jsonable(obj: Any) -> Any:
-    from ckptpeek.summary.facts import to_jsonable
-
-    return to_jsonable(obj)
+    return to_jsonable(picked or cfg)
 
 
 def _float(value: Any) -> float | None:
@@ -332,8 +324,6 @@ def from_metadata(ctx: EntryContext) -> SourceResult:
 
 def _add_fields(res: SourceResult, fields: dict[str, Any], origin: str, what: str) -> None:
     """Merge one file's fields into a source of several files: the first file wins."""
-    from .build import values_agree
-
     for key, value in fields.items():
         if value is None:
             continue
@@ -375,8 +365,6 @@ def from_config(ctx: EntryContext) -> SourceResult:
             res.warnings.append(f"{origin}: unusable config sidecar: {_short(exc)}")
             res.failed = True
             continue
-        from ckptpeek.unpickle.interpolation import resolve_interpolations
-
         resolve_interpolations(cfg)
         fields: dict[str, Any] = dict(arch_from_config(cfg))
         fields["config"] = config_summary(cfg)
@@ -411,11 +399,7 @@ def from_hydra(ctx: EntryContext) -> SourceResult:
 
 
 def read_header(path: Path) -> HeaderRead:
-    """Open the checkpoint header-only with only the keys an entry needs."""
-    import ckptpeek
-    from ckptpeek.summary.facts import collect
-    from ckptpeek.tensor import TensorRef
-
+    """Open the checkpoint header-only with only the keys an entry needs (``CATALOG_KEYS``)."""
     select = None if path.name.lower().endswith(".safetensors") else CATALOG_KEYS
     ckpt = ckptpeek.open(path, select=select)
     try:
@@ -451,8 +435,6 @@ def _basename(p: Any) -> str | None:
 
 
 def from_header(ctx: EntryContext) -> SourceResult:
-    import ckptpeek
-
     res = SourceResult("header", "header")
     try:
         head = ctx.header()
@@ -517,12 +499,7 @@ def parse_filename(
 ) -> dict[str, Any]:
     """Fields from a checkpoint's file name: epoch, global_step, is_last, is_best, metrics."""
     patterns = compile_patterns(None) if patterns is None else patterns
-    stem = name
-    for suffix in (".safetensors", ".ckpt", ".pth", ".pt"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    stem = _VERSION_SUFFIX.sub("", stem)
+    stem = _VERSION_SUFFIX.sub("", strip_checkpoint_suffix(name))
     out: dict[str, Any] = {}
     for pattern in patterns:
         for m in pattern.finditer(stem):
@@ -565,15 +542,7 @@ def from_signatures(ctx: EntryContext) -> SourceResult:
     if not shapes:
         return res
     try:
-        import importlib
-
-        sigmod = importlib.import_module(f"{__package__}.signatures")
-    except ModuleNotFoundError as exc:  # a partial install: the other sources still work
-        if exc.name != f"{__package__}.signatures":
-            raise
-        return res
-    try:
-        sigs = sigmod.infer_signatures(shapes, ctx.rules)
+        sigs = infer_signatures(shapes, ctx.rules)
     except Exception as exc:  # noqa: BLE001 - a rule bug must not lose the entry
         res.warnings.append(f"signature inference failed: {type(exc).__name__}: {_short(exc)}")
         return res

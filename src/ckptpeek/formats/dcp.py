@@ -35,7 +35,7 @@ import os
 
 from ckptpeek._frozen import Frozen
 from ckptpeek.checkpoint import Checkpoint
-from ckptpeek.errors import CheckpointError, FormatError, UnsupportedError, error
+from ckptpeek.errors import CheckpointError, UnsupportedError, error
 from ckptpeek.io.source import ByteSource
 from ckptpeek.io.zipdir import read_directory
 from ckptpeek.tensor import StorageRef, TensorRef, numpy_dtype
@@ -48,6 +48,8 @@ from .options import ReadOptions
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from ckptpeek.tensor import StorageReader
 
 __all__ = ("DCPChunk", "DCPTensorRef", "read_path")
 
@@ -94,12 +96,15 @@ class DCPTensorRef(TensorRef):
     """A DCP tensor: the global shape and dtype, and the ``chunks`` it was saved as."""
 
     __slots__ = ("chunks",)
+    chunks: tuple[DCPChunk, ...]
 
     def _tiles(self) -> bool:
         total = sum(Size(c.sizes).numel() for c in self.chunks)
         return total == self.numel() and all(c.tensor is not None for c in self.chunks)
 
-    def _check_readable(self) -> None:
+    def _check_readable(self) -> list[tuple[DCPChunk, TensorRef]]:
+        """The chunks with their tensors, checked to be readable and to tile this tensor."""
+        readable = []
         for c in self.chunks:
             if c.transforms:
                 raise error(
@@ -111,12 +116,14 @@ class DCPTensorRef(TensorRef):
                 raise error(
                     "dcp-item-format", "a chunk's item is not a torch.save archive", path=c.file
                 )
+            readable.append((c, c.tensor))
         if not self._tiles():
             raise error(
                 "dcp-partial-tensor",
                 f"the {len(self.chunks)} saved chunks cover {sum(Size(c.sizes).numel() for c in self.chunks)}"
                 f" of {self.numel()} elements: this directory holds only part of the tensor",
             )
+        return readable
 
     @property
     def device(self) -> Device:
@@ -129,14 +136,14 @@ class DCPTensorRef(TensorRef):
     def numpy(self) -> Any:
         if self.storage is not None:
             return super().numpy()
-        self._check_readable()
+        readable = self._check_readable()
         import numpy as np  # noqa: PLC0415
 
         out = np.empty(tuple(self.shape), dtype=numpy_dtype(self.dtype))
         mask = np.zeros(tuple(self.shape), dtype=bool)
-        for c in self.chunks:
+        for c, tensor in readable:
             where = tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes, strict=False))
-            out[where] = c.tensor.numpy()  # type: ignore[union-attr]
+            out[where] = tensor.numpy()
             mask[where] = True
         if not mask.all():
             raise error(
@@ -148,13 +155,13 @@ class DCPTensorRef(TensorRef):
     def to_torch(self) -> Any:
         if self.storage is not None:
             return super().to_torch()
-        self._check_readable()
+        readable = self._check_readable()
         import torch  # noqa: PLC0415 - optional dependency, only here
 
         out = torch.empty(tuple(self.shape), dtype=getattr(torch, self.dtype.name))
-        for c in self.chunks:
+        for c, tensor in readable:
             where = tuple(slice(o, o + s) for o, s in zip(c.offsets, c.sizes, strict=False))
-            out[where] = c.tensor.to_torch().detach()  # type: ignore[union-attr]
+            out[where] = tensor.to_torch().detach()
         return out
 
     def __repr__(self) -> str:
@@ -246,7 +253,7 @@ def _globals() -> dict[tuple[str, str], Any]:
 # -- turning records into checked values ----------------------------------------------------
 
 
-def _bad(msg: str, path: str) -> FormatError:
+def _bad(msg: str, path: str) -> CheckpointError:
     return error("dcp-bad-metadata", f".metadata: {msg}", path=path, member=".metadata")
 
 
@@ -290,7 +297,8 @@ def _relative(name: Any, path: str) -> str:
 
 
 class _Files:
-    """The directory's files, opened on demand; also the Checkpoint's ``source``."""
+    """The directory's files, opened on demand; also the Checkpoint's ``source`` (a
+    ``CheckpointSource``)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -333,8 +341,8 @@ class _Files:
 
 
 class _Window:
-    """``bytes [base, base + size)`` of one data file, with ByteSource's interface (what
-    ``zipdir`` and ``torch_zip`` use), offsets relative to the item."""
+    """``bytes [base, base + size)`` of one data file, offsets relative to the item: a
+    ``ReadableSource`` (``io.source``), what ``zipdir`` and ``torch_zip`` read through."""
 
     def __init__(self, files: _Files, name: str, base: int, size: int) -> None:
         self._files = files
@@ -395,17 +403,17 @@ class _ItemStorageReader:
     """A chunk's storages: reads through the item's own reader, but reports absolute
     offsets in the data file (``storage_location``, hence ``byte_range``)."""
 
-    def __init__(self, inner: Any, base: int) -> None:
+    def __init__(self, inner: StorageReader, base: int) -> None:
         self._inner = inner
         self._base = base
         self.path = inner.path
 
     @property
     def byteorder(self) -> str:
-        return self._inner.byteorder  # type: ignore[no-any-return]
+        return self._inner.byteorder
 
     def storage_view(self, storage: StorageRef, start: int, stop: int) -> memoryview:
-        return self._inner.storage_view(storage, start, stop)  # type: ignore[no-any-return]
+        return self._inner.storage_view(storage, start, stop)
 
     def storage_location(self, storage: StorageRef) -> tuple[str | None, int, int]:
         member, start, size = self._inner.storage_location(storage)
@@ -425,8 +433,8 @@ def _read_item(
                 path=window.path,
                 offset=offset,
             )
-        directory = read_directory(window, max_members=opts.limits.max_zip_members)  # type: ignore[arg-type]
-        ckpt = torch_zip.read(window, directory, opts)  # type: ignore[arg-type]
+        directory = read_directory(window, max_members=opts.limits.max_zip_members)
+        ckpt = torch_zip.read(window, directory, opts)
     except CheckpointError as exc:
         raise exc.located(path=window.path) from None
     return ckpt.root, dict(ckpt._globals)
@@ -521,7 +529,7 @@ def read_path(path: str, opts: ReadOptions) -> Checkpoint:
         root=root,
         source=files,
         globals_=globals_,
-        limits=opts.limits,  # type: ignore[arg-type]
+        limits=opts.limits,
         members=members,
         selected=select,
     )
@@ -608,7 +616,7 @@ def _chunk(
         )
     rel, start, length, transforms = item
     _check_range(files, rel, start, length)
-    tensor = None
+    tensor: TensorRef | None = None
     if not transforms:
         try:
             tensor, _g = _read_item(files, rel, start, length, opts)
@@ -625,8 +633,8 @@ def _chunk(
                 path=os.path.join(files.path, rel),
                 offset=start,
             )
-        if tensor is not None and tensor.storage is not None and tensor.storage.reader is not None:
-            st = tensor.storage
+        st = None if tensor is None else tensor.storage
+        if tensor is not None and st is not None and st.reader is not None:
             tensor.storage = StorageRef(
                 st.key, st.dtype, st.numel, st.location, _ItemStorageReader(st.reader, start)
             )

@@ -59,8 +59,7 @@ import json
 import struct
 
 from ckptpeek.checkpoint import Checkpoint
-from ckptpeek.errors import FormatError, error
-from ckptpeek.io.source import ByteSource
+from ckptpeek.errors import CheckpointError, error
 from ckptpeek.tensor import StorageRef, new_dense
 from ckptpeek.torch_types import DTYPES, DType
 
@@ -69,6 +68,8 @@ from .options import ReadOptions
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any
+
+    from ckptpeek.io.source import ReadableSource
 
 __all__ = ("read", "read_header", "SafetensorsStorageReader", "MAX_HEADER_SIZE", "ST_DTYPES")
 
@@ -123,7 +124,7 @@ class SafetensorsStorageReader:
     byteorder = "little"
 
     def __init__(
-        self, source: ByteSource, data_start: int, spans: dict[str, tuple[int, int]]
+        self, source: ReadableSource, data_start: int, spans: dict[str, tuple[int, int]]
     ) -> None:
         self.source = source
         self.path = source.path
@@ -131,7 +132,7 @@ class SafetensorsStorageReader:
         self._size = source.size
         self._spans = spans
 
-    def _source(self) -> ByteSource:
+    def _source(self) -> ReadableSource:
         self.source = self.source.reopen()
         return self.source
 
@@ -150,7 +151,7 @@ class SafetensorsStorageReader:
         return self._source().view(base + start, stop - start, what=f"tensor {storage.key!r}")
 
 
-def _bad_json(msg: str, path: str | None, offset: int | None = None) -> FormatError:
+def _bad_json(msg: str, path: str | None, offset: int | None = None) -> CheckpointError:
     return error("st-invalid-json", f"safetensors header: {msg}", path=path, offset=offset)
 
 
@@ -233,7 +234,7 @@ def _entry(name: str, info: Any, path: str | None) -> _Entry:
     return _Entry(name, code, dims, begin, end)
 
 
-def read_header(source: ByteSource) -> tuple[int, dict[str, str] | None, list[_Entry]]:
+def read_header(source: ReadableSource) -> tuple[int, dict[str, str] | None, list[_Entry]]:
     """Read and validate the header: ``(N, metadata or None, tensors in offset order)``.
 
     Raises ``FormatError``/``LimitError``/``UnsupportedError`` with ``st-`` codes; reads
@@ -358,7 +359,7 @@ def _layout(e: _Entry) -> tuple[DType, tuple[int, ...], dict[str, Any] | None]:
     return DTYPES[name], e.shape, None
 
 
-def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
+def read(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
     """Read a safetensors header into a :class:`Checkpoint` (``root`` = name -> TensorRef)."""
     n, metadata, entries = read_header(source)
     select = opts.select
@@ -388,7 +389,7 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
         globals_={},
         limits=opts.limits,
         members={
-            "metadata": metadata,  # type: ignore[dict-item]
+            "metadata": metadata,
             "header_bytes": str(8 + n),
         },
         selected=select if dropped else None,

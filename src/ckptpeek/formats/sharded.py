@@ -259,17 +259,14 @@ def read_path(
         format="sharded",
         backend=opts.engine.ENGINE,
         root=root,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         globals_=globals_,
         limits=opts.limits,
         members={
             "index": os.path.basename(path),
-            "metadata": index.get("metadata"),  # type: ignore[dict-item]
-            "weight_map": where,  # type: ignore[dict-item]
-            "shards": {
-                s: c.format  # type: ignore[dict-item]
-                for s, c in source.shards.items()
-            },
+            "metadata": index.get("metadata"),
+            "weight_map": where,
+            "shards": {s: c.format for s, c in source.shards.items()},
         },
         selected=select if len(root) != len(weight_map) else None,
     )

@@ -30,8 +30,7 @@ from __future__ import annotations
 import struct
 
 from ckptpeek.checkpoint import Checkpoint
-from ckptpeek.errors import CheckpointError, FormatError, error
-from ckptpeek.io.source import ByteSource
+from ckptpeek.errors import CheckpointError, error
 from ckptpeek.tensor import StorageRef, new_dense
 from ckptpeek.torch_types import StorageType
 from ckptpeek.unpickle.standins import KnownGlobal, safe_repr
@@ -39,6 +38,8 @@ from ckptpeek.unpickle.standins import KnownGlobal, safe_repr
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any, Final
+
+    from ckptpeek.io.source import ReadableSource
 
     from .options import ReadOptions
 
@@ -72,13 +73,13 @@ class LegacyStorageReader:
 
     byteorder = "little"  # always: see the module docstring
 
-    def __init__(self, source: ByteSource) -> None:
+    def __init__(self, source: ReadableSource) -> None:
         self.source = source
         self.path = source.path
         self._size = source.size
         self.spans: dict[str, tuple[int, int]] = {}
 
-    def _source(self) -> ByteSource:
+    def _source(self) -> ReadableSource:
         self.source = self.source.reopen()
         return self.source
 
@@ -122,7 +123,7 @@ class _Resolver:
         self.cache: dict[str, StorageRef] = {}  # roots and views, like torch's one dict
         self.views: dict[str, tuple[str, int]] = {}  # view key -> (root key, element offset)
 
-    def _bad(self, msg: str, code: str = "bad-persistent-id") -> FormatError:
+    def _bad(self, msg: str, code: str = "bad-persistent-id") -> CheckpointError:
         return error(code, msg, path=self.reader.path)
 
     def __call__(self, pid: Any) -> Any:
@@ -189,7 +190,7 @@ class _Resolver:
 class _Reader:
     """One read of one file: the pickles in order, then the storage headers."""
 
-    def __init__(self, source: ByteSource, opts: ReadOptions) -> None:
+    def __init__(self, source: ReadableSource, opts: ReadOptions) -> None:
         self.source = source
         self.opts = opts
         self.path = source.path
@@ -271,7 +272,7 @@ def _expect(value: Any, want: Any, what: str, code: str, path: str | None, pos: 
         )
 
 
-def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
+def read(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
     """Read a legacy ``torch.save`` file (or its tar predecessor) header-only."""
     r = _Reader(source, opts)
     r.buf = source.read_at(0, min(source.size, _FIRST_CHUNK), what="file header")
@@ -341,7 +342,7 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
         roots = full.roots
     _walk(source, reader, key_list, roots, pos, little)
     listed = set(key_list)
-    for key, ref in resolver.roots.items():
+    for key in resolver.roots:
         if key not in listed:
             raise error(
                 "missing-storage",
@@ -370,7 +371,7 @@ def read(source: ByteSource, opts: ReadOptions) -> Checkpoint:
 
 
 def _walk(
-    source: ByteSource,
+    source: ReadableSource,
     reader: LegacyStorageReader,
     keys: list[str],
     roots: dict[str, StorageRef],
@@ -455,7 +456,7 @@ def _tar_number(field: bytes) -> int:
     return int(text, 8) if text else 0
 
 
-def _tar_members(source: ByteSource, opts: ReadOptions) -> dict[str, tuple[int, int]]:
+def _tar_members(source: ReadableSource, opts: ReadOptions) -> dict[str, tuple[int, int]]:
     """name -> (data offset, size) of every regular member, headers checksum-checked."""
     members: dict[str, tuple[int, int]] = {}
     path = source.path
@@ -524,24 +525,24 @@ def _tar_members(source: ByteSource, opts: ReadOptions) -> dict[str, tuple[int, 
         else:
             pending = {}
         pos = data + -(-size // _TAR_BLOCK) * _TAR_BLOCK
-    for name in _TAR_MEMBERS:
-        if name not in members:
+    for required in _TAR_MEMBERS:
+        if required not in members:
             raise error(
                 "tar-missing-member",
-                f"tar archive has no {name!r} member: not a torch.save file of torch < 0.4",
+                f"tar archive has no {required!r} member: not a torch.save file of torch < 0.4",
                 path=path,
             )
     return members
 
 
-def _read_tar(source: ByteSource, opts: ReadOptions) -> Checkpoint:
+def _read_tar(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
     members = _tar_members(source, opts)
     path = source.path
     r = _Reader(source, opts)
     reader = LegacyStorageReader(source)
     objects: dict[int, Any] = {}
 
-    def bad(msg: str, member: str, start: int, at: int) -> FormatError:
+    def bad(msg: str, member: str, start: int, at: int) -> CheckpointError:
         return error("tar-bad-record", msg, path=path, member=member, offset=at - start)
 
     def count(member: str, start: int, end: int, pos: int, per: int) -> tuple[int, int]:

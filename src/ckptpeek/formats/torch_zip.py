@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, error
-from ckptpeek.io.source import ByteSource
 from ckptpeek.io.zipdir import ZipDirectory
 from ckptpeek.tensor import StorageRef
 from ckptpeek.unpickle.opcodes import Limits
@@ -23,7 +22,7 @@ from .options import ReadOptions
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    pass
+    from ckptpeek.io.source import ReadableSource
 
 __all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read", "is_torchscript")
 
@@ -72,7 +71,7 @@ class ZipStorageReader:
             data,
         )
 
-    def _source(self) -> ByteSource:
+    def _source(self) -> ReadableSource:
         self.directory.source = self.directory.source.reopen()
         return self.directory.source
 
@@ -139,7 +138,7 @@ def is_torchscript(directory: ZipDirectory, prefix: str) -> bool:
     return f"{prefix}/constants.pkl" in directory
 
 
-def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:
+def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:
     """Read the pickle of a torch zip checkpoint into a :class:`Checkpoint`."""
     prefix = find_prefix(directory)
     member = f"{prefix}/data.pkl"

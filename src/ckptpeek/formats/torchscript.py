@@ -48,7 +48,6 @@ import re
 
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, error
-from ckptpeek.io.source import ByteSource
 from ckptpeek.io.zipdir import ZipDirectory
 from ckptpeek.tensor import TensorRef
 from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
@@ -61,6 +60,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
+
+    from ckptpeek.io.source import ReadableSource
 
 __all__ = ("ScriptObject", "read")
 
@@ -259,14 +260,14 @@ _JIT_PICKLE = {
 }
 
 
-class _ScriptGlobals(dict):  # type: ignore[type-arg]
+class _ScriptGlobals(dict[tuple[str, str], "Any"]):  # quoted: typing is not imported at run time
     """``extra_globals`` for one run: the ``torch.jit._pickle`` helpers, and a fresh
     constructor of :class:`ScriptObject` for every ``__torch__.*`` class named."""
 
     def __init__(self) -> None:
         super().__init__(_JIT_PICKLE)
 
-    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: Any, default: Any = None) -> Any:
         found = dict.get(self, key)
         if found is not None:
             return found
@@ -388,7 +389,7 @@ def _run(
         raise exc.located(path=path, member=member) from None
 
 
-def read(source: ByteSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:
+def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:
     """Read a TorchScript archive into a :class:`Checkpoint` (format ``"torchscript"``)."""
     prefix = find_prefix(directory)
     path = source.path

@@ -1,4 +1,5 @@
-"""Type stub of the optional C extension built from ``native/io/_zipdir_c.pyx``."""
+"""Type stub of the optional C extension built from ``native/io/_zipdir_c.pyx``
+(``tests/test_stubs.py`` checks it against the built module)."""
 
 from typing import Any
 

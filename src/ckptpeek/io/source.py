@@ -17,9 +17,55 @@ from ckptpeek.errors import error
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import BinaryIO, Protocol
+else:
+    Protocol = object  # the protocols below are plain documenting classes at run time
 
-__all__ = ("ByteSource",)
+__all__ = ("ByteSource", "CheckpointSource", "ReadableSource")
+
+
+class CheckpointSource(Protocol):
+    """What a ``Checkpoint`` keeps of where its bytes come from: a :class:`ByteSource`,
+    or an aggregate of several files (a DCP directory's data files, a sharded
+    checkpoint's shards, the file ``torch.load`` read)."""
+
+    @property
+    def path(self) -> str | None: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def bytes_read(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class ReadableSource(CheckpointSource, Protocol):
+    """What the readers (``sniff``, ``zipdir``, the format readers and their storage
+    readers) use of a :class:`ByteSource`: checked positioned reads, zero-copy views,
+    one kept region, and reopening by path. A DCP item window offers the same."""
+
+    def read_at(
+        self,
+        offset: int,
+        n: int,
+        *,
+        what: str = ...,
+        member: str | None = ...,
+        exact: bool = ...,
+    ) -> bytes: ...
+
+    def view(
+        self, offset: int, n: int, *, what: str = ..., member: str | None = ...
+    ) -> memoryview: ...
+
+    def keep(self, offset: int, data: bytes) -> None: ...
+
+    def reopen(self) -> ReadableSource: ...
 
 
 class ByteSource:

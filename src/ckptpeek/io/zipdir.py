@@ -17,11 +17,11 @@ import zlib
 from ckptpeek import _extensions
 from ckptpeek.errors import CheckpointError, error
 
-from .source import ByteSource
-
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Final
+
+    from .source import ReadableSource
 
 __all__ = ("ZipMember", "ZipDirectory", "read_directory", "NATIVE", "NATIVE_ERROR")
 
@@ -61,7 +61,7 @@ class ZipDirectory:
     its data starts; ``read(member)`` returns its (decompressed) bytes.
     """
 
-    def __init__(self, source: ByteSource, members: dict[str, ZipMember], base: int) -> None:
+    def __init__(self, source: ReadableSource, members: dict[str, ZipMember], base: int) -> None:
         self.source = source
         self.members = members
         self._base = base  # bytes prepended to the archive (self-extractors); usually 0
@@ -174,7 +174,7 @@ class ZipDirectory:
 
 
 def read_directory(
-    source: ByteSource, *, max_members: int = 10_000_000, native: bool | None = None
+    source: ReadableSource, *, max_members: int = 10_000_000, native: bool | None = None
 ) -> ZipDirectory:
     """Find the end-of-central-directory record and parse the central directory.
 
@@ -265,7 +265,7 @@ def read_directory(
 
 
 def _parse_central_directory(
-    cd: bytes, count: int, source: ByteSource, cd_start: int
+    cd: bytes, count: int, source: ReadableSource, cd_start: int
 ) -> dict[str, ZipMember]:
     members: dict[str, ZipMember] = {}
     pos = 0
@@ -332,7 +332,7 @@ def _parse_central_directory(
 
 
 def _zip64_extra(
-    extra: bytes, usize: int, csize: int, hoff: int, source: ByteSource, at: int
+    extra: bytes, usize: int, csize: int, hoff: int, source: ReadableSource, at: int
 ) -> tuple[int, int, int]:
     """Replace 0xFFFFFFFF placeholders with the ZIP64 extended information (§4.5.3)."""
     pos = 0

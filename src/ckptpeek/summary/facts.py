@@ -370,8 +370,9 @@ def _optimizers(root: dict[str, Any]) -> list[dict[str, Any]]:
     for st in states if isinstance(states, list) else []:
         if not isinstance(st, dict):
             continue
-        groups = st.get("param_groups") if isinstance(st.get("param_groups"), list) else []
-        per_param = st.get("state") if isinstance(st.get("state"), dict) else {}
+        raw_groups, raw_state = st.get("param_groups"), st.get("state")
+        groups = raw_groups if isinstance(raw_groups, list) else []
+        per_param = raw_state if isinstance(raw_state, dict) else {}
         n_tensors = sum(
             1
             for s in per_param.values()

@@ -122,7 +122,7 @@ class CheckpointSummary(_Model):
         return self.model_checkpoints[0].monitor if self.model_checkpoints else None
 
 
-_NESTED = {
+_NESTED: dict[str, type[BaseModel]] = {
     "model_checkpoints": ModelCheckpointState,
     "early_stopping": EarlyStoppingState,
     "optimizers": OptimizerInfo,

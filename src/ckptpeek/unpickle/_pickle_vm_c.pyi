@@ -1,6 +1,7 @@
-"""Type stub of the optional Cython engine (same contract as ``pickle_vm.run_pickle``)."""
+"""Type stub of the optional Cython engine built from ``native/unpickle/_pickle_vm_c.pyx``
+(same contract as ``pickle_vm.run_pickle``; ``tests/test_stubs.py`` checks both)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from .context import PickleResult
@@ -16,4 +17,6 @@ def run_pickle(
     strict: bool = ...,
     limits: Limits = ...,
     encoding: str = ...,
+    select: Any = ...,
+    extra_globals: Mapping[tuple[str, str], Any] | None = ...,
 ) -> PickleResult: ...

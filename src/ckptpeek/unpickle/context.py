@@ -30,7 +30,7 @@ from .standins import (
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
 
     from .opcodes import Limits
 
@@ -92,10 +92,37 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+#: Constructors that build data from the pickle's bytes (numpy scalars and arrays,
+#: encoded strings) make a new copy on every call, so memo references could turn a small
+#: pickle into gigabytes. A run may build this many times its own size, plus the slack,
+#: in such objects (counted in ``Context.charge``); more is ``limit-built-bytes``.
+BUILT_BYTES_FACTOR: Final = 4
+BUILT_BYTES_SLACK: Final = 16 << 20
+
+
+def built_bytes(obj: Any) -> int:
+    """The bytes of data ``obj`` holds that a constructor made for it (0 for the rest)."""
+    t = type(obj)
+    if t is bytes or t is bytearray or t is str:
+        return len(obj)
+    if t.__module__ == "numpy" and hasattr(obj, "nbytes"):  # ndarray and numpy scalars
+        return int(obj.nbytes)
+    return 0
+
+
 class Context:
     """Per-run state and the object-level operations of the interpreter."""
 
-    __slots__ = ("persistent_load", "strict", "limits", "encoding", "globals", "end", "extra")
+    __slots__ = (
+        "persistent_load",
+        "strict",
+        "limits",
+        "encoding",
+        "globals",
+        "end",
+        "extra",
+        "built_budget",
+    )
 
     def __init__(
         self,
@@ -112,6 +139,21 @@ class Context:
         self.encoding = encoding
         self.globals: dict[tuple[str, str], bool] = {}
         self.end = -1  # set by the engine at STOP: the offset after it
+        self.built_budget = BUILT_BYTES_SLACK  # drive() adds the pickle's share
+
+    def charge(self, obj: Any, how: str, pos: int) -> Any:
+        """Count what a constructor built against the run's budget; returns ``obj``."""
+        size = built_bytes(obj)
+        if size:
+            self.built_budget -= size
+            if self.built_budget < 0:
+                raise error(
+                    "limit-built-bytes",
+                    f"{how} builds more data than a pickle of this size may "
+                    f"({BUILT_BYTES_FACTOR}x its bytes + {BUILT_BYTES_SLACK >> 20} MiB)",
+                    pos,
+                )
+        return obj
 
     def py2_string(self, raw: bytes) -> Any:
         """A Python 2 ``str``: text in the pickle's encoding, or bytes if it is not text."""
@@ -161,7 +203,7 @@ class Context:
             if fn is None:
                 raise error("forbidden-reduce", f"{how} of {cls.qualname} is not allowed", pos)
             try:
-                return fn(args, kwargs) if kwargs is not None else fn(args)  # type: ignore[call-arg]
+                out = fn(args, kwargs) if kwargs is not None else fn(args)  # type: ignore[call-arg]
             except CheckpointError as exc:
                 if exc.offset is None:
                     exc.offset = pos
@@ -170,6 +212,7 @@ class Context:
                 raise error(
                     "bad-call", f"{how} of {cls.qualname} with bad arguments: {exc}", pos
                 ) from None
+            return self.charge(out, f"{how} of {cls.qualname}", pos)
         if type(cls) is PlaceholderType:
             return Placeholder(cls.module, cls.name, args, kwargs)
         raise bad_operand(f"{how} needs a class or function, got {type(cls).__name__}", pos)
@@ -179,6 +222,7 @@ class Context:
             apply_build(obj, state)
         except BAD_OPERAND as exc:
             raise error("bad-build", f"BUILD refused: {exc}", pos) from None
+        self.charge(obj, "BUILD", pos)  # a numpy array gets its data here
 
     def persistent(self, pid: Any, pos: int) -> Any:
         if self.persistent_load is None:
@@ -220,6 +264,7 @@ def drive(
         if select is not None:
             select = frozenset(select)
             ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
+            ctx.built_budget += BUILT_BYTES_FACTOR * len(data)
             try:
                 value = selected_result(run(data, ctx, select), select, limits)
             except CheckpointError:
@@ -227,6 +272,7 @@ def drive(
             if value is not SKIPPED:
                 return PickleResult(value, ctx.globals, complete=False, end=ctx.end)
         ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
+        ctx.built_budget += BUILT_BYTES_FACTOR * len(data)
         value = run(data, ctx, None)
     if select is not None:
         return PickleResult(

@@ -69,7 +69,8 @@ def resolve_interpolations(root: Any) -> None:
                 node = parents.get(id(node), _MISSING)
                 if node is _MISSING:
                     return _MISSING
-        holder, last = None, None
+        holder: Any = None  # the container of the last step, and the key it took there
+        last = ""
         for part in _split(key):
             holder, last = node, part
             node = _step(node, part)

@@ -113,7 +113,7 @@ def quoted_bytes(raw: bytes, pos: int) -> bytes:
     if not (len(raw) >= 2 and raw[0] == raw[-1] and raw[:1] in (b'"', b"'")):
         raise bad_argument("STRING argument is not quoted", pos)
     try:
-        return codecs.escape_decode(raw[1:-1])[0]  # type: ignore[attr-defined,no-any-return]
+        return codecs.escape_decode(raw[1:-1])[0]
     except ValueError as exc:
         raise bad_argument(f"STRING argument: {exc}", pos) from None
 

@@ -164,8 +164,8 @@ class _VM:
                 filled = -1
                 if depth <= 2 and base is not None and code in _FILL_OPS:
                     filled = self._fill_size(code, base)
-                if skipping and depth >= 2 and skip_table[code] is not None:
-                    handler = skip_table[code]
+                if skipping and depth >= 2 and (skip := skip_table[code]) is not None:
+                    handler = skip
                 pos = handler(self, pos + 1)
                 if pos < 0:
                     return self.result

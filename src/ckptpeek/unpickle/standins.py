@@ -156,7 +156,7 @@ class Placeholder:
         return f"<placeholder {self.module}.{self.name}({', '.join(parts)})>"
 
 
-class AttributeDict(dict):  # type: ignore[type-arg]
+class AttributeDict(dict["Any", "Any"]):  # quoted: typing is not imported at run time
     """Lightning's ``AttributeDict`` (hyper-parameters): a dict with attribute access."""
 
     def __getattr__(self, key: str) -> Any:
@@ -166,7 +166,7 @@ class AttributeDict(dict):  # type: ignore[type-arg]
             raise AttributeError(key) from exc
 
 
-class OmegaDict(dict):  # type: ignore[type-arg]
+class OmegaDict(dict["Any", "Any"]):
     """An OmegaConf ``DictConfig`` as a plain dict of its node values.
 
     Interpolations (``${...}``) and missing values (``???``) are kept as their strings;
@@ -181,7 +181,7 @@ class OmegaDict(dict):  # type: ignore[type-arg]
         _resolve_if_root(self, state)
 
 
-class OmegaList(list):  # type: ignore[type-arg]
+class OmegaList(list["Any"]):
     """An OmegaConf ``ListConfig`` as a plain list of its node values."""
 
     def _ckpt_build(self, state: Any) -> None:
@@ -613,6 +613,13 @@ def _simple(module: str, name: str, call: Call, new: New | None = None) -> Known
     return _g(module, name, call=call, new=new or _new_via_call(call))
 
 
+def _record_maker(qualname: str) -> Callable[[], Record]:
+    def make() -> Record:
+        return Record(qualname)
+
+    return make
+
+
 def _cls(module: str, name: str, make: Callable[[], Any]) -> KnownGlobal:
     """A class whose instances are built by NEWOBJ and filled by BUILD/SETITEMS."""
 
@@ -698,7 +705,7 @@ def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
             )
         ),
         *(
-            _cls("omegaconf.base", n, lambda n=n: Record(f"omegaconf.base.{n}"))
+            _cls("omegaconf.base", n, _record_maker(f"omegaconf.base.{n}"))
             for n in ("Metadata", "ContainerMetadata")
         ),
     ]

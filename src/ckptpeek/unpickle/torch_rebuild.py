@@ -93,7 +93,8 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     for v in value:
         if type(v) is not int or v < 0:
             raise TypeError(f"{what} must be a tuple of non-negative ints")
-    return value
+    ints: tuple[int, ...] = value
+    return ints
 
 
 def _tensor(
@@ -131,7 +132,14 @@ def _rebuild_tensor_v2(args: tuple[Any, ...]) -> TensorRef:
     # (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
     if not 6 <= len(args) <= 7:
         raise TypeError("_rebuild_tensor_v2 takes 6 or 7 arguments")
-    return _tensor(*args[:4], requires_grad=args[4], metadata=args[6] if len(args) == 7 else None)
+    return _tensor(
+        args[0],
+        args[1],
+        args[2],
+        args[3],
+        requires_grad=args[4],
+        metadata=args[6] if len(args) == 7 else None,
+    )
 
 
 def _rebuild_tensor_v3(args: tuple[Any, ...]) -> TensorRef:
@@ -139,7 +147,10 @@ def _rebuild_tensor_v3(args: tuple[Any, ...]) -> TensorRef:
     if not 7 <= len(args) <= 8 or not isinstance(args[6], DType):
         raise TypeError("_rebuild_tensor_v3 takes 7 or 8 arguments, the 7th a dtype")
     return _tensor(
-        *args[:4],
+        args[0],
+        args[1],
+        args[2],
+        args[3],
         dtype=args[6],
         requires_grad=args[4],
         metadata=args[7] if len(args) == 8 else None,
@@ -202,6 +213,7 @@ def _rebuild_from_type_v2(args: tuple[Any, ...]) -> Any:
     if not (
         isinstance(func, KnownGlobal)
         and func.qualname in _TENSOR_FUNCTIONS
+        and func.call is not None  # every tensor rebuild function has one
         and isinstance(fargs, tuple)
     ):
         # torch passes a tensor rebuild function here, never itself: refusing nesting
@@ -542,12 +554,12 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
     g[("torch", "Tensor")] = KnownGlobal("torch", "Tensor")
     g[("torch._tensor", "Tensor")] = KnownGlobal("torch", "Tensor")
     g[("torch.nn.parameter", "Parameter")] = KnownGlobal("torch.nn.parameter", "Parameter")
-    for name, value in DTYPE_ATTRS.items():
-        g[("torch", name)] = value
-    for name, value in TORCH_CONSTANTS.items():
-        g[("torch", name)] = value
-    for name, value in STORAGE_TYPES.items():
-        g[("torch", name)] = value
+    for name, dtype in DTYPE_ATTRS.items():
+        g[("torch", name)] = dtype
+    for name, constant in TORCH_CONSTANTS.items():
+        g[("torch", name)] = constant
+    for name, storage_type in STORAGE_TYPES.items():
+        g[("torch", name)] = storage_type
     g[("torch.storage", "UntypedStorage")] = STORAGE_TYPES["UntypedStorage"]
     return g
 
