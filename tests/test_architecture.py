@@ -31,9 +31,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("formats", ("ckptpeek.formats",)),
     ("torch_bridge", ("ckptpeek.torch_bridge",)),
     ("api", ("ckptpeek.api",)),
+    ("scan", ("ckptpeek.scan",)),
     ("package", ("ckptpeek",)),
     ("catalog", ("ckptpeek.catalog",)),
-    ("cli", ("ckptpeek.cli", "ckptpeek.__main__")),
+    ("cli", ("ckptpeek.cli", "ckptpeek.scan_cli", "ckptpeek.__main__")),
 ]
 #: pairs the layer order would allow but the design forbids: the interpreter reads no
 #: files, and the summary knows nothing of where bytes come from

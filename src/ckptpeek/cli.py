@@ -5,6 +5,7 @@ ckptpeek --tree FILE        every key, with shape and dtype for tensors
 ckptpeek --json FILE...     the summaries as JSON (one object per file, in a list)
 ckptpeek --version          version and which pickle engine is active
 ckptpeek catalog ROOT       the catalog of an outputs/ tree (see ``ckptpeek catalog -h``)
+ckptpeek scan FILE...       what torch.load would import, and a verdict (``ckptpeek scan -h``)
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ckptpeek.catalog.cli import main as catalog_main  # noqa: PLC0415 - pydantic only here
 
         return catalog_main(argv[1:])
+    if argv and argv[0] == "scan":  # `ckptpeek scan FILE...`: the security report
+        from .scan_cli import main as scan_main  # noqa: PLC0415 - only for this command
+
+        return scan_main(argv[1:])
     args = _parser().parse_args(argv)
     failures = 0
     results: list[Any] = []
