@@ -203,7 +203,7 @@ def _opcode_anomalies(report: ScanReport, member: str, data: bytes) -> None:
                 )
             last = (op.name, pos or 0)
             if op.name == "FRAME":
-                frame_end = (pos or 0) + 9 + int(arg)
+                frame_end = (pos or 0) + 9 + (arg if isinstance(arg, int) else 0)
             elif op.name in _UNUSUAL_OPS:
                 report.add_anomaly(f"{member}: {_UNUSUAL_OPS[op.name]} at byte {pos}")
             elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
