@@ -36,7 +36,7 @@ def values_agree(field: str, a: Any, b: Any) -> bool:
     agrees with ``0.85123``); architecture names ignore case, punctuation and a
     ``Decoder``/``Head`` suffix; datetimes compare as instants."""
     if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
+        return bool(a == b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         fa, fb = float(a), float(b)
         if math.isnan(fa) or math.isnan(fb):
@@ -47,12 +47,12 @@ def values_agree(field: str, a: Any, b: Any) -> bool:
         if da is None or db is None:
             return False
         d = min(da, db)
-        return abs(fa - fb) <= 0.5 * 10 ** (-d) + 1e-12
+        return bool(abs(fa - fb) <= 0.5 * 10 ** (-d) + 1e-12)
     if field.startswith("architecture.") and isinstance(a, str) and isinstance(b, str):
         return _norm_name(a) == _norm_name(b)
     if hasattr(a, "timestamp") and hasattr(b, "timestamp"):
         try:
-            return abs(a.timestamp() - b.timestamp()) < 1e-3
+            return bool(abs(a.timestamp() - b.timestamp()) < 1e-3)
         except (TypeError, ValueError, OverflowError):
-            return a == b
-    return a == b
+            return bool(a == b)
+    return bool(a == b)

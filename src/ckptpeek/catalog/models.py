@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -276,5 +277,5 @@ class Catalog(_Model):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __iter__(self):  # iterate entries, not pydantic fields
+    def __iter__(self) -> Iterator[CatalogEntry]:  # type: ignore[override]  # entries, not fields
         return iter(self.entries)

@@ -179,7 +179,7 @@ class EntryContext:
     def hydra_dir(self) -> Path | None:
         if self._hydra_dir is False:
             self._hydra_dir = find_hydra_dir(self.path, self.root)
-        return self._hydra_dir
+        return self._hydra_dir if isinstance(self._hydra_dir, Path) else None
 
     def header(self) -> HeaderRead:
         """The checkpoint, read once (header-only, selective); raises what ckptpeek raises."""
@@ -276,7 +276,8 @@ def config_summary(cfg: Any) -> dict[str, Any] | None:
             if isinstance(value, dict) and any(k in value for k in _SUMMARY_BLOCKS):
                 picked = {k: value[k] for k in _SUMMARY_BLOCKS if k in value}
                 break
-    return to_jsonable(picked or cfg)
+    out: dict[str, Any] = to_jsonable(picked or cfg)
+    return out
 
 
 def _float(value: Any) -> float | None:
