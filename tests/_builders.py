@@ -152,7 +152,9 @@ def small_pickle() -> bytes:
 
 @dataclass
 class Member:
-    """One archive member. ``claim_*`` override what the directory says (to make it lie)."""
+    """One archive member. ``claim_*`` override what the directory says (to make it lie);
+    the local header states the same sizes (a consistent liar: a local header that
+    disagrees with the directory is refused before any size is used)."""
 
     name: str
     data: bytes
@@ -189,6 +191,11 @@ def build_zip(
                 payload = c.compress(m.data) + c.flush()
         crc = zlib.crc32(m.data) & 0xFFFFFFFF
         offset = len(out) - len(prefix)
+        size = len(m.data) if m.claim_size is None else m.claim_size
+        csize = len(payload) if m.claim_csize is None else m.claim_csize
+        extra_local = m.extra_local
+        if m.zip64:  # sizes in a local ZIP64 extra field (both, APPNOTE 4.5.3)
+            extra_local = struct.pack("<2H2Q", 1, 16, size, csize) + extra_local
         local = struct.pack(
             "<4s5H3L2H",
             b"PK\x03\x04",
@@ -198,14 +205,12 @@ def build_zip(
             0,
             0x21,
             crc,
-            len(payload) & 0xFFFFFFFF,
-            len(m.data) & 0xFFFFFFFF,
+            0xFFFFFFFF if m.zip64 else csize & 0xFFFFFFFF,
+            0xFFFFFFFF if m.zip64 else size & 0xFFFFFFFF,
             len(name),
-            len(m.extra_local),
+            len(extra_local),
         )
-        out += local + name + m.extra_local + payload
-        size = len(m.data) if m.claim_size is None else m.claim_size
-        csize = len(payload) if m.claim_csize is None else m.claim_csize
+        out += local + name + extra_local + payload
         hoff = offset if m.claim_offset is None else m.claim_offset
         extra = b""
         if m.zip64:

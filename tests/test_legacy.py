@@ -372,6 +372,22 @@ def test_tar_format(engine):
         assert ckpt.root["w"].shape == (2, 3)
 
 
+@pytest.mark.parametrize("name", ["legacy_state_dict.pt", "legacy_py2.pt", "legacy_tar.pt"])
+def test_fixture_globals_cover_torch(torch, name, engine):
+    """Every global torch.load resolves in the committed fixtures (all their pickles,
+    through a recording pickle_module) is in ``globals()``; the tar's storage and tensor
+    records name the storage and tensor classes."""
+    from test_every_pickle import torch_globals
+
+    seen, out = torch_globals(torch, DATA / name)
+    assert not isinstance(out, Exception), out
+    with ckptpeek.open(DATA / name, engine=engine) as ckpt:
+        found = {(g.module, g.name): g.safe for g in ckpt.globals()}
+    assert set(seen) <= set(found) and all(found.values())
+    if name == "legacy_tar.pt":
+        assert {("torch", "LongStorage"), ("torch", "FloatTensor")} <= set(seen)
+
+
 def test_tar_errors(engine, tmp_path):
     raw = bytearray((DATA / "legacy_tar.pt").read_bytes())
     bad = bytearray(raw)

@@ -214,3 +214,25 @@ def test_no_payload_runs_in_a_fresh_process(tmp_path: pathlib.Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.count("DANGEROUS") >= len(paths)
     assert not target.exists()
+
+
+def test_named_globals_decodes_without_running() -> None:
+    from ckptpeek.unpickle.peek import named_globals
+
+    assert named_globals(_payload("os", "system")) == [("os", "system")]
+    stack = bytes(Pickle().proto(4).stack_global("posix", "system").stop())
+    assert named_globals(stack) == [("posix", "system")]
+    assert named_globals(b"\x80\x02cos\nsystem\n" + b"\x00junk") == [("os", "system")]
+    assert named_globals(b"\x10\x00\x00\x00\x00\x00\x00\x00{}") == []  # a safetensors start
+
+
+def test_leading_pickle_of_a_non_pickle_format_is_reported(tmp_path: pathlib.Path) -> None:
+    """torch.load unpickles any non-ZIP file from byte 0: those globals count."""
+    from ckptpeek.scan import ScanReport, _scan_leading_pickle
+
+    report = ScanReport("x")
+    _scan_leading_pickle(report, str(_write(tmp_path, "x.safetensors", _payload("os", "system"))))
+    assert report.verdict == "dangerous" and ("os", "system", "dangerous") in report.globals
+    report = ScanReport("y")
+    _scan_leading_pickle(report, str(DATA / "tiny.safetensors"))
+    assert report.verdict == "safe"

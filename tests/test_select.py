@@ -4,6 +4,7 @@ the selected top-level keys, with both engines, and skips the rest."""
 from __future__ import annotations
 
 import collections
+import io
 import pathlib
 import pickle
 
@@ -117,3 +118,74 @@ def test_summary_equals_the_cli_facts(engine) -> None:
         data = collect(ckpt)
         summary = ckpt.summary()
     assert summary.model_dump(mode="json") == {**data, "bytes_read": summary.bytes_read}
+
+
+def _tensor_pickle(sections: list[tuple[str, int]]) -> bytes:
+    """``{name: {"t0": tensor, ...}, ...}``: torch.save's opcodes, storages "0".."n"."""
+    import struct
+
+    p, memo = [b"\x80\x02}q\x00("], 1
+    for name, count in sections:
+        p.append(b"X" + struct.pack("<I", len(name)) + name.encode() + b"}(")
+        for i in range(count):
+            key = f"t{i}".encode()
+            p.append(b"X" + struct.pack("<I", len(key)) + key)
+            p.append(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage")
+            p.append(b"ctorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQ")
+            p.append(b"K\x00K\x06\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR")
+            p.append(b"r" + struct.pack("<I", memo))
+            memo += 1
+        p.append(b"u")
+    p.append(b"u.")
+    return b"".join(p)
+
+
+def test_a_selected_value_after_skipped_tensors_is_read_once(engine, monkeypatch) -> None:
+    """Skipped tensors before a selected one leave nothing that forces a full read:
+    what they share (the empty tuple, storage types, globals) is not tainted."""
+    from _builders import torch_zip
+
+    from ckptpeek.unpickle import context
+
+    runs: list[bool] = []
+    drive = context.drive
+
+    def counted(run, data, **kw):
+        def counting(d, ctx, select):
+            runs.append(select is not None)
+            return run(d, ctx, select)
+
+        return drive(counting, data, **kw)
+
+    monkeypatch.setattr(context, "drive", counted)
+    blob = torch_zip(_tensor_pickle([("optimizer", 30), ("model", 30), ("epoch", 0)]))
+    with ckptpeek.open(io.BytesIO(blob), engine=engine, select=["model"]) as ckpt:
+        assert len(ckpt.get("model")) == 30
+    assert runs == [True]  # one selective run, no full one
+
+
+def test_tracker_walks_keys_attributes_and_never_taints_plain_values() -> None:
+    from ckptpeek.unpickle import select as sel
+    from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
+    from ckptpeek.unpickle.standins import Placeholder
+
+    t = sel.Tracker(DEFAULT_LIMITS)
+    od = collections.OrderedDict(w=1)
+    od._metadata = {"": sel.SKIPPED}  # an attribute of a dict subclass
+    ph = Placeholder("m", "C")
+    ph.setitems.append([sel.SKIPPED])
+    for value in (
+        {(1, sel.SKIPPED): 2},  # inside a key
+        od,
+        ph,
+        slice([sel.SKIPPED]),
+        [[[sel.SKIPPED]]],
+    ):
+        assert t.reaches(value), value
+    assert not t.reaches({"a": ((), (1, "x"))}, collections.OrderedDict(), [], "s", None)
+    t.taint((), (1, 2), "s", sel.SKIPPED)  # immutable and shared: nothing to taint
+    assert not t.tainted and not t.reaches(())
+    inner: list[int] = []
+    outer = {"k": [inner]}
+    t.taint(outer)  # everything under it
+    assert t.reaches(inner) and t.reaches([outer]) and not t.reaches([[]])

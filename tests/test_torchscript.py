@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ckptpeek
-from ckptpeek.errors import CheckpointError, FormatError
+from ckptpeek.errors import CheckpointError, FormatError, UnsafePickleError
 from ckptpeek.formats.torchscript import ScriptObject
 
 torch = pytest.importorskip("torch")
@@ -206,3 +206,62 @@ def test_missing_class_source_is_not_fatal(scripted: str, tmp_path, engine: str)
         sd = ckpt.root["state_dict"]
         assert "sub.lin.weight" in sd and "sub.bn.weight" not in sd
         assert ckpt.root["module"].sub.bn.is_module is None
+
+
+# -- every pickle torch.jit.load unpickles (see also test_every_pickle.py) --------------------
+
+#: ``os.system("")`` then POP, put after PROTO: the pickle's own value is unchanged
+_PAYLOAD = b"cos\nsystem\n(X\x00\x00\x00\x00tR0"
+
+
+def _inject(data: bytes) -> bytes:
+    assert data[:2] == b"\x80\x02"
+    return data[:2] + _PAYLOAD + data[2:]
+
+
+def _rewrite_with(src: str, dst: str, member_suffix: str) -> None:
+    with zipfile.ZipFile(src) as z:
+        name = next(n for n in z.namelist() if n.endswith(member_suffix))
+        _rewrite(src, dst, name, _inject(z.read(name)))
+
+
+@pytest.mark.parametrize("member", ["/data.pkl", "/constants.pkl"])
+def test_payload_in_a_loaded_pickle(traced: str, tmp_path, engine: str, member: str) -> None:
+    """Both pickles torch.jit.load unpickles count: the payload is listed as unknown and
+    refused in strict mode; torch's C++ unpickler refuses it too (never imports it)."""
+    bad = str(tmp_path / "bad.pt")
+    _rewrite_with(traced, bad, member)
+    with ckptpeek.open(bad, engine=engine) as ckpt:
+        assert [str(g) for g in ckpt.globals() if not g.safe] == ["os.system"]
+        assert sorted(ckpt.root["constants"]) == ["c0", "c1"]
+    with pytest.raises(UnsafePickleError) as err:
+        ckptpeek.open(bad, engine=engine, strict=True)
+    assert err.value.member.endswith(member) and err.value.offset == 2
+    with pytest.raises(RuntimeError, match="Unknown type name 'os.system'"):
+        torch.jit.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("which", "member", "error"),
+    [
+        ("scripted", ".debug_pkl", "unknown type os.system"),
+        ("traced", "/traced_inputs.pkl", "Unknown type name 'os.system'"),
+    ],
+)
+def test_pickles_torch_unpickles_only_on_demand(
+    which: str, member: str, error: str, tmp_path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    """``code/*.debug_pkl`` (source ranges) and ``traced_inputs.pkl`` go through the same
+    C++ unpickler, only on demand: torch.jit.load succeeds, and the unknown global fails
+    (is never imported) when the source ranges are wanted or the shapes restored.
+    ckptpeek does not read them for the checkpoint."""
+    bad = str(tmp_path / "lazy.pt")
+    _rewrite_with(request.getfixturevalue(which), bad, member)
+    loaded = torch.jit.load(bad)
+    with pytest.raises(RuntimeError, match=error):
+        if member == ".debug_pkl":
+            _ = loaded.code
+        else:
+            torch.jit.load(bad, _restore_shapes=True)
+    with ckptpeek.open(bad, engine=engine, strict=True) as ckpt:
+        assert all(g.safe for g in ckpt.globals())

@@ -22,7 +22,7 @@ from . import context as C
 from . import messages as S
 from . import select as SEL
 from ckptpeek.errors import CheckpointError, UnsupportedError
-from .opcodes import DEFAULT_LIMITS
+from .opcodes import BY_NAME, DEFAULT_LIMITS
 from .registry import KNOWN_GLOBALS
 from .standins import Placeholder
 from ckptpeek.tensor import StorageRef, StorageRef as _StorageRef, TensorRef as _TensorRef
@@ -35,6 +35,23 @@ ENGINE = "native"
 cdef object _BAD_OPERAND = S.BAD_OPERAND
 cdef object _UNSET = object()
 cdef object _SKIPPED = SEL.SKIPPED
+cdef frozenset _ATOMS = SEL._ATOMS
+cdef tuple _CONTAINERS = SEL._CONTAINERS
+cdef bint _GUARDED_OPS[256]  # SEL.GUARDED: the ops a selective run guards (see SEL.Tracker)
+for _name in SEL.GUARDED:
+    _GUARDED_OPS[BY_NAME[_name].code] = True
+
+
+cdef inline bint _plain(object value):
+    """select.plain, in C (the same atoms)."""
+    if type(value) in _ATOMS:
+        return True
+    if type(value) is tuple:
+        for item in <tuple>value:
+            if type(item) not in _ATOMS:
+                return False
+        return True
+    return False
 
 
 # _is_fill_op, _is_text_op, _is_single_fill_op: generated into _opcodes.pxi from
@@ -47,13 +64,49 @@ cdef object _ORDERED_DICT = KNOWN_GLOBALS[("collections", "OrderedDict")]
 cdef object _OrderedDict = __import__("collections").OrderedDict
 
 
-cdef inline bint _dims_ok(object value):
-    if type(value) is not tuple:
+cdef inline bint _dims_ok(object size, object stride, object offset, object storage):
+    """Whether ``_rebuild_tensor_v2``'s size, stride and offset pass ``torch_rebuild._ints``
+    and ``tensor.check_layout`` (int64 values, element count, span inside ``storage``),
+    proven in C: every product and sum is bounded before it is made, and an int that
+    does not fit int64 stops the proof. False means: the slow path decides and raises
+    (or, where only the proof gave up, e.g. sizes ``(2**32, 2**31, 0)``, builds it)."""
+    cdef Py_ssize_t n, i
+    cdef long long s, st, last, avail
+    cdef long long numel = 1
+    cdef long long imax = 0x7FFFFFFFFFFFFFFF
+    if type(size) is not tuple or type(stride) is not tuple or type(offset) is not int:
         return False
-    for v in <tuple>value:
-        if type(v) is not int or v < 0:
+    n = len(<tuple>size)
+    if len(<tuple>stride) != n:
+        return False
+    try:
+        last = offset
+        avail = (<object>storage).numel
+        if last < 0:
             return False
-    return True
+        for i in range(n):
+            v = (<tuple>size)[i]
+            w = (<tuple>stride)[i]
+            if type(v) is not int or type(w) is not int:
+                return False
+            s = v
+            st = w
+            if s < 0 or st < 0:
+                return False
+            if s == 0:
+                numel = 0
+            elif numel != 0:
+                if numel > imax // s:
+                    return False
+                numel *= s
+            if s > 1 and st != 0:
+                if st > (imax - last) // (s - 1):
+                    return False
+                last += (s - 1) * st
+    except OverflowError:  # an int past int64
+        return False
+    # v2 views the storage in its own dtype: the last element must be one of its own
+    return numel == 0 or last < avail
 
 
 cdef object _fast_storage(object resolver, object pid):
@@ -96,10 +149,9 @@ cdef object _fast_reduce(object func, tuple args):
             return None
         storage, offset, size, stride, rg = args[0], args[1], args[2], args[3], args[4]
         metadata = args[6] if na == 7 else None
-        if (type(storage) is not StorageRef or type(offset) is not int or offset < 0
-                or not _dims_ok(size) or not _dims_ok(stride)
-                or len(<tuple>size) != len(<tuple>stride) or type(rg) is not bool
-                or (metadata is not None and type(metadata) is not dict)):
+        if (type(storage) is not StorageRef or type(rg) is not bool
+                or (metadata is not None and type(metadata) is not dict)
+                or not _dims_ok(size, stride, offset, storage)):
             return None
         # the same fields, in the same way, as tensor.new_dense
         t = _TensorRef.__new__(_TensorRef)
@@ -148,6 +200,8 @@ cdef class _CVM:
     cdef bytes data
     cdef const unsigned char* buf
     cdef Py_ssize_t n
+    cdef Py_ssize_t lim       # the end of what may be read: the open frame's end, else n
+    cdef Py_ssize_t frame_at  # the offset of the open FRAME opcode, -1 outside frames
     cdef Py_ssize_t op_pos
     cdef list stack
     cdef list metastack
@@ -162,11 +216,16 @@ cdef class _CVM:
     cdef bint skipping
     cdef list base
     cdef dict fills
+    cdef object tracker    # SEL.Tracker
+    cdef dict tainted      # tracker.tainted (the same dict)
+    cdef bint watching     # set at the first skip: before it, nothing can be SKIPPED
 
     def __cinit__(self, bytes data, ctx, select=None):
         self.data = data
         self.buf = <const unsigned char*>data
         self.n = len(data)
+        self.lim = self.n
+        self.frame_at = -1
         self.ctx = ctx
         self.max_memo = ctx.limits.max_memo
         self.stack = []
@@ -180,28 +239,32 @@ cdef class _CVM:
         self.skipping = False
         self.base = None
         self.fills = {}
+        self.tracker = SEL.Tracker(ctx.limits) if self.selective else None
+        self.tainted = self.tracker.tainted if self.selective else None
+        self.watching = False
 
     # -- helpers (mirror pickle_vm._VM's) ----------------------------------------------
     cdef inline int code(self):
         return self.buf[self.op_pos]
 
     cdef inline Py_ssize_t need(self, Py_ssize_t pos, Py_ssize_t k, str what) except -1:
-        if k > self.n - pos:
-            raise S.truncated(what, k, self.n - pos, self.op_pos)
+        if k > self.lim - pos:
+            raise S.short(what, k, self.lim - pos, self.frame_at, self.op_pos)
         return pos + k
 
     cdef Py_ssize_t need_u64(self, Py_ssize_t pos, uint64_t k, str what) except -1:
-        if k > <uint64_t>(self.n - pos):
-            raise S.truncated(what, k, self.n - pos, self.op_pos)
+        if k > <uint64_t>(self.lim - pos):
+            raise S.short(what, k, self.lim - pos, self.frame_at, self.op_pos)
         return pos + <Py_ssize_t>k
 
     cdef Py_ssize_t line_end(self, Py_ssize_t pos, str what) except -1:
-        """Offset of the newline that ends the text argument starting at ``pos``."""
+        """Offset of the newline that ends the text argument starting at ``pos`` (within
+        the open frame, if any)."""
         cdef const void* hit = NULL
-        if pos < self.n:
-            hit = memchr(self.buf + pos, 10, self.n - pos)
+        if pos < self.lim:
+            hit = memchr(self.buf + pos, 10, self.lim - pos)
         if hit == NULL:
-            raise S.no_newline(what, self.op_pos)
+            raise S.no_line(what, self.frame_at, self.op_pos)
         return <const unsigned char*>hit - self.buf
 
     cdef inline object pop(self):
@@ -341,27 +404,53 @@ cdef class _CVM:
     cdef Py_ssize_t skip_op(self, int code, Py_ssize_t pos) except -3:
         """The skipped variant of an op (pickle_vm._VM.skip_*): the same operands are
         consumed and SKIPPED pushed. Returns the next offset, or -2 to run the op as usual
-        (BUILD and fills of real objects), or -1 if the op has no skipped variant."""
-        cdef Py_ssize_t end
-        cdef list below
+        (BUILD, which the guard decides, and fills of real objects), or -1 if the op has
+        no skipped variant."""
+        cdef Py_ssize_t end, k
+        cdef list below, items
         cdef int npop
-        if (code == OP_EMPTY_DICT or code == OP_EMPTY_LIST or code == OP_EMPTY_SET
-                or code == OP_EMPTY_TUPLE):
+        if code == OP_EMPTY_DICT or code == OP_EMPTY_LIST or code == OP_EMPTY_SET:
             pass
-        elif (code == OP_TUPLE or code == OP_LIST or code == OP_DICT or code == OP_FROZENSET
-                or code == OP_OBJ):
-            self.pop_mark()
-        elif code == OP_TUPLE1 or code == OP_BINPERSID:
-            self.pop()
-        elif code == OP_TUPLE2 or code == OP_REDUCE or code == OP_NEWOBJ:
-            self.pop()
-            self.pop()
-        elif code == OP_TUPLE3 or code == OP_NEWOBJ_EX:
-            self.pop()
-            self.pop()
-            self.pop()
+        elif code == OP_EMPTY_TUPLE:
+            self.stack.append(())
+            return pos
+        elif code == OP_TUPLE or code == OP_TUPLE1 or code == OP_TUPLE2 or code == OP_TUPLE3:
+            # built if made of plain values (a storage's id, a shape), else SKIPPED
+            if code == OP_TUPLE:
+                items = self.pop_mark()
+            else:
+                k = 1 if code == OP_TUPLE1 else 2 if code == OP_TUPLE2 else 3
+                if len(self.stack) < k:
+                    raise S.underflow(code, self.op_pos)
+                items = self.stack[len(self.stack) - k:]
+                del self.stack[len(self.stack) - k:]
+            for a in items:
+                if not _plain(a):
+                    self.taint(items)  # swallowed (pickle_vm._VM._swallow)
+                    break
+            else:
+                self.stack.append(tuple(items))
+                return pos
+        elif code == OP_LIST or code == OP_DICT or code == OP_FROZENSET:
+            self.taint(self.pop_mark())
+        elif code == OP_OBJ:
+            self.taint(self.pop_mark())
+        elif code == OP_REDUCE or code == OP_NEWOBJ:
+            b = self.pop()
+            a = self.pop()
+            if not ((a is _SKIPPED or _plain(a)) and (b is _SKIPPED or _plain(b))):
+                self.tracker.taint(a, b)
+        elif code == OP_NEWOBJ_EX:
+            c = self.pop()
+            b = self.pop()
+            a = self.pop()
+            self.taint([a, b, c])
+        elif code == OP_BINPERSID:
+            self.tracker.skipped_id(self.pop())
         elif code == OP_PERSID:
-            pos = self.line_end(pos, "PERSID") + 1
+            end = self.line_end(pos, "PERSID")
+            self.tracker.skipped_id(self.data[pos:end].decode("ascii", "replace"))
+            pos = end + 1
         elif code == OP_INST:
             end = self.line_end(pos, "INST")
             a = self.data[pos:end]
@@ -371,15 +460,13 @@ cdef class _CVM:
             pos = end + 1
             self.ctx.find_global(S.decode_text(a, "INST", self.op_pos),
                                  S.decode_text(b, "INST", self.op_pos), self.op_pos)
-            self.pop_mark()
+            self.taint(self.pop_mark())
         elif code == OP_BUILD:
-            if len(self.stack) >= 2 and self.stack[len(self.stack) - 2] is _SKIPPED:
-                self.pop()
-                return pos
             return -2
         elif code == OP_APPEND or code == OP_SETITEM:
             npop = 1 if code == OP_APPEND else 2
             if len(self.stack) >= npop + 1 and self.stack[len(self.stack) - npop - 1] is _SKIPPED:
+                self.taint(self.stack[len(self.stack) - npop:])
                 del self.stack[len(self.stack) - npop:]
                 return pos
             return -2
@@ -388,7 +475,7 @@ cdef class _CVM:
                 raise S.mark_missing(code, self.op_pos)
             below = self.metastack[len(self.metastack) - 1]
             if below and below[len(below) - 1] is _SKIPPED:
-                self.pop_mark()
+                self.taint(self.pop_mark())
                 return pos
             return -2
         else:
@@ -396,10 +483,84 @@ cdef class _CVM:
         self.stack.append(_SKIPPED)
         return pos
 
+    cdef int taint(self, list values) except -1:
+        """tracker.taint(*values) (what a skipped op swallows), unless every value is
+        SKIPPED or plain (nothing to do)."""
+        for a in values:
+            if not (a is _SKIPPED or _plain(a)):
+                self.tracker.taint(*values)
+                return 0
+        return 0
+
+    cdef bint clean(self, object value, int depth):
+        """True if ``value`` certainly reaches no SKIPPED or tainted object (the cases
+        tracker.reaches settles without a walk, and tuples of them); False: ask it."""
+        t = type(value)
+        if t in _ATOMS:
+            return True
+        if value is _SKIPPED or (self.tainted and id(value) in self.tainted):
+            return False
+        if t is tuple:
+            if depth == 0:
+                return False
+            for a in <tuple>value:
+                if not self.clean(a, depth - 1):
+                    return False
+            return True
+        if t is dict or t is list or t is set or t is frozenset:
+            return len(value) == 0
+        if isinstance(value, _CONTAINERS) and len(value) == 0:
+            return not getattr(value, "__dict__", 1)
+        return False
+
+    cdef Py_ssize_t guard_op(self, int code, Py_ssize_t pos) except -3:
+        """An op of SEL.GUARDED once anything was skipped (pickle_vm._VM.guard_*): replaced
+        (returns the next offset) if an operand reaches SKIPPED or a tainted object, else
+        -2: run it as usual."""
+        cdef list st = self.stack
+        cdef Py_ssize_t n = len(st), end
+        tracker = self.tracker
+        if code == OP_REDUCE or code == OP_NEWOBJ:
+            if (n >= 2 and (type(st[n - 1]) is tuple or st[n - 1] is _SKIPPED)
+                    and not (self.clean(st[n - 2], 2) and self.clean(st[n - 1], 2))
+                    and tracker.reaches(st[n - 2], st[n - 1])):
+                return self.skip_op(code, pos)
+        elif code == OP_NEWOBJ_EX:
+            if (n >= 3 and (type(st[n - 2]) is tuple or st[n - 2] is _SKIPPED)
+                    and (type(st[n - 1]) is dict or st[n - 1] is _SKIPPED)
+                    and tracker.reaches(st[n - 3], st[n - 2], st[n - 1])):
+                return self.skip_op(code, pos)
+        elif code == OP_OBJ or code == OP_INST:
+            if self.metastack and tracker.reaches(*st):
+                return self.skip_op(code, pos)
+        elif code == OP_BUILD:
+            if n >= 2:
+                a = st[n - 2]
+                b = st[n - 1]
+                if a is _SKIPPED or tracker.reaches(a, b):
+                    # not built: what the BUILD could change is not what a full run has
+                    tracker.taint(a, b)
+                    st.pop()
+                    return pos
+        elif code == OP_BINPERSID:
+            if n and ((not tracker.flush(self.ctx.persistent, self.op_pos)
+                       if tracker.pending else tracker.blind)
+                      or not self.clean(st[n - 1], 2) and tracker.reaches(st[n - 1])):
+                tracker.blind = True
+                st[n - 1] = _SKIPPED
+                return pos
+        elif code == OP_PERSID:
+            if not tracker.flush(self.ctx.persistent, self.op_pos):
+                end = self.line_end(pos, "PERSID")
+                st.append(_SKIPPED)
+                return end + 1
+        return -2
+
     # -- the loop ------------------------------------------------------------------------
     cdef object run(self):
         try:
-            return self._run()
+            value = self._run()
+            return self.tracker.outcome(value) if self.selective else value
         except CheckpointError:
             raise
         except _BAD_OPERAND as exc:
@@ -409,6 +570,7 @@ cdef class _CVM:
     cdef object _run(self):
         cdef const unsigned char* buf = self.buf
         cdef Py_ssize_t n = self.n
+        cdef Py_ssize_t lim = self.n  # == self.lim: the open frame's end, else n
         cdef Py_ssize_t pos = 0, end = 0, start = 0, i
         cdef int code
         cdef int32_t i4
@@ -418,7 +580,13 @@ cdef class _CVM:
                                      if type(ctx.persistent_load) is StorageResolver else None)
         cdef bint selective = self.selective
         cdef Py_ssize_t depth, filled = -1, skipped
-        while pos < n:
+        while True:
+            if pos >= lim:
+                if self.frame_at < 0:
+                    break
+                self.frame_at = -1  # the frame is read to its end (pickle_vm: end_frame)
+                lim = self.lim = n
+                continue
             self.op_pos = pos
             code = buf[pos]
             pos += 1
@@ -427,13 +595,18 @@ cdef class _CVM:
                 filled = -1
                 if depth <= 2 and self.base is not None and _is_fill_op(code):
                     filled = self.fill_size(code)
+                skipped = -1
                 if self.skipping and depth >= 2:
                     skipped = self.skip_op(code, pos)
-                    if skipped >= 0:
-                        pos = skipped
-                        if len(self.metastack) <= 1:
-                            self.post_op(code, filled)
-                        continue
+                    if skipped != -1:
+                        self.watching = True
+                if skipped == -2 or (self.watching and skipped == -1 and _GUARDED_OPS[code]):
+                    skipped = self.guard_op(code, pos)
+                if skipped >= 0:
+                    pos = skipped
+                    if len(self.metastack) <= 1:
+                        self.post_op(code, filled)
+                    continue
             # --- the hot opcodes of torch pickles first -----------------------------
             if code == OP_BINPUT:
                 end = self.need(pos, 1, "BINPUT")
@@ -571,8 +744,11 @@ cdef class _CVM:
                                   self.op_pos)
                 pos = end
             elif code == OP_FRAME:
+                if self.frame_at >= 0:
+                    raise S.frame_nested(self.frame_at, lim - self.op_pos, self.op_pos)
                 end = self.need(pos, 8, "FRAME")
-                self.need_u64(end, _u8(buf + pos), "FRAME contents")
+                lim = self.lim = self.need_u64(end, _u8(buf + pos), "FRAME contents")
+                self.frame_at = self.op_pos
                 pos = end
             # --- everything else, in the order of pickle_vm.py ------------------------
             elif code == OP_POP:
@@ -712,17 +888,16 @@ cdef class _CVM:
                 self.memo_get_text(S.int_text(a, "GET", self.op_pos))
             elif code == OP_EXT1:
                 end = self.need(pos, 1, "EXT1")
-                self.stack.append(ctx.find_global("copyreg.extension", str(buf[pos]), self.op_pos))
+                self.stack.append(ctx.extension(buf[pos], self.op_pos))
                 pos = end
             elif code == OP_EXT2:
                 end = self.need(pos, 2, "EXT2")
-                self.stack.append(ctx.find_global("copyreg.extension", str(_u2(buf + pos)),
-                                                  self.op_pos))
+                self.stack.append(ctx.extension(_u2(buf + pos), self.op_pos))
                 pos = end
             elif code == OP_EXT4:
                 end = self.need(pos, 4, "EXT4")
                 i4 = <int32_t>_u4(buf + pos)
-                self.stack.append(ctx.find_global("copyreg.extension", str(i4), self.op_pos))
+                self.stack.append(ctx.extension(i4, self.op_pos))
                 pos = end
             elif code == OP_NEWOBJ:
                 a = self.pop()

@@ -16,13 +16,14 @@ from .walk import iter_tensors
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 if TYPE_CHECKING:
     from ckptpeek.io.source import CheckpointSource
     from ckptpeek.summary.model import CheckpointSummary
 
-__all__ = ("Checkpoint", "GlobalInfo", "SUMMARY_KEYS")
+__all__ = ("Checkpoint", "GlobalInfo", "SUMMARY_KEYS", "merge_globals")
 
 _MISSING = object()
 
@@ -65,6 +66,22 @@ class GlobalInfo(Frozen):
 
     def __str__(self) -> str:
         return f"{self.module}.{self.name}"
+
+
+def merge_globals(
+    into: dict[tuple[str, str], bool], found: Mapping[tuple[str, str], bool]
+) -> dict[tuple[str, str], bool]:
+    """Add the globals one pickle named (``PickleResult.globals``) to a checkpoint's map.
+
+    The one way readers of files with several pickles (legacy ``torch.save``, its tar
+    predecessor, TorchScript) build ``Checkpoint(globals_=...)``: every pickle torch
+    would unpickle is merged in, in file order, so ``globals()`` and strict mode see all
+    of them. A name keeps its first position and is safe only if every pickle that names
+    it resolved it as known (a format's own names differ per pickle). Returns ``into``.
+    """
+    for key, safe in found.items():
+        into[key] = into.get(key, True) and safe
+    return into
 
 
 class Checkpoint:
@@ -141,7 +158,8 @@ class Checkpoint:
         return list(self.root.keys()) if isinstance(self.root, dict) else []
 
     def globals(self) -> list[GlobalInfo]:
-        """Every global the pickle names, known-safe or not, in first-use order."""
+        """Every global the file's pickles name (every pickle torch would unpickle, see
+        :func:`merge_globals`), known-safe or not, in first-use order."""
         return [GlobalInfo(m, n, safe) for (m, n), safe in self._globals.items()]
 
     def summary(self) -> CheckpointSummary:

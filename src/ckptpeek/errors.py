@@ -140,11 +140,37 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
         FormatError,
         "a storage's 8-byte element count disagrees with its persistent id",
     ),
-    "tar-bad-header": (FormatError, "a tar header is malformed (bad checksum or number field)"),
+    "tar-bad-header": (
+        FormatError,
+        "a tar header is malformed (checksum, number field, PAX records, no member after PAX)",
+    ),
     "tar-missing-member": (FormatError, "the tar lacks its storages, tensors or pickle member"),
     "tar-bad-record": (
         FormatError,
         "a storage/tensor/view record in the tar's members is malformed",
+    ),
+    "tar-extended-header": (
+        FormatError,
+        "a GNU long-name/long-link record, a global or Solaris PAX header, or a PAX record "
+        "other than times, owner, comment and size: names readers resolve differently",
+    ),
+    "tar-duplicate-member": (
+        FormatError,
+        "two tar members have the same name (tarfile, and so torch, reads the last)",
+    ),
+    "tar-member-type": (
+        FormatError,
+        "a tar member that is not a regular file (link, directory, device, sparse, unknown)",
+    ),
+    "tar-pickle-polyglot": (
+        FormatError,
+        "the file is a tar and also starts with a pickle: torch reads the tar from a path, "
+        "the pickles from a file object",
+    ),
+    "legacy-frame-overrun": (
+        FormatError,
+        "a pickle of a legacy or tar file ends inside a FRAME that runs past its STOP: "
+        "where the next pickle starts depends on how the file is opened",
     ),
     # TorchScript (torchscript.py) and torch.distributed.checkpoint (dcp.py)
     "torchscript-bad-root": (
@@ -234,6 +260,33 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     ),
     "zip-encrypted": (UnsupportedError, "an encrypted member"),
     "zip-multidisk": (UnsupportedError, "a multi-disk (split) archive"),
+    "zip-duplicate-name": (
+        FormatError,
+        "two members torch's lookup cannot tell apart (same name, equal up to a NUL byte "
+        "or ignoring ASCII case, or decoding to the same text)",
+    ),
+    "zip-nul-name": (FormatError, "a member name with a NUL byte"),
+    "zip-unsafe-name": (FormatError, "a member name that is absolute or has a '..' component"),
+    "zip-local-mismatch": (
+        FormatError,
+        "a member's local header disagrees with its central-directory entry",
+    ),
+    "zip-overlap": (
+        FormatError,
+        "a member's bytes overlap another member or the central directory",
+    ),
+    "zip-multiple-eocd": (
+        FormatError,
+        "more than one plausible end record, or an archive comment holding ZIP records",
+    ),
+    "zip-bad-data-descriptor": (
+        FormatError,
+        "a member's data descriptor disagrees with its central-directory entry",
+    ),
+    "zip-stray-member": (
+        FormatError,
+        "a member outside the folder of the archive's first member (torch refuses it)",
+    ),
     # pickle
     "unknown-opcode": (FormatError, "a byte that is no pickle opcode"),
     "bad-argument": (FormatError, "an opcode's inline argument is malformed"),
@@ -248,10 +301,32 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "unsupported-opcode": (UnsupportedError, "NEXT_BUFFER: out-of-band buffers"),
     "forbidden-global": (UnsafePickleError, "strict mode: a global outside the safe registry"),
     "forbidden-reduce": (UnsafePickleError, "a call of a known name that is not callable"),
+    "bad-frame": (
+        FormatError,
+        "a protocol-4 FRAME that CPython's unpickler may read out of order: an opcode running "
+        "past its end, or a FRAME inside a frame",
+    ),
+    "forbidden-extension": (
+        UnsafePickleError,
+        "strict mode: EXT1/EXT2/EXT4, a global named through copyreg's extension registry",
+    ),
     # storages and tensors
     "missing-storage": (FormatError, "a tensor's storage member is absent"),
     "storage-too-small": (FormatError, "a storage member holds fewer bytes than its id claims"),
     "tensor-out-of-storage": (FormatError, "a tensor's shape/stride/offset reach past its storage"),
+    "tensor-bad-shape": (
+        FormatError,
+        "a tensor size negative or past int64, more elements than int64 counts, or "
+        "sparse/nested parts whose shapes do not fit the tensor",
+    ),
+    "tensor-bad-stride": (
+        FormatError,
+        "a stride or storage offset negative or past int64, or not one stride per dimension",
+    ),
+    "tensor-bad-qparams": (
+        FormatError,
+        "quantizer parameters torch cannot rebuild the quantized tensor from",
+    ),
     "bad-byteorder": (FormatError, "the byteorder record is neither little nor big"),
     "no-storage": (UnsupportedError, "numpy() of a tensor with no data (meta)"),
     "not-dense": (

@@ -26,6 +26,7 @@ from .errors import CheckpointError
 from .io.source import ByteSource
 from .io.zipdir import read_directory
 from .unpickle import engine as _engine
+from .unpickle.peek import named_globals
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ _UNUSUAL_OPS: Final = {
     "NEXT_BUFFER": "NEXT_BUFFER (out-of-band buffers)",
     "READONLY_BUFFER": "READONLY_BUFFER (out-of-band buffers)",
 }
+_LEADING_PICKLE_BYTES: Final = 1 << 20  # of a non-pickle format, decoded as torch would
 _MAX_ANOMALIES: Final = 50  # per file; the count of what was left out is reported
 
 
@@ -156,6 +158,8 @@ def scan(path: str | os.PathLike[str], *, engine: str | None = None) -> ScanRepo
                 report.add_global(g.module, g.name, g.safe)
             if ckpt.format in ("torch-zip", "torchscript") and os.path.isfile(path):
                 _scan_zip_pickles(report, os.fspath(path), engine)
+            elif ckpt.format == "safetensors" and os.path.isfile(path):
+                _scan_leading_pickle(report, os.fspath(path))
     except CheckpointError as exc:
         report.refuse(exc)
     return report
@@ -166,16 +170,32 @@ def _scan_zip_pickles(report: ScanReport, path: str, engine: str | None) -> None
     unpickle (an extra ``*.pkl``): reported, so a reviewer sees them, as anomalies."""
     with ByteSource(path) as source:
         directory = read_directory(source)
-        for name in directory.names():
+        directory.verify()  # every member's local header, extent and data descriptor
+        for record in directory.records:
+            name = record.name
             if not name.endswith(".pkl"):
                 continue
-            data = directory.read(name)
+            data = directory.read(record)
             base = name.rsplit("/", 1)[-1]
             read_by_torch = name.count("/") == 1 and base in _READ_PICKLES
             _opcode_anomalies(report, name, data)
             if not read_by_torch:
                 report.add_anomaly(f"{name}: a pickle member torch.load does not read")
                 _globals_of_unread(report, name, data, engine)
+
+
+def _scan_leading_pickle(report: ScanReport, path: str) -> None:
+    """torch.load reads any file that is no ZIP as legacy pickles from byte 0 (after
+    trying tarfile, which the sniffer already asked): a safetensors file whose first
+    bytes also decode as a pickle naming globals would run them under torch.load."""
+    with open(path, "rb") as f:
+        head = f.read(_LEADING_PICKLE_BYTES)
+    for module, name in named_globals(head):
+        report.add_global(module, name, known_safe=False)
+        report.add_anomaly(
+            f"the file's first bytes are also a pickle that names {printable(module)}."
+            f"{printable(name)}: torch.load would import it"
+        )
 
 
 def _globals_of_unread(report: ScanReport, name: str, data: bytes, engine: str | None) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # StorageReader is a plain documenting class at run time
 
-__all__ = ("StorageRef", "StorageReader", "TensorRef", "new_dense")
+__all__ = ("INT64_MAX", "StorageRef", "StorageReader", "TensorRef", "check_layout", "new_dense")
 
 #: struct formats of the dtypes whose single values item() reads without numpy
 _STRUCT_FORMATS = {
@@ -181,6 +181,92 @@ def _fill(
     t.type_name = "torch.Tensor"
     t.metadata = metadata or {}
     t.components = {}
+
+
+#: torch holds sizes, strides, storage offsets and element counts in int64
+INT64_MAX = (1 << 63) - 1
+_UINT64_LIMIT = 1 << 64
+
+
+def _dims_text(dims: tuple[int, ...]) -> str:
+    """``(2, 3)`` for a message; a long tuple is cut (a file can make it any length)."""
+    if len(dims) <= 8:
+        return str(tuple(dims))
+    return "(" + ", ".join(str(d) for d in dims[:8]) + f", ... {len(dims)} dims)"
+
+
+def _why(value: int) -> str:
+    return "negative" if value < 0 else "past int64"
+
+
+def check_layout(
+    shape: tuple[int, ...],
+    stride: tuple[int, ...] | None,
+    offset: int,
+    storage: StorageRef | None = None,
+    dtype: DType | None = None,
+) -> None:
+    """Refuse sizes, strides and a storage offset that no torch tensor can have.
+
+    The checks ``torch.load`` makes (``set_``, ``empty_strided``, ``computeStorageNbytes``),
+    on ints the caller has type-checked:
+
+    - ``tensor-bad-shape``: a size negative or past int64, or more elements than int64
+      counts. torch's rule (``numel: integer multiplication overflow``): the running
+      product of the sizes may not pass uint64, even if a later 0 ends it, and must end
+      within int64, so ``(0, 2**40, 2**40)`` loads and ``(2**40, 2**40, 0)`` does not;
+    - ``tensor-bad-stride``: as many strides as dimensions, each and the offset in
+      0..int64 (``stride=None``: a layout without strides, e.g. a sparse size);
+    - ``tensor-out-of-storage`` (only with ``storage``): the last element of a non-empty
+      tensor, in ``dtype`` (the storage's by default), lies past the storage's bytes. An
+      empty tensor may have any offset, as in torch.
+
+    The caller (a rebuild function, run by the interpreter) adds the pickle offset.
+    """
+    if stride is None:
+        stride = (0,) * len(shape)
+    elif len(stride) != len(shape):
+        raise error(
+            "tensor-bad-stride",
+            f"tensor of size {_dims_text(shape)} has stride {_dims_text(stride)}: "
+            f"{len(stride)} strides for {len(shape)} dimensions",
+        )
+    if not 0 <= offset <= INT64_MAX:
+        raise error("tensor-bad-stride", f"tensor storage offset {offset} is {_why(offset)}")
+    numel = 1
+    wrapped = False  # the running product passed uint64 (kept there: bounded work)
+    last = offset
+    for size, step in zip(shape, stride, strict=False):
+        if not 0 <= size <= INT64_MAX:
+            raise error(
+                "tensor-bad-shape",
+                f"tensor size {_dims_text(shape)}: {size} is {_why(size)}",
+            )
+        if not 0 <= step <= INT64_MAX:
+            raise error(
+                "tensor-bad-stride",
+                f"tensor stride {_dims_text(stride)}: {step} is {_why(step)}",
+            )
+        numel *= size
+        if numel >= _UINT64_LIMIT:
+            wrapped, numel = True, _UINT64_LIMIT
+        last += (size - 1) * step
+    if wrapped or numel > INT64_MAX:
+        raise error(
+            "tensor-bad-shape",
+            f"tensor size {_dims_text(shape)} holds more elements than int64 counts "
+            f"(torch: numel: integer multiplication overflow)",
+        )
+    if storage is None or numel == 0:
+        return
+    item = (dtype or storage.dtype).itemsize
+    if (last + 1) * item > storage.numel * storage.dtype.itemsize:
+        raise error(
+            "tensor-out-of-storage",
+            f"tensor of size {_dims_text(shape)}, stride {_dims_text(stride)} and storage "
+            f"offset {offset} needs {(last + 1) * item} bytes of storage {storage.key!r}, "
+            f"which holds {storage.numel} x {storage.dtype} ({storage.nbytes} bytes)",
+        )
 
 
 def new_dense(
@@ -362,6 +448,8 @@ class TensorRef:
         storage = self.storage
         if storage is None or storage.reader is None:
             raise error("no-storage", f"a {self.kind} tensor has no data to read")
+        if self.numel() == 0:  # touches no element: any offset is valid, as in torch
+            return memoryview(b"")
         item = self.dtype.itemsize
         first, stop = self._element_span()
         if stop * item > storage.nbytes:
@@ -371,8 +459,6 @@ class TensorRef:
                 f"{storage.key!r} holds {storage.nbytes}",
                 path=storage.reader.path,
             )
-        if self.numel() == 0:
-            return memoryview(b"")
         return storage.reader.storage_view(storage, first * item, stop * item)
 
     def _span(self) -> np.ndarray[Any, Any]:
@@ -401,7 +487,14 @@ class TensorRef:
         import numpy as np  # noqa: PLC0415
 
         span = self._span()
-        strides = tuple(st * self.dtype.itemsize for st in self._stride)
+        item = self.dtype.itemsize
+        # a dim of size 1, or any dim of an empty tensor, never steps: any stride in int64
+        # is valid there, but numpy wants strides that fit its intp
+        empty = self.numel() == 0
+        strides = tuple(
+            0 if empty or size <= 1 else st * item
+            for size, st in zip(self.shape, self._stride, strict=False)
+        )
         return np.lib.stride_tricks.as_strided(
             span, shape=tuple(self.shape), strides=strides, writeable=False
         )

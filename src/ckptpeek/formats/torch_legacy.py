@@ -21,6 +21,19 @@ accepted when ``sys_info`` says big-endian and only that reading fits).
 The very old tar format (torch < 0.4: a tar archive with members ``sys_info``,
 ``pickle``, ``tensors`` and ``storages``) is read by :func:`_read_tar`.
 
+Every pickle torch unpickles counts (``torch/serialization.py`` ``_legacy_load``): with
+``weights_only=False`` the magic number, the protocol version, ``sys_info`` and the
+storage-key list go through ``pickle_module.load`` and the object through a subclass of
+``pickle_module.Unpickler`` - CPython's unpickler for all five, so a global in any of
+them is imported; in the tar format, ``pickle_module.load`` reads the storage count,
+each storage record, the view list, the tensor count and each tensor record, and the
+``Unpickler`` subclass the ``pickle`` member. Each of them runs through the restricted
+interpreter and its globals go into ``Checkpoint.globals()`` (strict mode refuses an
+unknown one in any of them). Where the pickles begin is torch's too: a pickle that ends
+inside a ``FRAME`` running past its ``STOP`` is refused (``legacy-frame-overrun``),
+because CPython's unpickler leaves a buffered file after the ``STOP`` but a
+``BytesIO`` or the unbuffered member files of the tar format after the frame.
+
 Only the pickles (at the start of the file, small) and 8 bytes per storage are read;
 tensor data is memory-mapped on demand.
 """
@@ -29,8 +42,9 @@ from __future__ import annotations
 
 import struct
 
-from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.checkpoint import Checkpoint, merge_globals
 from ckptpeek.errors import CheckpointError, error
+from ckptpeek.io.tar import TAR_BLOCK, pax_records, tar_block, tar_header
 from ckptpeek.tensor import StorageRef, new_dense
 from ckptpeek.torch_types import StorageType
 from ckptpeek.unpickle.standins import KnownGlobal, safe_repr
@@ -52,6 +66,7 @@ PROTOCOL_VERSION: Final = 1001
 _FIRST_CHUNK: Final = 64 * 1024
 _GROWTH: Final = 4
 _COUNT: Final = struct.Struct("<q")
+_FRAME: Final = struct.Struct("<BQ")  # the FRAME opcode (0x95) and its 8-byte length
 
 
 def _text(value: Any) -> Any:
@@ -196,6 +211,8 @@ class _Reader:
         self.path = source.path
         self.base = 0  # file offset of buf[0]
         self.buf = b""  # bytes read around the pickles, grown as they need
+        #: the globals of every pickle run so far (``merge_globals``): the Checkpoint's
+        self.globals: dict[tuple[str, str], bool] = {}
 
     def run(
         self,
@@ -258,7 +275,47 @@ class _Reader:
                     member=member,
                     offset=pos - member_start,
                 )
+            frame = _frame_past_stop(data, result.end)
+            if frame is not None:
+                raise error(
+                    "legacy-frame-overrun",
+                    f"the {what} ends at byte {result.end - 1} inside the FRAME at byte "
+                    f"{frame}, which runs past it: torch reads the next pickle from either "
+                    f"end depending on how the file is opened",
+                    path=self.path,
+                    member=member,
+                    offset=pos - member_start + frame,
+                )
+            merge_globals(self.globals, result.globals)
             return result, pos + result.end
+
+
+def _frame_past_stop(data: bytes, end: int) -> int | None:
+    """The offset of a ``FRAME`` opcode of the pickle ``data[:end]`` (``end`` is just past
+    its ``STOP``) whose frame runs past ``end``, or ``None``.
+
+    CPython's unpickler reads a whole frame when it meets one; what it leaves of the
+    file after ``STOP`` then depends on the file (peek-able or not), so the next pickle
+    would start in one of two places. ``torch.save`` ends its last frame at ``STOP``.
+    A quick scan for ``0x95`` bytes with a length that fits rules out almost every
+    pickle; a candidate is confirmed by decoding the opcodes (never running them).
+    """
+    i = data.find(b"\x95", 0, end - 9)
+    while i >= 0:
+        if end < i + 9 + _FRAME.unpack_from(data, i)[1] <= len(data):
+            break  # a frame that could be executed (its bytes are there) and passes STOP
+        i = data.find(b"\x95", i + 1, end - 9)
+    else:
+        return None
+    import pickletools  # noqa: PLC0415 - only for a rare candidate
+
+    try:
+        for op, arg, at in pickletools.genops(data[:end]):
+            if op.name == "FRAME" and type(arg) is int and (at or 0) + 9 + arg > end:
+                return at or 0
+    except ValueError:  # the engine read these opcodes; if genops cannot, assume the worst
+        return i
+    return None
 
 
 def _expect(value: Any, want: Any, what: str, code: str, path: str | None, pos: int) -> None:
@@ -276,8 +333,9 @@ def read(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
     """Read a legacy ``torch.save`` file (or its tar predecessor) header-only."""
     r = _Reader(source, opts)
     r.buf = source.read_at(0, min(source.size, _FIRST_CHUNK), what="file header")
-    if len(r.buf) >= 262 and r.buf[257:262] == b"ustar":
-        return _read_tar(source, opts)
+    # torch.load of a path tries tarfile first: whatever tarfile opens is a tar to it
+    if tar_header(r.buf[:TAR_BLOCK]) is not None or r.buf[257:262] == b"ustar":
+        return _read_tar(source, opts, r)
     path = source.path
     magic, pos = r.run(0, "magic number")
     _expect(magic.value, MAGIC_NUMBER, "the magic number", "legacy-bad-magic", path, 0)
@@ -359,7 +417,7 @@ def read(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
         backend=opts.engine.ENGINE,
         root=main.value,
         source=source,
-        globals_=main.globals,
+        globals_=r.globals,
         limits=opts.limits,
         members={
             "pickle": f"bytes {main_start}..{keys_start}",
@@ -425,9 +483,28 @@ def _walk(
 # storage_key, tensor_type)`` followed by ``<i ndim``, 4 unused bytes, ``ndim`` sizes,
 # ``ndim`` strides and the storage offset (``<q`` each); ``pickle`` is the object, whose
 # persistent ids are those keys (as text) or ``(module_class, source_file, source)``.
+#
+# torch finds the members with Python's ``tarfile`` (``tarfile.open(fileobj=f,
+# mode="r:")``, then ``extract``/``extractfile`` by name, which take the LAST member of
+# that name), and only when ``f`` is a real file: a ``BytesIO`` goes straight to the
+# pickles. The walk below reads headers as ``tarfile.TarInfo.frombuf`` does (both
+# checksums, every number field, the ustar prefix joined whatever the magic says, a
+# V7 directory ``name/``) and refuses whatever readers may resolve differently instead
+# of guessing: GNU long names and links, global, Solaris and path-changing PAX headers
+# (``tar-extended-header``), a member name used twice (``tar-duplicate-member``), a
+# member that is not a regular file, whose size tarfile would not skip or whose
+# contents it would follow elsewhere (``tar-member-type``), and a file that a
+# file-object ``torch.load`` would read as pickles (``tar-pickle-polyglot``). What is
+# left is what ``torch.save`` wrote: regular members, each optionally after a PAX
+# header with times, owner, comment or size.
 
-_TAR_BLOCK: Final = 512
-_TAR_MEMBERS: Final = ("storages", "tensors", "pickle")
+_TAR_MEMBERS: Final = (b"storages", b"tensors", b"pickle")
+_TAR_REGULAR: Final = (b"0", b"\0", b"7")  # tarfile's isreg(), GNU sparse "S" refused
+#: PAX keywords that say nothing about a member's name, data or layout in tarfile
+_PAX_HARMLESS: Final = frozenset(
+    (b"mtime", b"atime", b"ctime", b"uid", b"gid", b"uname", b"gname", b"comment")
+)
+_PAX_MAX: Final = 1 << 20
 _MAX_NDIM: Final = 64
 #: the tensor classes the ``tensors`` records name (markers: never called)
 _TENSOR_TYPES: Final = {
@@ -448,97 +525,189 @@ _TENSOR_TYPES.update(
 )
 
 
-def _tar_number(field: bytes) -> int:
-    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256
-        value = int.from_bytes(field[1:], "big")
-        return -value if field[:1] == b"\xff" else value
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _tar_members(source: ReadableSource, opts: ReadOptions) -> dict[str, tuple[int, int]]:
-    """name -> (data offset, size) of every regular member, headers checksum-checked."""
-    members: dict[str, tuple[int, int]] = {}
+def _tar_members(source: ReadableSource, opts: ReadOptions) -> dict[bytes, tuple[int, int]]:
+    """name -> (data offset, size) of every member, as ``tarfile`` finds them, or an
+    error where it might find them otherwise (see the comment above)."""
+    members: dict[bytes, tuple[int, int]] = {}
     path = source.path
     pos = 0
-    pending: dict[str, str] = {}  # a PAX header's path/size for the next member
-    while pos + _TAR_BLOCK <= source.size:
-        head = source.read_at(pos, _TAR_BLOCK, what="tar header")
-        if head == bytes(_TAR_BLOCK):
-            break  # end-of-archive marker
-        try:
-            checksum = _tar_number(head[148:156])
-            size = _tar_number(head[124:136])
-        except ValueError:
+    pax: int | None = None  # offset of a PAX header waiting for its member
+    pax_size: int | None = None  # the size it gives that member
+    while True:
+        last = pos + TAR_BLOCK > source.size
+        block = b"" if last else source.read_at(pos, TAR_BLOCK, what="tar header")
+        if last or block.count(0) == TAR_BLOCK:
+            if pax is not None:  # tarfile: a SubsequentHeaderError, and torch reads pickles
+                raise error(
+                    "tar-bad-header",
+                    "a tar PAX header has no member after it",
+                    path=path,
+                    offset=pax,
+                )
+            break  # tarfile ends the archive at a short, missing or all-zero block
+        header = tar_header(block)
+        if header is None:
             raise error(
-                "tar-bad-header", "tar header has a non-numeric field", path=path, offset=pos
-            ) from None
-        if checksum != sum(head[:148]) + 256 + sum(head[156:]):
-            raise error(
-                "tar-bad-header", "tar header checksum does not match", path=path, offset=pos
-            )
-        kind = head[156:157]
-        name = head[:100].split(b"\0", 1)[0]
-        if head[257:262] == b"ustar" and head[345:346] != b"\0":
-            name = head[345:500].split(b"\0", 1)[0] + b"/" + name
-        data = pos + _TAR_BLOCK
-        if size < 0 or data + size > source.size:
-            raise error(
-                "truncated",
-                f"tar member {name[:100]!r} claims {size} bytes past the end of the file",
+                "tar-bad-header",
+                "tar header has a bad checksum or a number field that is no number",
                 path=path,
                 offset=pos,
             )
-        if kind in (b"x", b"g"):  # PAX extended header: "<len> key=value\n" records
-            if size > 1 << 20:
-                raise error("tar-bad-header", "tar PAX header is too large", path=path, offset=pos)
-            if kind == b"x":
-                for rec in source.read_at(data, size, what="tar PAX header").split(b"\n"):
-                    key, eq, value = rec.partition(b" ")[2].partition(b"=")
-                    if eq and key in (b"path", b"size"):
-                        pending[key.decode()] = value.decode("utf-8", "replace")
-        elif kind in (b"0", b"\0", b"7"):
-            text = pending.get("path") or name.decode("utf-8", "replace")
-            if "size" in pending:
-                try:
-                    size = int(pending["size"])
-                except ValueError:
-                    raise error(
-                        "tar-bad-header", "tar PAX size is not a number", path=path, offset=pos
-                    ) from None
-                if size < 0 or data + size > source.size:
-                    raise error(
-                        "truncated",
-                        f"tar member {text!r} claims {size} bytes past the end of the file",
-                        path=path,
-                        offset=pos,
-                    )
-            members[text] = (data, size)
-            pending = {}
-            if len(members) > opts.limits.max_zip_members:
+        name, size, kind = header
+        shown = name[:100].decode("utf-8", "backslashreplace")
+        data = pos + TAR_BLOCK
+        if size < 0 or data + tar_block(size) > source.size:
+            raise error(
+                "truncated",
+                f"tar member {shown!r} claims {size} bytes (and their padding to "
+                f"{TAR_BLOCK}-byte blocks) past the end of the file",
+                path=path,
+                offset=pos,
+            )
+        if kind in (b"x", b"g", b"X", b"L", b"K"):
+            if kind != b"x" or pax is not None:
+                what = {
+                    b"g": "a global PAX header",
+                    b"X": "a Solaris extended header",
+                    b"L": "a GNU long-name record",
+                    b"K": "a GNU long-link record",
+                    b"x": "two PAX headers in a row",
+                }[kind]
                 raise error(
-                    "limit-zip-members",
-                    f"more than {opts.limits.max_zip_members} tar members",
+                    "tar-extended-header",
+                    f"tar archive has {what}: torch's writer never uses one, and readers "
+                    f"disagree on which member it names",
                     path=path,
                     offset=pos,
                 )
-        else:
-            pending = {}
-        pos = data + -(-size // _TAR_BLOCK) * _TAR_BLOCK
+            if size > _PAX_MAX:
+                raise error("tar-bad-header", "tar PAX header is too large", path=path, offset=pos)
+            # tarfile parses the whole blocks, padding included
+            records = pax_records(source.read_at(data, tar_block(size), what="tar PAX header"))
+            if records is None:
+                raise error(
+                    "tar-bad-header", "tar PAX header records are malformed", path=path, offset=pos
+                )
+            for keyword, value in records:
+                if keyword == b"size" and value.isdigit() and value.isascii():
+                    pax_size = int(value)
+                elif keyword not in _PAX_HARMLESS:
+                    raise error(
+                        "tar-extended-header",
+                        f"tar PAX header sets {keyword[:40].decode('utf-8', 'backslashreplace')!r}"
+                        f"{'' if keyword != b'size' else ' to no number'}: torch's writer "
+                        f"only records times, owner, comment and size",
+                        path=path,
+                        offset=pos,
+                    )
+            pax = pos
+            pos = data + tar_block(size)
+            continue
+        if kind not in _TAR_REGULAR:
+            raise error(
+                "tar-member-type",
+                f"tar member {shown!r} is a {_TAR_KINDS.get(kind, 'member of unknown type')} "
+                f"{kind!r}, not a regular file: torch.save wrote only regular files",
+                path=path,
+                offset=pos,
+            )
+        if pax_size is not None:
+            size = pax_size
+            if data + tar_block(size) > source.size:
+                raise error(
+                    "truncated",
+                    f"tar member {shown!r} claims {size} bytes past the end of the file",
+                    path=path,
+                    offset=pos,
+                )
+        if name in members:
+            raise error(
+                "tar-duplicate-member",
+                f"tar archive has two members named {shown!r} (tarfile, and so torch, "
+                f"reads the last)",
+                path=path,
+                offset=pos,
+            )
+        members[name] = (data, size)
+        if len(members) > opts.limits.max_zip_members:
+            raise error(
+                "limit-zip-members",
+                f"more than {opts.limits.max_zip_members} tar members",
+                path=path,
+                offset=pos,
+            )
+        pax = pax_size = None
+        pos = data + tar_block(size)
     for required in _TAR_MEMBERS:
         if required not in members:
             raise error(
                 "tar-missing-member",
-                f"tar archive has no {required!r} member: not a torch.save file of torch < 0.4",
+                f"tar archive has no {required.decode()!r} member: not a torch.save file "
+                f"of torch < 0.4",
                 path=path,
             )
     return members
 
 
-def _read_tar(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
-    members = _tar_members(source, opts)
+_TAR_KINDS: Final = {
+    b"1": "hard link",
+    b"2": "symbolic link",
+    b"3": "character device",
+    b"4": "block device",
+    b"5": "directory",
+    b"6": "FIFO",
+    b"S": "GNU sparse file",
+}
+
+
+def _starts_with_pickle(source: ReadableSource, first: bytes, limit: int) -> bool:
+    """Whether the file's first bytes are a pickle torch.load of a file object would
+    run (it never tries tarfile on one): its opcodes, decoded from byte 0 and never
+    run, reach one that names a global, or a STOP after at least one other opcode.
+
+    A tar that ``torch.save`` wrote starts with a member or PAX header name
+    (``sys_info``, ``././@PaxHeader``, ...), where decoding fails at once. ``first``
+    is what was read of the file's start; it grows x4 while the decoding runs off its
+    end (opcodes that still decode at ``limit`` bytes count as a pickle).
+    """
+    import io  # noqa: PLC0415 - only tar files need them
+    import pickletools  # noqa: PLC0415
+
+    chunk = first
+    while True:
+        f = io.BytesIO(chunk)
+        try:
+            for op, _arg, at in pickletools.genops(f):
+                if op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"):
+                    return True
+                if op.name == "STOP":
+                    return bool(at)
+        except ValueError:  # UnicodeDecodeError included
+            if f.tell() < len(chunk) or len(chunk) >= source.size:
+                return False  # not an opcode, a bad argument, or the end of the file
+            if len(chunk) >= limit:
+                return True
+            chunk = source.read_at(
+                0, min(max(len(chunk), 1) * _GROWTH, source.size, limit), what="file header"
+            )
+            continue
+        return False
+
+
+def _read_tar(source: ReadableSource, opts: ReadOptions, r: _Reader) -> Checkpoint:
     path = source.path
-    r = _Reader(source, opts)
+    if tar_header(r.buf[:TAR_BLOCK]) is not None and _starts_with_pickle(
+        source, r.buf, opts.limits.max_pickle_bytes
+    ):
+        raise error(
+            "tar-pickle-polyglot",
+            "the file is a tar archive and also starts with a pickle: torch.load reads "
+            "the tar when opened by path and the pickles when given a file object",
+            path=path,
+            offset=0,
+        )
+    found = _tar_members(source, opts)
+    members = {name.decode(): span for name, span in found.items() if name in _TAR_MEMBERS}
     reader = LegacyStorageReader(source)
     objects: dict[int, Any] = {}
 
@@ -721,7 +890,7 @@ def _read_tar(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
         backend=opts.engine.ENGINE,
         root=main.value,
         source=source,
-        globals_=main.globals,
+        globals_=r.globals,
         limits=opts.limits,
         members={"pickle": "pickle", "storages": "storages", "tensors": "tensors", "layout": "tar"},
         selected=None if main.complete else opts.select,

@@ -28,25 +28,56 @@ __all__ = ("find_prefix", "ZipStorageReader", "read_pickle_member", "read", "is_
 
 
 def find_prefix(directory: ZipDirectory) -> str:
-    """The archive's top-level folder that holds ``data.pkl``.
+    """The archive's top-level folder: torch's, or a refusal.
 
-    torch names the archive after the first record it writes, so the first member's
-    folder is tried first; any other folder with a ``data.pkl`` is accepted after it.
+    torch's reader (``PyTorchStreamReader``) takes the folder of the first member in
+    the central directory and looks every record up under it: ``data.pkl``, ``version``
+    (or ``.data/version``: it refuses an archive without one), and ``torch.load`` lists
+    all members and refuses one outside that folder. The same view here: the first
+    member's folder, which must hold ``data.pkl`` and a version record and every member.
     """
-    names = directory.names()
-    if names:
-        first = names[0].split("/", 1)[0]
-        if f"{first}/data.pkl" in directory:
-            return first
-    for name in names:
-        head, sep, tail = name.partition("/")
-        if sep and tail == "data.pkl":
-            return head
-    raise error(
-        "zip-no-data-pkl",
-        "zip archive has no <prefix>/data.pkl: not a torch checkpoint",
-        path=directory.source.path,
-    )
+    if directory.torch_prefix is not None:
+        return directory.torch_prefix
+    path = directory.source.path
+    if not directory.records:
+        raise error(
+            "zip-no-data-pkl", "zip archive has no members: not a torch checkpoint", path=path
+        )
+    first = directory.records[0]
+    name: str = first.name
+    prefix, sep, _ = name.partition("/")
+    if not sep:
+        raise error(
+            "zip-no-data-pkl",
+            f"the first member {first.name!r} is in no folder (torch takes the archive's "
+            f"folder from it): not a torch checkpoint",
+            path=path,
+        )
+    if f"{prefix}/data.pkl" not in directory:
+        raise error(
+            "zip-no-data-pkl",
+            f"zip archive has no {prefix}/data.pkl (the folder of its first member): "
+            f"not a torch checkpoint",
+            path=path,
+        )
+    if f"{prefix}/.data/version" not in directory and f"{prefix}/version" not in directory:
+        raise error(
+            "zip-missing-member",
+            f"archive has no {prefix}/version record (torch refuses an archive without one)",
+            path=path,
+        )
+    lead = first.raw_name[: first.raw_name.index(b"/") + 1]
+    for m in directory.records:
+        if not m.raw_name.startswith(lead):
+            raise error(
+                "zip-stray-member",
+                f"member {m.name!r} is outside the archive's folder {prefix!r} (torch.load "
+                f"refuses such archives)",
+                path=path,
+                member=m.name,
+            )
+    directory.torch_prefix = prefix
+    return prefix
 
 
 class ZipStorageReader:
@@ -64,9 +95,16 @@ class ZipStorageReader:
         self._size = directory.source.size
         self.folder = data = f"{prefix}/{folder}/"
         #: the pickle's persistent_load: storage ids -> StorageRef, checked against the members
+        # the members torch's lookup of f"{folder}{key}" finds (a name that is not its
+        # bytes' UTF-8 is one torch cannot ask for; other case is refused as missing)
         cut = len(data)
         self.persistent_load = StorageResolver(
-            {name[cut:]: m.size for name, m in directory.members.items() if name[:cut] == data},
+            {
+                m.name[cut:]: m.size
+                for m in directory.records
+                if m.name[:cut] == data
+                and (m.name.isascii() or m.raw_name == m.name.encode("utf-8"))
+            },
             self,
             data,
         )
@@ -96,12 +134,11 @@ class ZipStorageReader:
 
     def storage_location(self, storage: StorageRef) -> tuple[str, int, int]:
         member = f"{self.folder}{storage.key}"
-        offsets = self.directory._data_offsets
-        start = offsets.get(member)
+        m = self.directory.member(member)
+        start = self.directory.cached_data_offset(m)
         if start is None:
             self._source()
-            start, _ = self.directory.data_offset(member)
-        m = self.directory.members[member]
+            start, _ = self.directory.data_offset(m)
         if m.method != 0:
             raise error(
                 "zip-compression",
@@ -134,8 +171,12 @@ def read_pickle_member(directory: ZipDirectory, name: str, limits: Limits) -> by
 
 
 def is_torchscript(directory: ZipDirectory, prefix: str) -> bool:
-    """torch.jit.save writes ``constants.pkl`` (and ``code/``); torch.save never does."""
-    return f"{prefix}/constants.pkl" in directory
+    """torch.jit.save writes ``constants.pkl`` (and ``code/``); torch.save never does.
+
+    As ``torch.load`` decides it: ``"constants.pkl"`` among the record names it lists,
+    exactly (case matters here) and cut at 511 bytes (miniz's name buffer)."""
+    target = prefix.encode("utf-8") + b"/constants.pkl"
+    return any(m.raw_name[:511] == target for m in directory.records)
 
 
 def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:

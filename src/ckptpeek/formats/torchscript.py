@@ -37,16 +37,33 @@ reached through ``module`` are not listed a second time; it offers ``named_param
 (``root["module"].sub.lin.weight``). Parameters get ``is_parameter=True``, as
 ``torch.jit.load`` gives ``nn.Parameter`` for them.
 
-Not read: ``traced_inputs.pkl`` (torch >= 2.1 traces), ``code/*.debug_pkl``,
-``extra/`` files, mobile bytecode (``bytecode.pkl``), and the pre-1.4 ``model.json``
-layout. ``select=`` is ignored (TorchScript pickles are small; everything is read).
+Which pickles count: ``torch.jit.load`` (and ``torch.load``, which hands a zip with
+``constants.pkl`` to it, refusing ``weights_only=True``) unpickles ``data.pkl`` and
+``constants.pkl`` on every load; both are read here and the globals of both are in
+``Checkpoint.globals()`` (strict mode refuses an unknown one in either). It does so
+with torch's C++ unpickler, never CPython's: a global resolves only to ``__torch__.*``
+classes compiled from ``code/`` and a fixed set of torch names (rebuild functions,
+``torch.jit._pickle`` helpers, ``collections.OrderedDict``, ...); any other, such as
+``os.system``, makes the load fail (``Unknown type name 'os.system'``) instead of being
+imported. So for this format an unknown global in the report marks a file torch would
+refuse, or that was not written by ``torch.jit.save``, rather than code torch would
+run. (What torch.jit.load does run is TorchScript: it compiles the classes in ``code/``
+and calls their ``__setstate__``; ckptpeek only reads their name lists.) The same C++
+unpickler reads ``code/*.debug_pkl`` (lazily, when source ranges are needed) and
+``traced_inputs.pkl`` (only with ``_restore_shapes=True``); neither is read here
+(``ckptpeek scan`` flags ``traced_inputs.pkl`` as a pickle torch.load does not read).
+
+Not read either: ``extra/`` files (raw bytes, returned only when asked for by name),
+mobile bytecode (``bytecode.pkl``, for the lite interpreter), and the pre-1.4
+``model.json`` layout. ``select=`` is ignored (TorchScript pickles are small; everything
+is read).
 """
 
 from __future__ import annotations
 
 import re
 
-from ckptpeek.checkpoint import Checkpoint
+from ckptpeek.checkpoint import Checkpoint, merge_globals
 from ckptpeek.errors import CheckpointError, error
 from ckptpeek.io.zipdir import ZipDirectory
 from ckptpeek.tensor import TensorRef
@@ -380,13 +397,21 @@ def _script_objects(root: Any, limits: Limits, path: str | None) -> list[ScriptO
 
 
 def _run(
-    opts: ReadOptions, directory: ZipDirectory, member: str, resolver: Any, path: str | None
+    opts: ReadOptions,
+    directory: ZipDirectory,
+    member: str,
+    resolver: Any,
+    path: str | None,
+    globals_: dict[tuple[str, str], bool],
 ) -> Any:
+    """Run one pickle member; its globals are merged into ``globals_`` (the file's)."""
     data = read_pickle_member(directory, member, opts.limits)
     try:
-        return opts.run_pickle(data, resolver, select=None, extra_globals=_ScriptGlobals())
+        result = opts.run_pickle(data, resolver, select=None, extra_globals=_ScriptGlobals())
     except CheckpointError as exc:
         raise exc.located(path=path, member=member) from None
+    merge_globals(globals_, result.globals)
+    return result
 
 
 def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> Checkpoint:
@@ -394,8 +419,14 @@ def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> 
     prefix = find_prefix(directory)
     path = source.path
     data_member = f"{prefix}/data.pkl"
+    globals_: dict[tuple[str, str], bool] = {}  # of data.pkl, then constants.pkl
     result = _run(
-        opts, directory, data_member, ZipStorageReader(directory, prefix).persistent_load, path
+        opts,
+        directory,
+        data_member,
+        ZipStorageReader(directory, prefix).persistent_load,
+        path,
+        globals_,
     )
     module = result.value
     if type(module) is not ScriptObject:
@@ -405,7 +436,6 @@ def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> 
             path=path,
             member=data_member,
         )
-    globals_ = dict(result.globals)
 
     const_member = f"{prefix}/constants.pkl"
     consts = _run(
@@ -414,6 +444,7 @@ def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> 
         const_member,
         ZipStorageReader(directory, prefix, "constants").persistent_load,
         path,
+        globals_,
     )
     if not isinstance(consts.value, tuple):
         raise error(
@@ -422,8 +453,6 @@ def read(source: ReadableSource, directory: ZipDirectory, opts: ReadOptions) -> 
             path=path,
             member=const_member,
         )
-    for key, safe in consts.globals.items():
-        globals_.setdefault(key, safe)
 
     objects = _script_objects((module, consts.value), opts.limits, path)
     try:

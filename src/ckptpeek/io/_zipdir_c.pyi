@@ -4,5 +4,5 @@
 from typing import Any
 
 def parse_central_directory(
-    cd: bytes, count: int, file_size: int, member_cls: type[Any]
-) -> dict[str, Any] | None: ...
+    cd: bytes, count: int, cd_start: int, file_size: int, member_cls: type[Any]
+) -> tuple[list[Any], dict[bytes, Any]] | None: ...

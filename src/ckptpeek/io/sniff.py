@@ -7,6 +7,7 @@ import struct
 from ckptpeek.errors import error
 
 from .source import ByteSource
+from .tar import TAR_BLOCK, tar_header
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -35,6 +36,11 @@ def sniff(source: ByteSource) -> str:
     source.keep(0, head)  # readers re-read the start of the file: serve it from memory
     if head.startswith((_ZIP_LOCAL, _ZIP_EMPTY)):
         return "zip"
+    # torch.load tries tarfile on anything that is no ZIP, before it reads pickles: a
+    # file tarfile opens is a tar to torch, whatever else it may also look like (the
+    # tar reader refuses one that is also a pickle)
+    if tar_header(head[:TAR_BLOCK]) is not None:
+        return "tar"
     # protocol 4+ puts an 8-byte FRAME header before the magic number
     if (
         head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")

@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
     from .opcodes import Limits
 
-__all__ = ("Context", "PickleResult", "drive", "gc_paused")
+__all__ = ("Context", "PickleResult", "drive", "gc_paused", "EXTENSION_MODULE")
+
+#: the module under which EXT1/EXT2/EXT4 codes are listed among a pickle's globals
+EXTENSION_MODULE: Final = "copyreg.extension"
 
 
 class PickleResult:
@@ -193,6 +196,26 @@ class Context:
                 pos,
             )
         return PlaceholderType(module, name)
+
+    def extension(self, code: int, pos: int) -> Any:
+        """EXT1 / EXT2 / EXT4: the global behind a code of copyreg's extension registry.
+
+        That registry is process-wide state of whoever unpickles (``copyreg.add_extension``),
+        so no file says which global a code names: the code is listed as the unknown
+        global ``copyreg.extension.<code>``, refused in strict mode and a placeholder
+        otherwise. Neither the registry nor ``extra_globals`` (nor copyreg) is consulted.
+        """
+        key = (EXTENSION_MODULE, str(code))
+        self.globals[key] = False
+        if self.strict:
+            raise error(
+                "forbidden-extension",
+                f"extension code {code} names a global through copyreg's process-wide "
+                f"extension registry, which no file can vouch for; open with strict=False "
+                f"to get a Placeholder for it instead",
+                pos,
+            )
+        return PlaceholderType(*key)
 
     def instantiate(
         self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, how: str, pos: int

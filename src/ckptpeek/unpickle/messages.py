@@ -51,6 +51,50 @@ def no_newline(what: str, pos: int) -> CheckpointError:
     return error("truncated", f"pickle is truncated: {what} has no terminating newline", pos)
 
 
+# -- frames (protocol 4+). CPython's C unpickler, reading a file object (torch.load hands
+# it an io.BytesIO of data.pkl), reads a whole FRAME into its buffer; an opcode that needs
+# more bytes than the buffer has left (through _Unpickler_Read or a readline) drops the
+# rest and reads on after the frame, and a FRAME inside a frame that does not fit in it
+# loads the bytes after the outer one. From bytes or a peekable file the same stream
+# reads in order. Both engines refuse (bad-frame) every opcode that runs past the end
+# of its frame and every FRAME inside a frame: what they read, CPython reads from any
+# input. See the README's "Security model".
+_FRAME_WHY = "CPython's unpickler would not read these bytes in order"
+
+
+def short(what: str, n: int, remain: int, frame_at: int, pos: int) -> CheckpointError:
+    """``what`` needs ``n`` bytes, ``remain`` are left: in the data or, if ``frame_at``
+    (the offset of the open FRAME, else -1) is set, in the frame."""
+    if frame_at < 0:
+        return truncated(what, n, remain, pos)
+    return error(
+        "bad-frame",
+        f"{what} runs past the end of the FRAME at byte {frame_at}: it needs {n} bytes, "
+        f"{remain} remain in the frame ({_FRAME_WHY})",
+        pos,
+    )
+
+
+def no_line(what: str, frame_at: int, pos: int) -> CheckpointError:
+    """A text argument without its newline: before the end of the data or of the frame."""
+    if frame_at < 0:
+        return no_newline(what, pos)
+    return error(
+        "bad-frame",
+        f"{what} runs past the end of the FRAME at byte {frame_at}: no newline before the "
+        f"frame ends ({_FRAME_WHY})",
+        pos,
+    )
+
+
+def frame_nested(frame_at: int, remain: int, pos: int) -> CheckpointError:
+    return error(
+        "bad-frame",
+        f"FRAME inside the FRAME at byte {frame_at}, {remain} bytes before its end ({_FRAME_WHY})",
+        pos,
+    )
+
+
 def no_stop(pos: int) -> CheckpointError:
     return error("truncated", "pickle ends before its STOP opcode", pos)
 

@@ -5,6 +5,9 @@ stack, mark stack and memo, and it never imports or calls what a pickle names: g
 resolve against ``registry.KNOWN_GLOBALS``; unknown ones become placeholders (or an
 ``UnsafePickleError`` with ``strict=True``). Every inline length is checked against the
 bytes present before it is used, and every error carries the opcode's byte offset.
+Inside a protocol-4 FRAME the frame's end is the end of what may be read: an opcode
+that runs past it and a FRAME inside a frame are refused (``bad-frame``), because
+CPython's unpickler may read such a stream differently (see ``messages.short``).
 Object-level semantics and messages are shared with the Cython engine
 (``native/unpickle/_pickle_vm_c.pyx``) through ``context.py``, ``messages.py`` and
 ``select.py``.
@@ -38,6 +41,11 @@ _unpack_u4 = struct.Struct("<I").unpack_from
 _unpack_u8 = struct.Struct("<Q").unpack_from
 _unpack_f8 = struct.Struct(">d").unpack_from
 
+#: what a handler returns at STOP; a FRAME handler returns ``_FRAMED - pos`` (the loop
+#: then picks up the frame's end), every other handler the offset of the next opcode
+_STOPPED: Final = -1
+_FRAMED: Final = -2
+
 
 class _VM:
     """One run over one pickle. Handlers take the offset after the opcode byte and
@@ -47,6 +55,8 @@ class _VM:
         self.data = data
         self.select = select
         self.n = len(data)
+        self.lim = self.n  # the end of what may be read: the open frame's end, else n
+        self.frame_at = -1  # the offset of the open FRAME opcode, -1 outside frames
         self.ctx = ctx
         self.max_memo = ctx.limits.max_memo
         self.stack: list[Any] = []
@@ -54,23 +64,31 @@ class _VM:
         self.memo: dict[int, Any] = {}
         self.op_pos = 0
         self.result: Any = None
+        self.tracker = SEL.Tracker(ctx.limits)  # selective runs only
 
     # -- helpers ----------------------------------------------------------------------
     def code(self) -> int:
         return self.data[self.op_pos]
 
     def need(self, pos: int, n: int, what: str) -> int:
-        """Check that ``n`` argument bytes exist at ``pos``; return the end offset."""
+        """Check that ``n`` argument bytes exist at ``pos`` (in the open frame, if any);
+        return the end offset."""
         end = pos + n
-        if end > self.n:
-            raise S.truncated(what, n, self.n - pos, self.op_pos)
+        if end > self.lim:
+            raise S.short(what, n, self.lim - pos, self.frame_at, self.op_pos)
         return end
 
     def line(self, pos: int, what: str) -> tuple[bytes, int]:
-        end = self.data.find(b"\n", pos)
+        end = self.data.find(b"\n", pos, self.lim)
         if end < 0:
-            raise S.no_newline(what, self.op_pos)
+            raise S.no_line(what, self.frame_at, self.op_pos)
         return self.data[pos:end], end + 1
+
+    def end_frame(self) -> int:
+        """The open frame is read to its end: the rest of the data may be read again."""
+        self.frame_at = -1
+        self.lim = self.n
+        return self.n
 
     def pop(self) -> Any:
         if not self.stack:
@@ -115,23 +133,31 @@ class _VM:
         data = self.data
         table = _TABLE
         pos = 0
-        n = self.n
+        lim = self.n
         try:
-            while pos < n:
+            while True:
+                if pos >= lim:
+                    if self.frame_at < 0:
+                        break
+                    lim = self.end_frame()
+                    continue
                 self.op_pos = pos
                 handler = table[data[pos]]
                 if handler is None:
                     raise S.unknown_opcode(data[pos], pos)
                 pos = handler(self, pos + 1)
                 if pos < 0:
-                    return self.result
+                    if pos == _STOPPED:
+                        return self.result
+                    pos = _FRAMED - pos
+                    lim = self.lim
         except CheckpointError:
             raise
         except S.BAD_OPERAND as exc:
             raise S.bad_operand(
                 f"{S.opname(self.code())} cannot be applied here: {exc}", self.op_pos
             ) from None
-        raise S.no_stop(n)
+        raise S.no_stop(self.n)
 
     def run_selective(self) -> Any:
         """The loop of a selective run: values of unselected top-level keys are skipped.
@@ -139,22 +165,33 @@ class _VM:
         The root dict's items are pushed after its MARK: key, value, key, value. While
         the value of a key outside ``select`` is being built, everything nested in it
         (mark depth >= 2) is skipped: containers, calls and persistent ids become
-        SKIPPED; text, numbers and globals are still built, because later values may
-        fetch them from the memo. ``run_pickle`` checks the selected values for SKIPPED
-        and re-runs in full if any reached them, so the result is always exact; the
-        key tracking below only decides how much is skipped. Mirrors ``_CVM.run``.
+        SKIPPED; text, numbers, globals, tuples of them and storages are still built,
+        because later values may fetch them from the memo. Once anything was skipped,
+        the operations that consume values (``SEL.GUARDED``) are guarded by the run's
+        ``SEL.Tracker``, so no SKIPPED value changes a real one unseen; ``run_pickle``
+        re-runs in full if a selected value reaches SKIPPED or a tainted object, so the
+        result is always exact. The key tracking below only decides how much is
+        skipped. Mirrors ``_CVM.run``.
         """
         data = self.data
         table = _TABLE
         skip_table = _SKIP_TABLE
+        guard_table = _GUARD_TABLE
         select = self.select
+        tracker = self.tracker
+        watching = False  # set at the first skip: before it, nothing can be SKIPPED
         pos = 0
-        n = self.n
+        lim = self.n
         base: list[Any] | None = None  # the stack that holds the root dict
         skipping = False
         fills: dict[int, int] = {}  # id(root-level container) -> items in its last fill
         try:
-            while pos < n:
+            while True:
+                if pos >= lim:
+                    if self.frame_at < 0:
+                        break
+                    lim = self.end_frame()
+                    continue
                 self.op_pos = pos
                 code = data[pos]
                 handler = table[code]
@@ -166,9 +203,15 @@ class _VM:
                     filled = self._fill_size(code, base)
                 if skipping and depth >= 2 and (skip := skip_table[code]) is not None:
                     handler = skip
+                    watching = True
+                elif watching and (guard := guard_table[code]) is not None:
+                    handler = guard
                 pos = handler(self, pos + 1)
                 if pos < 0:
-                    return self.result
+                    if pos == _STOPPED:
+                        return tracker.outcome(self.result)
+                    pos = _FRAMED - pos
+                    lim = self.lim
                 if len(self.metastack) > 1:
                     continue
                 if base is None:
@@ -192,7 +235,7 @@ class _VM:
             raise S.bad_operand(
                 f"{S.opname(self.code())} cannot be applied here: {exc}", self.op_pos
             ) from None
-        raise S.no_stop(n)
+        raise S.no_stop(self.n)
 
     def _fill_size(self, code: int, base: list[Any]) -> int:
         """Items the fill op about to run adds to a root-level container (else -1)."""
@@ -203,32 +246,50 @@ class _VM:
             return len(self.stack) // 2 if code == _SETITEMS else len(self.stack)
         return -1
 
-    # skipped variants: same operands consumed, SKIPPED pushed, nothing built or called
+    # skipped variants: same operands consumed, SKIPPED pushed, nothing built or called.
+    # A real object a skipped one swallows is tainted: in a full run it becomes part of
+    # that object, which later operations (a BUILD resolving ``${...}``) may change.
+    def _swallow(self, items: list[Any] | tuple[Any, ...]) -> None:
+        if _INERT.issuperset(map(type, items)):
+            return
+        for item in items:
+            t = type(item)
+            if t in _INERT or t is tuple and _ATOMS.issuperset(map(type, item)):
+                continue  # nothing a full run could change
+            self.tracker.taint(*items)
+            return
+
     def skip_push(self, pos: int) -> int:
         self.stack.append(SEL.SKIPPED)
         return pos
 
     def skip_mark(self, pos: int) -> int:
-        self.pop_mark()
+        self._swallow(self.pop_mark())
         self.stack.append(SEL.SKIPPED)
         return pos
 
-    def skip_pop1(self, pos: int) -> int:
-        self.pop()
+    def _skipped_call(self, operands: list[Any] | tuple[Any, ...]) -> None:
+        # swallowed, and a full run would call a constructor on them
+        self._swallow(operands)
         self.stack.append(SEL.SKIPPED)
+
+    def skip_call2(self, pos: int) -> int:
+        args = self.pop()
+        func = self.pop()
+        if type(func) in _ATOMS and (args is SEL.SKIPPED or type(args) is tuple and not args):
+            self.stack.append(SEL.SKIPPED)  # the usual cases, in short
+        else:
+            self._skipped_call((func, args))
         return pos
 
-    def skip_pop2(self, pos: int) -> int:
-        self.pop()
-        self.pop()
-        self.stack.append(SEL.SKIPPED)
+    def skip_call3(self, pos: int) -> int:
+        kwargs = self.pop()
+        args = self.pop()
+        self._skipped_call((self.pop(), args, kwargs))
         return pos
 
-    def skip_pop3(self, pos: int) -> int:
-        self.pop()
-        self.pop()
-        self.pop()
-        self.stack.append(SEL.SKIPPED)
+    def skip_OBJ(self, pos: int) -> int:
+        self._skipped_call(self.pop_mark())
         return pos
 
     def skip_inst(self, pos: int) -> int:
@@ -239,20 +300,148 @@ class _VM:
             S.decode_text(name, "INST", self.op_pos),
             self.op_pos,
         )
-        self.pop_mark()
+        self._skipped_call(self.pop_mark())
+        return end
+
+    # tuples of plain values (a storage's id, a shape) are built, others are SKIPPED
+    def skip_EMPTY_TUPLE(self, pos: int) -> int:
+        self.stack.append(())
+        return pos
+
+    def skip_TUPLE(self, pos: int) -> int:
+        items = self.pop_mark()
+        if _ATOMS.issuperset(map(type, items)):
+            self.stack.append(tuple(items))
+            return pos
+        plain = SEL.plain
+        for item in items:
+            if type(item) not in _ATOMS and (item is SEL.SKIPPED or not plain(item)):
+                self._swallow(items)
+                self.stack.append(SEL.SKIPPED)
+                return pos
+        self.stack.append(tuple(items))
+        return pos
+
+    def skip_TUPLE1(self, pos: int) -> int:
+        a = self.pop()
+        if type(a) in _ATOMS:
+            self.stack.append((a,))
+        else:
+            self._tuple_of((a,))
+        return pos
+
+    def _tuple_of(self, items: tuple[Any, ...]) -> None:
+        plain = SEL.plain
+        for item in items:
+            if type(item) not in _ATOMS and (item is SEL.SKIPPED or not plain(item)):
+                self._swallow(items)
+                self.stack.append(SEL.SKIPPED)
+                return
+        self.stack.append(items)
+
+    def skip_TUPLE2(self, pos: int) -> int:
+        b = self.pop()
+        a = self.pop()
+        if type(a) in _ATOMS and type(b) in _ATOMS:  # a shape, in short
+            self.stack.append((a, b))
+        else:
+            self._tuple_of((a, b))
+        return pos
+
+    def skip_TUPLE3(self, pos: int) -> int:
+        c = self.pop()
+        b = self.pop()
+        a = self.pop()
+        self._tuple_of((a, b, c))
+        return pos
+
+    # persistent ids: a skipped one is kept for later (SEL.Tracker.pending)
+    def skip_persid(self, pos: int) -> int:
+        raw, end = self.line(pos, "PERSID")
+        self.tracker.skipped_id(raw.decode("ascii", "replace"))
         self.stack.append(SEL.SKIPPED)
         return end
 
-    def skip_persid(self, pos: int) -> int:
-        _raw, end = self.line(pos, "PERSID")
+    def skip_BINPERSID(self, pos: int) -> int:
+        self.tracker.skipped_id(self.pop())
         self.stack.append(SEL.SKIPPED)
-        return end
+        return pos
 
     def skip_build(self, pos: int) -> int:
-        if len(self.stack) >= 2 and self.stack[-2] is SEL.SKIPPED:
-            self.pop()  # the state of a skipped object
-            return pos
+        return self.guard_BUILD(pos)
+
+    # guarded variants (once anything was skipped): the operation runs unless an operand
+    # reaches SKIPPED or a tainted object (see SEL.Tracker)
+    def guard_REDUCE(self, pos: int) -> int:
+        st = self.stack
+        if (
+            len(st) >= 2
+            and type(st[-1]) in _ARGS
+            and not (
+                type(st[-2]) in _ATOMS
+                and type(st[-1]) is tuple
+                and _ATOMS.issuperset(map(type, st[-1]))
+            )
+            and self.tracker.reaches(st[-2], st[-1])
+        ):
+            return self.skip_call2(pos)
+        return self.op_REDUCE(pos) if self.code() == _REDUCE else self.op_NEWOBJ(pos)
+
+    def guard_NEWOBJ_EX(self, pos: int) -> int:
+        st = self.stack
+        if (
+            len(st) >= 3
+            and type(st[-2]) in _ARGS
+            and type(st[-1]) in _KWARGS
+            and self.tracker.reaches(st[-3], st[-2], st[-1])
+        ):
+            return self.skip_call3(pos)
+        return self.op_NEWOBJ_EX(pos)
+
+    def guard_OBJ(self, pos: int) -> int:
+        if self.metastack and self.tracker.reaches(*self.stack):
+            return self.skip_OBJ(pos)
+        return self.op_OBJ(pos)
+
+    def guard_INST(self, pos: int) -> int:
+        if self.metastack and self.tracker.reaches(*self.stack):
+            return self.skip_inst(pos)
+        return self.op_INST(pos)
+
+    def guard_BUILD(self, pos: int) -> int:
+        st = self.stack
+        if len(st) >= 2:
+            target, state = st[-2], st[-1]
+            if target is SEL.SKIPPED or self.tracker.reaches(target, state):
+                # not built: what the BUILD could change is not what a full run has
+                self.tracker.taint(target, state)
+                st.pop()
+                return pos
         return self.op_BUILD(pos)
+
+    def guard_BINPERSID(self, pos: int) -> int:
+        st = self.stack
+        tracker = self.tracker
+        if st and (
+            (
+                not tracker.flush(self.ctx.persistent, self.op_pos)
+                if tracker.pending
+                else tracker.blind
+            )
+            or not (type(st[-1]) is tuple and _ATOMS.issuperset(map(type, st[-1])))
+            and tracker.reaches(st[-1])
+        ):
+            tracker.blind = True
+            st[-1] = SEL.SKIPPED
+            return pos
+        return self.op_BINPERSID(pos)
+
+    def guard_PERSID(self, pos: int) -> int:
+        if not self.tracker.flush(self.ctx.persistent, self.op_pos):
+            _raw, end = self.line(pos, "PERSID")
+            self.stack.append(SEL.SKIPPED)
+            return end
+        return self.op_PERSID(pos)
 
     def _skip_into(self, npop: int, full: Callable[[_VM, int], int], pos: int) -> int:
         """Fill a container: a skipped one swallows its items, a real one is filled.
@@ -268,9 +457,10 @@ class _VM:
             below, at = self.metastack[-1], -1
         if len(below) >= -at and below[at] is SEL.SKIPPED:
             if npop:
+                self._swallow(self.stack[at + 1 :])
                 del self.stack[at + 1 :]
             else:
-                self.pop_mark()
+                self._swallow(self.pop_mark())
             return pos
         return full(self, pos)
 
@@ -301,14 +491,17 @@ class _VM:
         return end
 
     def op_FRAME(self, pos: int) -> int:
+        if self.frame_at >= 0:
+            raise S.frame_nested(self.frame_at, self.lim - self.op_pos, self.op_pos)
         end = self.need(pos, 8, "FRAME")
-        self.need(end, _unpack_u8(self.data, pos)[0], "FRAME contents")
-        return end
+        self.lim = self.need(end, _unpack_u8(self.data, pos)[0], "FRAME contents")
+        self.frame_at = self.op_pos
+        return _FRAMED - end
 
     def op_STOP(self, pos: int) -> int:
         self.result = self.pop()
         self.ctx.end = pos
-        return -1
+        return _STOPPED
 
     def op_MARK(self, pos: int) -> int:
         self.metastack.append(self.stack)
@@ -615,9 +808,9 @@ class _VM:
         self.memo_get(S.int_text(raw, "GET", self.op_pos))
         return end
 
-    # the extension registry: torch never writes it; codes stay opaque globals
+    # copyreg's extension registry: torch never writes it; a code is an unknown global
     def _ext(self, code: int) -> None:
-        self.stack.append(self.ctx.find_global("copyreg.extension", str(code), self.op_pos))
+        self.stack.append(self.ctx.extension(code, self.op_pos))
 
     def op_EXT1(self, pos: int) -> int:
         end = self.need(pos, 1, "EXT1")
@@ -724,19 +917,19 @@ _SKIP_BY_NAME: Final = {
     "EMPTY_DICT": _VM.skip_push,
     "EMPTY_LIST": _VM.skip_push,
     "EMPTY_SET": _VM.skip_push,
-    "EMPTY_TUPLE": _VM.skip_push,
-    "TUPLE": _VM.skip_mark,
+    "EMPTY_TUPLE": _VM.skip_EMPTY_TUPLE,
+    "TUPLE": _VM.skip_TUPLE,
     "LIST": _VM.skip_mark,
     "DICT": _VM.skip_mark,
     "FROZENSET": _VM.skip_mark,
-    "OBJ": _VM.skip_mark,
-    "TUPLE1": _VM.skip_pop1,
-    "TUPLE2": _VM.skip_pop2,
-    "TUPLE3": _VM.skip_pop3,
-    "REDUCE": _VM.skip_pop2,
-    "NEWOBJ": _VM.skip_pop2,
-    "NEWOBJ_EX": _VM.skip_pop3,
-    "BINPERSID": _VM.skip_pop1,
+    "OBJ": _VM.skip_OBJ,
+    "TUPLE1": _VM.skip_TUPLE1,
+    "TUPLE2": _VM.skip_TUPLE2,
+    "TUPLE3": _VM.skip_TUPLE3,
+    "REDUCE": _VM.skip_call2,
+    "NEWOBJ": _VM.skip_call2,
+    "NEWOBJ_EX": _VM.skip_call3,
+    "BINPERSID": _VM.skip_BINPERSID,
     "PERSID": _VM.skip_persid,
     "INST": _VM.skip_inst,
     "BUILD": _VM.skip_build,
@@ -749,6 +942,26 @@ _SKIP_BY_NAME: Final = {
 _SKIP_TABLE: Final = tuple(
     _SKIP_BY_NAME.get(BY_CODE[c].name) if c in BY_CODE else None for c in range(256)
 )
+_GUARD_BY_NAME: Final = {
+    "REDUCE": _VM.guard_REDUCE,
+    "NEWOBJ": _VM.guard_REDUCE,
+    "NEWOBJ_EX": _VM.guard_NEWOBJ_EX,
+    "INST": _VM.guard_INST,
+    "OBJ": _VM.guard_OBJ,
+    "BUILD": _VM.guard_BUILD,
+    "BINPERSID": _VM.guard_BINPERSID,
+    "PERSID": _VM.guard_PERSID,
+}
+assert set(_GUARD_BY_NAME) == set(SEL.GUARDED)
+_GUARD_TABLE: Final = tuple(
+    _GUARD_BY_NAME.get(BY_CODE[c].name) if c in BY_CODE else None for c in range(256)
+)
+_REDUCE: Final = BY_NAME["REDUCE"].code
+_ATOMS: Final = SEL._ATOMS
+_INERT: Final = _ATOMS | {type(SEL.SKIPPED)}  # what a skipped op may drop untainted
+#: operand types a call accepts: others fail its own checks, in both runs
+_ARGS: Final = frozenset({tuple, type(SEL.SKIPPED)})
+_KWARGS: Final = frozenset({dict, type(SEL.SKIPPED)})
 _EMPTY_DICT: Final = BY_NAME["EMPTY_DICT"].code
 _SETITEMS: Final = BY_NAME["SETITEMS"].code
 _SINGLE_FILLS: Final = group("single_fill")

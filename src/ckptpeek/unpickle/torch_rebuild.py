@@ -1,7 +1,11 @@
 """Torch's ``_rebuild_*`` functions, re-done as constructors of :class:`TensorRef`.
 
 Each takes the arguments ``Tensor.__reduce_ex__`` wrote (see ``torch/_tensor.py`` and
-``torch/_utils.py``), checks their types, and returns a descriptor: no storage is read.
+``torch/_utils.py``), checks their types, checks what torch.load checks of the tensor
+they describe (``tensor.check_layout``: sizes, strides, offset, element count, the span
+in its storage; quantizer parameters; sparse and nested parts), and returns a
+descriptor: no storage is read. A ``TypeError`` becomes ``bad-call`` at the REDUCE's
+offset; the checks' own codes (``tensor-*``) get that offset too.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from ckptpeek.errors import error
-from ckptpeek.tensor import StorageRef, TensorRef, new_dense
+from ckptpeek.tensor import INT64_MAX, StorageRef, TensorRef, check_layout, new_dense
 from ckptpeek.torch_types import (
     DTYPE_ATTRS,
     STORAGE_TYPES,
@@ -85,14 +89,14 @@ class StorageResolver:
 
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
-    """A tuple of non-negative ints (sizes, strides)."""
+    """A tuple of ints (sizes, strides); their values are ``check_layout``'s to judge."""
     if type(value) is not tuple:
         if not isinstance(value, (tuple, list)):
             raise TypeError(f"{what} must be a tuple of ints")
         value = tuple(value)
     for v in value:
-        if type(v) is not int or v < 0:
-            raise TypeError(f"{what} must be a tuple of non-negative ints")
+        if type(v) is not int:
+            raise TypeError(f"{what} must be a tuple of ints")
     ints: tuple[int, ...] = value
     return ints
 
@@ -106,20 +110,20 @@ def _tensor(
     requires_grad: Any = False,
     metadata: Any = None,
 ) -> TensorRef:
+    # the native engine's fast path (_fast_reduce, _dims_ok in _pickle_vm_c.pyx) builds
+    # _rebuild_tensor_v2's tensors itself only when every check here would pass
     if type(storage) is not StorageRef:
         raise TypeError(f"expected a storage, got {type(storage).__name__}")
-    if type(offset) is not int or offset < 0:
-        raise TypeError("storage offset must be a non-negative int")
+    if type(offset) is not int:
+        raise TypeError("storage offset must be an int")
     shape, strides = _ints(size, "size"), _ints(stride, "stride")
-    if len(shape) != len(strides):
-        raise TypeError(f"size {shape} and stride {strides} differ in length")
     if type(requires_grad) is not bool:
         raise TypeError("requires_grad must be a bool")
     if metadata is not None and type(metadata) is not dict:
         raise TypeError("tensor metadata must be a dict")
-    return new_dense(
-        storage, dtype or storage.dtype, shape, strides, offset, requires_grad, metadata
-    )
+    dtype = dtype or storage.dtype
+    check_layout(shape, strides, offset, storage, dtype)
+    return new_dense(storage, dtype, shape, strides, offset, requires_grad, metadata)
 
 
 def _rebuild_tensor(args: tuple[Any, ...]) -> TensorRef:
@@ -259,6 +263,7 @@ def _rebuild_meta_tensor_no_storage(args: tuple[Any, ...]) -> TensorRef:
     if len(args) != 4 or not isinstance(args[0], DType):
         raise TypeError("_rebuild_meta_tensor_no_storage(dtype, size, stride, requires_grad)")
     shape, strides = _ints(args[1], "size"), _ints(args[2], "stride")
+    check_layout(shape, strides, 0)  # torch's empty_strided: no storage to fit in
     return TensorRef(
         storage=None,
         dtype=args[0],
@@ -273,40 +278,81 @@ def _rebuild_meta_tensor_no_storage(args: tuple[Any, ...]) -> TensorRef:
 # -- tensors that are not one dense storage view (torch/_tensor.py __reduce_ex_internal)
 
 
+def _bad_qparams(msg: str) -> Exception:
+    return error("tensor-bad-qparams", msg)
+
+
+#: what torch.load rebuilds (torch/_utils.py _rebuild_qtensor); the symmetric schemes
+#: are never saved ("Can't deserialize quantized tensor with qscheme ...")
+_PER_TENSOR: Final = frozenset({"per_tensor_affine"})
+_PER_CHANNEL: Final = frozenset({"per_channel_affine", "per_channel_affine_float_qparams"})
+
+
+def _channel_count(part: Any, what: str) -> int:
+    """How many per-channel scales or zero points ``part`` holds (a list or a 1-D tensor,
+    as torch requires: ``scale tensor must have dimension 1``)."""
+    if isinstance(part, TensorRef):
+        if part.ndim != 1 or part.kind != "dense":
+            raise _bad_qparams(f"per-channel {what} must be a 1-D dense tensor, not {part!r}")
+        if what == "scales" and part.dtype.kind != "f":
+            raise _bad_qparams(f"per-channel scales must be floating point, not {part.dtype}")
+        return part.shape[0]
+    if type(part) is list:
+        for v in part:
+            if type(v) not in (int, float, bool):
+                raise _bad_qparams(f"per-channel {what} must be numbers")
+        return len(part)
+    raise _bad_qparams(f"per-channel {what} must be a list or a tensor")
+
+
 def _rebuild_qtensor(args: tuple[Any, ...]) -> TensorRef:
     # (storage, storage_offset, size, stride, quantizer_params, requires_grad, hooks)
     if len(args) != 7:
         raise TypeError("_rebuild_qtensor takes 7 arguments")
     storage, offset, size, stride, qparams, requires_grad, _hooks = args
     ref = _tensor(storage, offset, size, stride, requires_grad=requires_grad)
+    if ref.dtype.kind != "q":
+        raise _bad_qparams(
+            f"a quantized tensor of {ref.dtype}: torch quantizes to qint8, quint8, qint32, "
+            f"quint4x2 or quint2x4 only"
+        )
     if not (type(qparams) is tuple and qparams and isinstance(qparams[0], QScheme)):
-        raise TypeError("quantizer parameters must start with a qscheme")
+        raise _bad_qparams(f"quantizer parameters {safe_repr(qparams)} do not start with a qscheme")
     scheme = qparams[0].name
-    if scheme in ("per_tensor_affine", "per_tensor_symmetric") and len(qparams) == 3:
+    if scheme in _PER_TENSOR and len(qparams) == 3:
         scale, zero_point = qparams[1:]
-        if not (isinstance(scale, (int, float)) and isinstance(zero_point, (int, float))):
-            raise TypeError("per-tensor scale and zero point must be numbers")
+        if not isinstance(scale, (int, float)):
+            raise _bad_qparams(f"per-tensor scale {safe_repr(scale)} is not a number")
+        if type(zero_point) is not int or not -INT64_MAX - 1 <= zero_point <= INT64_MAX:
+            # torch: "argument 'zero_point' must be int", or an int64 overflow
+            raise _bad_qparams(f"per-tensor zero point {safe_repr(zero_point)} is not an int64")
         ref.components = {"qscheme": qparams[0], "scale": float(scale), "zero_point": zero_point}
-    elif scheme.startswith("per_channel") and len(qparams) == 4:
+    elif scheme in _PER_CHANNEL and len(qparams) == 4:
         scales, zero_points, axis = qparams[1:]
         if type(axis) is not int or not 0 <= axis < len(ref.shape):
-            raise TypeError(f"per-channel axis {axis!r} out of range for size {tuple(ref.shape)}")
-        for part in (scales, zero_points):
-            count = (
-                part.numel()
-                if isinstance(part, TensorRef)
-                else (len(part) if isinstance(part, list) else -1)
+            raise _bad_qparams(
+                f"per-channel axis {safe_repr(axis)} out of range for size {tuple(ref.shape)}"
             )
-            if count != ref.shape[axis]:
-                raise TypeError("per-channel scales and zero points must have size[axis] entries")
+        want = ref.shape[axis]
+        got = (_channel_count(scales, "scales"), _channel_count(zero_points, "zero points"))
+        if got != (want, want):
+            raise _bad_qparams(
+                f"per-channel scales and zero points must have size[{axis}]={want} entries, "
+                f"got {got[0]} scales and {got[1]} zero points"
+            )
         ref.components = {
             "qscheme": qparams[0],
             "scale": scales,
             "zero_point": zero_points,
             "axis": axis,
         }
+    elif scheme in _PER_TENSOR or scheme in _PER_CHANNEL:
+        raise _bad_qparams(
+            f"quantizer parameters for {scheme} hold {len(qparams) - 1} values, "
+            f"not {2 if scheme in _PER_TENSOR else 3}"
+        )
     else:
-        raise TypeError(f"quantizer parameters for {scheme} are malformed")
+        raise _bad_qparams(f"torch does not load quantized tensors of qscheme {scheme}")
     ref.kind = "quantized"
     return ref
 
@@ -337,7 +383,10 @@ def _rebuild_sparse_tensor(args: tuple[Any, ...]) -> TensorRef:
     for name, value in parts.items():
         if name != "is_coalesced" and not isinstance(value, TensorRef):
             raise TypeError(f"sparse {name} must be a tensor")
+    check_layout(shape, None, 0)
     values = parts["values"]
+    if layout.name == "sparse_coo":
+        _check_coo(shape, parts["indices"], values)
     ref = TensorRef(
         storage=None,
         dtype=values.dtype,
@@ -351,18 +400,48 @@ def _rebuild_sparse_tensor(args: tuple[Any, ...]) -> TensorRef:
     return ref
 
 
+def _check_coo(shape: tuple[int, ...], indices: TensorRef, values: TensorRef) -> None:
+    """What ``torch.sparse_coo_tensor(check_invariants=False)`` refuses: indices that are
+    not sparse_dim x nnz, values that are not nnz x size[sparse_dim:]. (Index values are
+    data: checked only by torch's opt-in invariants, and by ``to_dense()``.)"""
+    if indices.ndim != 2:
+        raise error(
+            "tensor-bad-shape",
+            f"sparse COO indices of size {tuple(indices.shape)} are not sparse dims x nnz",
+        )
+    sparse_dim, nnz = indices.shape
+    dense = tuple(values.shape[1:])
+    if len(shape) != sparse_dim + len(dense) or (
+        values.ndim and (values.shape[0] != nnz or dense != shape[sparse_dim:])
+    ):
+        raise error(
+            "tensor-bad-shape",
+            f"sparse COO tensor of size {tuple(shape)}: indices of size "
+            f"{tuple(indices.shape)} and values of size {tuple(values.shape)} do not fit it",
+        )
+
+
 def _rebuild_nested_tensor(args: tuple[Any, ...]) -> TensorRef:
     # (buffer, sizes, strides, storage_offsets): one flat buffer, a row per component
     if len(args) != 4 or not all(isinstance(a, TensorRef) for a in args):
         raise TypeError("_rebuild_nested_tensor(buffer, sizes, strides, offsets) expected")
     buffer, sizes, strides, offsets = args
     if (
-        sizes.ndim != 2
+        buffer.ndim != 1
+        or sizes.ndim != 2
         or strides.shape != sizes.shape
         or offsets.ndim != 1
         or offsets.shape[0] != sizes.shape[0]
+        or not sizes.dtype.name == strides.dtype.name == offsets.dtype.name == "int64"
     ):
-        raise TypeError("nested tensor sizes/strides/offsets do not agree")
+        # torch's _nested_view_from_buffer asserts these; the rows' values are data,
+        # checked against the buffer by unbind() (numpy() of each component)
+        raise error(
+            "tensor-bad-shape",
+            f"nested tensor of a {buffer.ndim}-D buffer with sizes {sizes!r}, strides "
+            f"{strides!r} and offsets {offsets!r}: torch needs a 1-D buffer, 2-D int64 sizes "
+            f"and strides of one shape, and 1-D int64 offsets, one per row",
+        )
     ref = TensorRef(
         storage=None,
         dtype=buffer.dtype,
@@ -381,13 +460,15 @@ def _rebuild_wrapper_subclass(args: tuple[Any, ...]) -> TensorRef:
     if len(args) != 8 or not isinstance(args[1], DType):
         raise TypeError("_rebuild_wrapper_subclass takes 8 arguments, the 2nd a dtype")
     cls, dtype, size, stride, offset, _layout, device, requires_grad = args
-    if type(offset) is not int or offset < 0:
-        raise TypeError("storage offset must be a non-negative int")
+    if type(offset) is not int:
+        raise TypeError("storage offset must be an int")
+    shape, strides = _ints(size, "size"), _ints(stride, "stride")
+    check_layout(shape, strides, offset)  # torch's _make_wrapper_subclass: no storage
     ref = TensorRef(
         storage=None,
         dtype=dtype,
-        shape=_ints(size, "size"),
-        stride=_ints(stride, "stride"),
+        shape=shape,
+        stride=strides,
         storage_offset=offset,
         requires_grad=_bool(requires_grad),
         kind="wrapper",
@@ -514,9 +595,15 @@ def _get_layout(args: tuple[Any, ...]) -> Layout:
 
 
 def _size(args: tuple[Any, ...]) -> Size:
+    # torch.Size holds any int64 (torch.Size([-1]) is one); a tensor's sizes are checked
+    # where a tensor is built
     if len(args) > 1:
         raise TypeError("torch.Size takes one argument")
-    return Size(_ints(args[0], "torch.Size") if args else ())
+    dims = _ints(args[0], "torch.Size") if args else ()
+    for d in dims:
+        if not -INT64_MAX - 1 <= d <= INT64_MAX:
+            raise OverflowError(f"torch.Size entry {d} is past int64")
+    return Size(dims)
 
 
 def _device(args: tuple[Any, ...]) -> Device:
