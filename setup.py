@@ -41,12 +41,17 @@ def _extensions():
         )
         return []
     # the opcode table is the single specification: generate the Cython enum from it
-    spec = importlib.util.spec_from_file_location(
-        "_ckptpeek_opcodes", HERE / "src" / "ckptpeek" / "unpickle" / "opcodes.py"
-    )
-    opcodes = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = opcodes  # dataclasses look their module up while building
-    spec.loader.exec_module(opcodes)
+    # (loaded as files, not through the package: a build environment has no ckptpeek;
+    # the table's digest covers the limits, which opcodes.py imports from ckptpeek.limits)
+    opcodes = None
+    for name, rel in (
+        ("ckptpeek.limits", ("limits.py",)),
+        ("_ckptpeek_opcodes", ("unpickle", "opcodes.py")),
+    ):
+        spec = importlib.util.spec_from_file_location(name, HERE.joinpath("src", "ckptpeek", *rel))
+        opcodes = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = opcodes  # dataclasses look their module up while building
+        spec.loader.exec_module(opcodes)
     opcodes.write_pxi(str(HERE / "native" / "unpickle" / "_opcodes.pxi"))
     flags = ["-O2"] if os.name != "nt" else []
     exts = [

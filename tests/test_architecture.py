@@ -21,7 +21,16 @@ PKG = SRC / "ckptpeek"
 #: lowest first; a module may import only from its own room or from a room above it in
 #: this list (a room is a sub-package, or a group of top-level modules)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("ckptpeek.errors", "ckptpeek._frozen", "ckptpeek._extensions")),
+    (
+        "base",
+        (
+            "ckptpeek.errors",
+            "ckptpeek.limits",
+            "ckptpeek._text",
+            "ckptpeek._frozen",
+            "ckptpeek._extensions",
+        ),
+    ),
     ("io", ("ckptpeek.io",)),
     ("model", ("ckptpeek.torch_types", "ckptpeek.tensor")),
     ("unpickle", ("ckptpeek.unpickle",)),

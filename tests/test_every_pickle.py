@@ -44,7 +44,7 @@ from ckptpeek.io import tar
 from ckptpeek.io.source import ByteSource
 from ckptpeek.scan import scan
 from ckptpeek.unpickle import engine as _backend
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
+from ckptpeek.limits import DEFAULT_LIMITS
 
 PAYLOAD_GLOBAL = ("os", "system")
 #: ``os.system("")`` then POP: the slot's own value follows, so every reader goes on

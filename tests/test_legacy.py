@@ -26,7 +26,7 @@ from ckptpeek.errors import CheckpointError, FormatError, LimitError
 from ckptpeek.formats import ReadOptions, torch_legacy
 from ckptpeek.io.source import ByteSource
 from ckptpeek.unpickle import engine as _backend
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
 
 DATA = pathlib.Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location(

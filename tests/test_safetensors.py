@@ -24,7 +24,7 @@ from ckptpeek.formats import ReadOptions
 from ckptpeek.formats import safetensors as st
 from ckptpeek.io.source import ByteSource
 from ckptpeek.unpickle import engine as _backend
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
+from ckptpeek.limits import DEFAULT_LIMITS
 
 DATA = pathlib.Path(__file__).parent / "data"
 TINY = DATA / "tiny.safetensors"

@@ -22,7 +22,7 @@ from ckptpeek import formats
 from ckptpeek.errors import CheckpointError, FormatError, LimitError
 from ckptpeek.formats import ReadOptions, sharded
 from ckptpeek.unpickle import engine as _backend
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS
+from ckptpeek.limits import DEFAULT_LIMITS
 
 
 def _numpy_state() -> dict[str, np.ndarray]:

@@ -22,7 +22,9 @@ from . import context as C
 from . import messages as S
 from . import select as SEL
 from ckptpeek.errors import CheckpointError, UnsupportedError
-from .opcodes import BY_NAME, DEFAULT_LIMITS
+from ckptpeek.limits import DEFAULT_LIMITS
+
+from .opcodes import BY_NAME
 from .registry import KNOWN_GLOBALS
 from .standins import Placeholder
 from ckptpeek.tensor import StorageRef, StorageRef as _StorageRef, TensorRef as _TensorRef

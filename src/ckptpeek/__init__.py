@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+from ckptpeek._text import printable
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
 from ckptpeek.unpickle.engine import BACKEND
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, SPEC_DIGEST, Limits
+from ckptpeek.unpickle.opcodes import SPEC_DIGEST
 from ckptpeek.unpickle.standins import Placeholder
 
 from .api import load_checkpoint, open_checkpoint
@@ -44,4 +46,5 @@ __all__ = (
     "load_checkpoint",
     "open",
     "open_checkpoint",
+    "printable",
 )

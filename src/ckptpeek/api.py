@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable
 
 from ckptpeek.unpickle import engine as _engine
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
 
 from .checkpoint import Checkpoint
 from .errors import UnsupportedError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
 
 from ._frozen import Frozen
 from .tensor import TensorRef

@@ -350,6 +350,30 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
         LimitError,
         "constructors build more data than 4x the pickle's size + 16 MiB (memo-multiplied copies)",
     ),
+    # -- limits of the interpreter and the object graph (unpickle/, walk.py, summary/)
+    "limit-marks": (LimitError, "more MARKs open at once than Limits.max_marks"),
+    "limit-key-size": (
+        LimitError,
+        "a dict key or set member with more parts than Limits.max_key_nodes (shared parts counted as hashing visits them)",
+    ),
+    "limit-hash-collisions": (
+        LimitError,
+        "more distinct keys sharing one hash than Limits.max_hash_collisions (hash flooding)",
+    ),
+    "limit-interpolation": (
+        LimitError,
+        "OmegaConf interpolations would produce more text than Limits.max_interpolated_bytes",
+    ),
+    # -- files and containers (io/, tensor.py, formats/)
+    "limit-directory-size": (
+        LimitError,
+        "a ZIP central directory larger than Limits.max_directory_bytes",
+    ),
+    "not-regular-file": (
+        UnsupportedError,
+        "the path is a FIFO, socket, device or directory: only regular files are read (checked before any read)",
+    ),
+    # -- the torch fallback (torch_bridge.py, api.py)
 }
 
 

@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ckptpeek.unpickle.opcodes import Limits
+    from ckptpeek.limits import Limits
 
 __all__ = ("load_with_torch", "torch_available")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
 from ckptpeek.unpickle.standins import Placeholder
 
 from .errors import error

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-    from ckptpeek.unpickle.opcodes import Limits
+    from ckptpeek.limits import Limits
 
 __all__ = ("ReadOptions",)
 

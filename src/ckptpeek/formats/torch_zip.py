@@ -15,7 +15,7 @@ from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, error
 from ckptpeek.io.zipdir import ZipDirectory
 from ckptpeek.tensor import StorageRef
-from ckptpeek.unpickle.opcodes import Limits
+from ckptpeek.limits import Limits
 from ckptpeek.unpickle.torch_rebuild import StorageResolver
 
 from .options import ReadOptions

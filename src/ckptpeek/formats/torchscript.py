@@ -67,7 +67,7 @@ from ckptpeek.checkpoint import Checkpoint, merge_globals
 from ckptpeek.errors import CheckpointError, error
 from ckptpeek.io.zipdir import ZipDirectory
 from ckptpeek.tensor import TensorRef
-from ckptpeek.unpickle.opcodes import DEFAULT_LIMITS, Limits
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
 from ckptpeek.unpickle.standins import KnownGlobal
 
 from .options import ReadOptions

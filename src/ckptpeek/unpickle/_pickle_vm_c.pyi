@@ -5,7 +5,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from .context import PickleResult
-from .opcodes import Limits
+from ckptpeek.limits import Limits
 
 ENGINE: Final[str]
 SPEC_DIGEST: Final[str]

@@ -32,7 +32,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` s
 if TYPE_CHECKING:
     from typing import Any, Final
 
-    from .opcodes import Limits
+    from ckptpeek.limits import Limits
 
 __all__ = ("Context", "PickleResult", "drive", "gc_paused", "EXTENSION_MODULE")
 

@@ -1,10 +1,10 @@
-"""THE specification of the restricted pickle interpreter: opcodes and limits.
+"""THE specification of the restricted pickle interpreter: its opcodes.
 
 One record per opcode (pickletools-style): name as spelled in ``pickle.py``, the byte,
 how its inline argument is encoded, and the protocol that introduced it. Both engines
 (``pickle_vm`` in pure Python, ``_pickle_vm_c`` in Cython) read this module; a test
 checks it against the stdlib's ``pickletools.opcodes`` so nothing is missing or wrong.
-``SPEC_DIGEST`` fingerprints the table and the default limits, so a native extension
+``SPEC_DIGEST`` fingerprints the table and the default limits (``ckptpeek.limits``), so a native extension
 built from an older table is detected at import.
 """
 
@@ -14,11 +14,13 @@ import collections
 import zlib
 from types import MappingProxyType
 
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Final
 
-__all__ = ("Opcode", "OPCODES", "BY_CODE", "BY_NAME", "Limits", "DEFAULT_LIMITS", "SPEC_DIGEST")
+__all__ = ("Opcode", "OPCODES", "BY_CODE", "BY_NAME", "SPEC_DIGEST")
 
 
 class Opcode(collections.namedtuple("Opcode", "name code arg proto doc")):
@@ -120,30 +122,6 @@ if len(BY_CODE) != len(OPCODES) or len(BY_NAME) != len(OPCODES):  # pragma: no c
 
 HIGHEST_PROTOCOL: Final = 5
 
-
-class Limits(
-    collections.namedtuple(
-        "Limits",
-        "max_pickle_bytes max_memo max_depth max_nodes max_zip_members",
-        defaults=(1 << 30, 50_000_000, 200, 50_000_000, 10_000_000),
-    )
-):
-    """Resource guards for one file (immutable; ``DEFAULT_LIMITS._replace(max_depth=50)``
-    makes a changed copy). Every length a file claims is also checked against the bytes
-    really present, so these bound what a *valid-looking* file costs.
-
-    Attributes:
-        max_pickle_bytes: the largest pickle member read into memory.
-        max_memo: memo entries (one per PUT/MEMOIZE).
-        max_depth: container nesting depth that walks over the result accept.
-        max_nodes: objects a walk over the result visits (shared sub-trees count once).
-        max_zip_members: central-directory entries.
-    """
-
-    __slots__ = ()
-
-
-DEFAULT_LIMITS: Final = Limits()
 
 #: opcode groups the selective reader of both engines acts on (the Cython engine gets
 #: them as generated predicates, ``_is_<group>_op``, so the two cannot differ)

@@ -24,7 +24,9 @@ from . import context as C
 from . import messages as S
 from . import select as SEL
 from .context import PickleResult
-from .opcodes import BY_CODE, BY_NAME, DEFAULT_LIMITS, HIGHEST_PROTOCOL, Limits, group
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
+
+from .opcodes import BY_CODE, BY_NAME, HIGHEST_PROTOCOL, group
 from .standins import Placeholder
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Final
 
-    from .opcodes import Limits
+    from ckptpeek.limits import Limits
 
 __all__ = (
     "SKIPPED",
