@@ -42,9 +42,9 @@ from ckptpeek.errors import FormatError, UnsafePickleError
 from ckptpeek.formats import ReadOptions, torch_legacy
 from ckptpeek.io import tar
 from ckptpeek.io.source import ByteSource
+from ckptpeek.limits import DEFAULT_LIMITS
 from ckptpeek.scan import scan
 from ckptpeek.unpickle import engine as _backend
-from ckptpeek.limits import DEFAULT_LIMITS
 
 PAYLOAD_GLOBAL = ("os", "system")
 #: ``os.system("")`` then POP: the slot's own value follows, so every reader goes on

@@ -979,8 +979,11 @@ HASHING_STANDINS = {
 def test_deep_tuple_into_standins(engine: str, tmp_path: pathlib.Path, case: str) -> None:
     data = HASHING_STANDINS[case]
     out = isolated(engine, tmp_path, data, timeout=60)
-    # refused by the stand-in's REDUCE (the opcode before STOP), the process intact
-    assert isolated_result(out) == ("error", "bad-call", str(len(data) - 2)), out
+    # refused by the stand-in's REDUCE (the opcode before STOP), the process intact: the
+    # keys a stand-in will hash are measured by the interpreter's key guard first (the
+    # code the opcodes give), the text arguments of the codecs by the call itself
+    code = "bad-call" if case.endswith("-encoding") else "limit-depth"
+    assert isolated_result(out) == ("error", code, str(len(data) - 2)), out
 
 
 def test_deep_object_arrays_are_refused(engine: str, tmp_path: pathlib.Path) -> None:

@@ -165,8 +165,8 @@ def test_a_selected_value_after_skipped_tensors_is_read_once(engine, monkeypatch
 
 
 def test_tracker_walks_keys_attributes_and_never_taints_plain_values() -> None:
-    from ckptpeek.unpickle import select as sel
     from ckptpeek.limits import DEFAULT_LIMITS
+    from ckptpeek.unpickle import select as sel
     from ckptpeek.unpickle.standins import Placeholder
 
     t = sel.Tracker(DEFAULT_LIMITS)

@@ -212,6 +212,7 @@ cdef class _CVM:
     cdef Py_ssize_t memo_count
     cdef object ctx
     cdef Py_ssize_t max_memo
+    cdef Py_ssize_t max_marks
     # selective runs (see pickle_vm._VM.run_selective, which this mirrors)
     cdef object select
     cdef bint selective
@@ -230,6 +231,7 @@ cdef class _CVM:
         self.frame_at = -1
         self.ctx = ctx
         self.max_memo = ctx.limits.max_memo
+        self.max_marks = ctx.limits.max_marks
         self.stack = []
         self.metastack = []
         self.memo_list = []
@@ -627,6 +629,8 @@ cdef class _CVM:
                 self.memo_get(_u4(buf + pos))
                 pos = end
             elif code == OP_MARK:
+                if len(self.metastack) >= self.max_marks:
+                    raise S.marks_full(self.max_marks, self.op_pos)
                 self.metastack.append(self.stack)
                 self.stack = []
             elif code == OP_BININT1:
@@ -701,15 +705,16 @@ cdef class _CVM:
                 t = self.target(_DICT_LIKE, "dict")
                 for i in range(0, len(items), 2):
                     key = items[i]
-                    if type(key) is tuple or type(key) is frozenset:
-                        ctx.check_hashable(key, self.op_pos)
+                    if type(key) is not str:  # text passes the key guard at once
+                        ctx.check_hashable(key, t, self.op_pos)
                     t[key] = items[i + 1]
             elif code == OP_SETITEM:
                 value = self.pop()
                 key = self.pop()
-                if type(key) is tuple or type(key) is frozenset:
-                    ctx.check_hashable(key, self.op_pos)
-                self.target(_DICT_LIKE, "dict")[key] = value
+                t = self.target(_DICT_LIKE, "dict")
+                if type(key) is not str:
+                    ctx.check_hashable(key, t, self.op_pos)
+                t[key] = value
             elif code == OP_APPENDS:
                 items = self.pop_mark()
                 self.target(_LIST_LIKE, "list").extend(items)
@@ -858,7 +863,8 @@ cdef class _CVM:
             elif code == OP_FROZENSET:
                 items = self.pop_mark()
                 for a in items:
-                    ctx.check_hashable(a, self.op_pos)
+                    if type(a) is not str:
+                        ctx.check_hashable(a, items, self.op_pos)
                 self.stack.append(frozenset(items))
             elif code == OP_DICT:
                 items = self.pop_mark()
@@ -866,14 +872,16 @@ cdef class _CVM:
                     raise S.bad_operand("DICT with an odd number of items", self.op_pos)
                 a = {}
                 for i in range(0, len(items), 2):
-                    ctx.check_hashable(items[i], self.op_pos)
+                    if type(items[i]) is not str:
+                        ctx.check_hashable(items[i], a, self.op_pos)
                     a[items[i]] = items[i + 1]
                 self.stack.append(a)
             elif code == OP_ADDITEMS:
                 items = self.pop_mark()
                 t = self.target(_SET_LIKE, "set")
                 for a in items:
-                    ctx.check_hashable(a, self.op_pos)
+                    if type(a) is not str:
+                        ctx.check_hashable(a, t, self.op_pos)
                     if isinstance(t, set):
                         t.add(a)
                     else:

@@ -155,7 +155,8 @@ class Checkpoint:
         return self.get(key, _MISSING) is not _MISSING
 
     def keys(self) -> list[Any]:
-        return list(self.root.keys()) if isinstance(self.root, dict) else []
+        # dict's method: a file-made OrderedDict may have an instance attribute ``keys``
+        return list(dict.keys(self.root)) if isinstance(self.root, dict) else []
 
     def globals(self) -> list[GlobalInfo]:
         """Every global the file's pickles name (every pickle torch would unpickle, see

@@ -32,9 +32,14 @@ def is_namespace(obj: Any) -> bool:
 
 
 def children(obj: Any) -> Iterator[tuple[Key, Any]]:
-    """The (key, child) pairs of a container, in order; nothing for a leaf."""
+    """The (key, child) pairs of a container, in order; nothing for a leaf.
+
+    Always through the class's methods (``dict.items(obj)``): a BUILD may have set
+    instance attributes named ``items`` or ``keys`` on an ``OrderedDict``, as torch.load
+    does, and a method looked up on a file-made object is never called.
+    """
     if isinstance(obj, dict):
-        return iter(obj.items())
+        return iter(dict.items(obj))
     if isinstance(obj, (list, tuple)):
         return enumerate(obj)
     if is_namespace(obj):
@@ -42,7 +47,7 @@ def children(obj: Any) -> Iterator[tuple[Key, Any]]:
     if isinstance(obj, Placeholder):
         parts: list[tuple[Key, Any]] = list(enumerate(obj.args))
         if isinstance(obj.state, dict):
-            parts += list(obj.state.items())
+            parts += list(dict.items(obj.state))
         elif obj.state is not None:
             parts.append(("__state__", obj.state))
         parts += [(f"__item{i}__", v) for i, v in enumerate(obj.items)]

@@ -5,6 +5,13 @@ those of one-element metric tensors (``best_model_score`` and friends, 4-8 bytes
 Optimizer and scheduler types are not stored in checkpoints; they are inferred from
 the keys of their state by the rule tables below (first match wins). This module needs
 no pydantic: the CLI prints from it directly; ``summary.py`` wraps it in models.
+
+No value a file holds makes it raise. Integer fields (epoch, steps, counts) keep the int
+the file holds, however long; a metric that a float cannot hold (``10**5000``) is
+``inf`` or ``-inf``; where an int becomes text (keys, the JSON view of hyper-parameters)
+one too long for ``str()`` reads ``<int of N bits>``. The walks visit every shared
+container once, and only the class's methods are called (``dict.get(d, k)``, never
+``d.get``): a BUILD may have set instance attributes that shadow them.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import math
 import pathlib
 from collections import Counter
 
+from ckptpeek._text import int_text, json_safe
 from ckptpeek.tensor import TensorRef
 from ckptpeek.torch_types import Device, DType
 from ckptpeek.unpickle.standins import Placeholder, PlaceholderType, safe_repr
@@ -155,14 +163,20 @@ SCHEDULER_RULES: Final[tuple[tuple[str, frozenset[str]], ...]] = tuple(
 
 
 def _adam_variant(group: dict[str, Any]) -> str:
-    return "AdamW" if group.get("decoupled_weight_decay") is True else "Adam"
+    return "AdamW" if dict.get(group, "decoupled_weight_decay") is True else "Adam"
+
+
+def _text_keys(d: dict[Any, Any]) -> set[str]:
+    """The string keys of ``d`` (the rules name only those; other keys are not hashed
+    again: numbers can share a hash, strings cannot be made to)."""
+    return {k for k in dict.keys(d) if type(k) is str}
 
 
 def infer_optimizer(state: Any) -> str | None:
-    groups = state.get("param_groups") if isinstance(state, dict) else None
+    groups = dict.get(state, "param_groups") if isinstance(state, dict) else None
     if not (isinstance(groups, list) and groups and isinstance(groups[0], dict)):
         return None
-    keys = set(groups[0])
+    keys = _text_keys(groups[0])
     for name, need, absent in OPTIMIZER_RULES:
         if need <= keys and not (absent & keys):
             return _adam_variant(groups[0]) if name in ("Adam", "AdamW") else name
@@ -172,7 +186,7 @@ def infer_optimizer(state: Any) -> str | None:
 def infer_scheduler(state: Any) -> str | None:
     if not isinstance(state, dict):
         return None
-    keys = set(state)
+    keys = _text_keys(state)
     for name, need in SCHEDULER_RULES:
         if need <= keys:
             return name
@@ -181,10 +195,19 @@ def infer_scheduler(state: Any) -> str | None:
 
 # -- value helpers ------------------------------------------------------------------------
 def scalar(value: Any) -> float | None:
-    """A metric as a float: Python numbers, numpy scalars, one-element tensors."""
+    """A metric as a float: Python numbers, numpy scalars, one-element tensors.
+
+    An int past the float range (a file may hold 10**5000) is the float it rounds to,
+    ``inf`` or ``-inf``, as IEEE overflow gives: never an OverflowError.
+    """
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, float):
         return float(value)
     if isinstance(value, TensorRef):
         if value.numel() != 1 or value.storage is None:
@@ -193,13 +216,13 @@ def scalar(value: Any) -> float | None:
             return float(value.item())
         except (ValueError, TypeError, ArithmeticError):
             return None
-    item = getattr(value, "item", None)  # numpy scalar
+    item = getattr(type(value), "item", None)  # numpy scalar (the class's method)
     if callable(item) and type(value).__module__ == "numpy":
         try:
-            out = item()
+            out = item(value)
         except (ValueError, TypeError):
             return None
-        return float(out) if isinstance(out, (int, float)) else None
+        return scalar(out) if isinstance(out, (int, float)) else None
     return None
 
 
@@ -221,43 +244,64 @@ def _str(value: Any) -> str | None:
 
 
 def to_jsonable(obj: Any, budget: int = 100_000) -> Any:
-    """Plain JSON-able data for display: tensors become short descriptions.
+    """Plain JSON-able data for display: ``_text.json_safe`` (THE rules for long ints,
+    floats, cycles and the budget of values: at most ``budget``, shared sub-trees
+    counted every time they appear, then ``"..."``) of ``obj`` with the checkpoint's own
+    objects described (``_described``)."""
+    return json_safe(_described(obj, budget), budget)
 
-    At most ``budget`` values are converted (shared sub-trees count every time they
-    appear, so a pickle of shared references cannot make this exponential); past the
-    budget, or 64 levels deep, values are shown as ``"..."``.
-    """
-    remaining = [budget]
 
-    def conv(o: Any, depth: int) -> Any:
-        remaining[0] -= 1
-        if remaining[0] < 0 or depth > 64:
-            return "..."
-        if o is None or isinstance(o, (bool, int, str)):
-            return o
-        if isinstance(o, float):
-            return o if math.isfinite(o) else str(o)
-        if isinstance(o, dict):
-            return {_key(k): conv(v, depth + 1) for k, v in o.items()}
-        if isinstance(o, (list, tuple, set, frozenset)):
-            return [conv(v, depth + 1) for v in o]
-        if is_namespace(o):
-            return {k: conv(v, depth + 1) for k, v in vars(o).items()}
-        if isinstance(o, TensorRef):
-            return f"tensor(shape={list(o.shape)}, dtype={o.dtype})"
-        if isinstance(o, (DType, Device, pathlib.PurePath)):
-            return str(o)
-        if isinstance(o, (datetime.date, datetime.time)):
-            return o.isoformat()
-        if isinstance(o, bytes):
-            return o[:1000].decode("utf-8", "replace")
-        f = scalar(o)
-        if f is not None:
-            return f
-        text = repr(o) if isinstance(o, Placeholder) else f"<{type(o).__name__}>"
-        return text[:200]
+def _described(obj: Any, budget: int) -> Any:
+    """``obj`` with what ``json_safe`` does not know replaced by plain data: namespaces and
+    dicts become dicts with text keys (``_key``), lists, tuples and sets lists (each
+    container once: shared and cyclic parts stay shared), tensors, dtypes, devices,
+    paths, dates, bytes and numpy scalars their text or number, anything else its type's
+    name. Numbers and text stay as they are (``json_safe`` decides). Iterative; past
+    ``budget`` values, the rest is ``"..."``."""
+    memo: dict[int, Any] = {}
+    out: list[Any] = [None]
+    todo: list[tuple[Any, Any, Any]] = [(obj, out, 0)]
+    while todo:
+        o, into, key = todo.pop()
+        budget -= 1
+        if budget < 0:
+            into[key] = "..."
+        elif o is None or isinstance(o, (bool, int, float, str)):
+            into[key] = o
+        elif id(o) in memo:
+            into[key] = memo[id(o)]
+        elif isinstance(o, dict) or is_namespace(o):
+            d: dict[str, Any] = {}
+            into[key] = memo[id(o)] = d
+            pairs = []
+            for k, v in list(dict.items(o) if isinstance(o, dict) else vars(o).items()):
+                name = _key(k)
+                d[name] = None
+                pairs.append((v, d, name))
+            todo.extend(reversed(pairs))  # the first values first: the budget ends last
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            items: list[Any] = [None] * len(o)
+            into[key] = memo[id(o)] = items
+            todo.extend((v, items, i) for i, v in reversed(list(enumerate(o))))
+        else:
+            into[key] = _leaf(o)
+    return out[0]
 
-    return conv(obj, 0)
+
+def _leaf(o: Any) -> Any:
+    if isinstance(o, TensorRef):
+        return f"tensor(shape={list(o.shape)}, dtype={o.dtype})"
+    if isinstance(o, (DType, Device, pathlib.PurePath)):
+        return str(o)
+    if isinstance(o, (datetime.date, datetime.time)):
+        return o.isoformat()
+    if isinstance(o, bytes):
+        return o[:1000].decode("utf-8", "replace")
+    f = scalar(o)
+    if f is not None:
+        return f
+    text = repr(o) if isinstance(o, Placeholder) else f"<{type(o).__name__}>"
+    return text[:200]
 
 
 def _key(k: Any) -> str:
@@ -265,7 +309,9 @@ def _key(k: Any) -> str:
         return k
     if isinstance(k, (PlaceholderType, Placeholder)):
         return k.qualname
-    return safe_repr(k) if not isinstance(k, (int, float, bool)) else str(k)
+    if isinstance(k, int) and not isinstance(k, bool):
+        return int_text(k)
+    return safe_repr(k) if not isinstance(k, (float, bool)) else str(k)
 
 
 def parse_callback_key(key: Any) -> tuple[str, dict[str, Any]]:
@@ -289,22 +335,22 @@ def parse_callback_key(key: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _model_checkpoint(key: str, info: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    best_k = state.get("best_k_models")
+    best_k = dict.get(state, "best_k_models")
     return _record(
         MODEL_CHECKPOINT_FIELDS,
         key=key,
-        monitor=_str(state.get("monitor", info.get("monitor"))),
-        mode=_str(info.get("mode", state.get("mode"))),
-        best_model_score=scalar(state.get("best_model_score")),
-        best_model_path=_str(state.get("best_model_path")) or None,
-        best_k_models={_key(k): scalar(v) for k, v in best_k.items()}
+        monitor=_str(dict.get(state, "monitor", info.get("monitor"))),
+        mode=_str(info.get("mode", dict.get(state, "mode"))),
+        best_model_score=scalar(dict.get(state, "best_model_score")),
+        best_model_path=_str(dict.get(state, "best_model_path")) or None,
+        best_k_models={_key(k): scalar(v) for k, v in dict.items(best_k)}
         if isinstance(best_k, dict)
         else {},
-        kth_best_model_path=_str(state.get("kth_best_model_path")) or None,
-        kth_value=scalar(state.get("kth_value")),
-        last_model_path=_str(state.get("last_model_path")) or None,
-        current_score=scalar(state.get("current_score")),
-        dirpath=_str(state.get("dirpath")),
+        kth_best_model_path=_str(dict.get(state, "kth_best_model_path")) or None,
+        kth_value=scalar(dict.get(state, "kth_value")),
+        last_model_path=_str(dict.get(state, "last_model_path")) or None,
+        current_score=scalar(dict.get(state, "current_score")),
+        dirpath=_str(dict.get(state, "dirpath")),
     )
 
 
@@ -312,12 +358,12 @@ def _early_stopping(key: str, info: dict[str, Any], state: dict[str, Any]) -> di
     return _record(
         EARLY_STOPPING_FIELDS,
         key=key,
-        monitor=_str(info.get("monitor", state.get("monitor"))),
-        mode=_str(info.get("mode", state.get("mode"))),
-        wait_count=_int(state.get("wait_count")),
-        stopped_epoch=_int(state.get("stopped_epoch")),
-        best_score=scalar(state.get("best_score")),
-        patience=_int(state.get("patience")),
+        monitor=_str(info.get("monitor", dict.get(state, "monitor"))),
+        mode=_str(info.get("mode", dict.get(state, "mode"))),
+        wait_count=_int(dict.get(state, "wait_count")),
+        stopped_epoch=_int(dict.get(state, "stopped_epoch")),
+        best_score=scalar(dict.get(state, "best_score")),
+        patience=_int(dict.get(state, "patience")),
     )
 
 
@@ -327,9 +373,9 @@ def _callbacks(
     mcs: list[dict[str, Any]] = []
     ess: list[dict[str, Any]] = []
     others: list[str] = []
-    callbacks = root.get("callbacks")
+    callbacks = dict.get(root, "callbacks")
     if isinstance(callbacks, dict):
-        for key, state in callbacks.items():
+        for key, state in dict.items(callbacks):
             name, info = parse_callback_key(key)
             state = state if isinstance(state, dict) else {}
             label = key if isinstance(key, str) else name
@@ -348,8 +394,8 @@ def _callbacks(
             _record(
                 MODEL_CHECKPOINT_FIELDS,
                 key="checkpoint_callback",
-                best_model_score=scalar(root.get("checkpoint_callback_best_model_score")),
-                best_model_path=_str(root.get("checkpoint_callback_best_model_path")),
+                best_model_score=scalar(dict.get(root, "checkpoint_callback_best_model_score")),
+                best_model_path=_str(dict.get(root, "checkpoint_callback_best_model_path")),
             )
         )
     if "early_stop_callback_wait" in root or "early_stop_callback_patience" in root:
@@ -357,61 +403,73 @@ def _callbacks(
             _record(
                 EARLY_STOPPING_FIELDS,
                 key="early_stop_callback",
-                wait_count=_int(root.get("early_stop_callback_wait")),
-                patience=_int(root.get("early_stop_callback_patience")),
+                wait_count=_int(dict.get(root, "early_stop_callback_wait")),
+                patience=_int(dict.get(root, "early_stop_callback_patience")),
             )
         )
     return mcs, ess, others
 
 
-def _optimizers(root: dict[str, Any]) -> list[dict[str, Any]]:
+def _tensor_count(state: dict[Any, Any]) -> int:
+    return sum(1 for v in dict.values(state) if isinstance(v, TensorRef))
+
+
+def _optimizer(st: dict[Any, Any]) -> dict[str, Any]:
+    raw_groups, raw_state = dict.get(st, "param_groups"), dict.get(st, "state")
+    groups = raw_groups if isinstance(raw_groups, list) else []
+    per_param = raw_state if isinstance(raw_state, dict) else {}
+    # shared per-parameter states (the memo) are counted where they occur, walked once
+    counts: dict[int, int] = {}
+    n_tensors = 0
+    for s in dict.values(per_param):
+        if isinstance(s, dict):
+            n = counts.get(id(s))
+            if n is None:
+                n = counts[id(s)] = _tensor_count(s)
+            n_tensors += n
+    dicts = [g for g in groups if isinstance(g, dict)]
+    params = (dict.get(g, "params") for g in dicts)
+    return _record(
+        OPTIMIZER_FIELDS,
+        type=infer_optimizer(st),
+        param_groups=len(groups),
+        params=sum(len(p) for p in params if isinstance(p, (list, tuple))),
+        lr=[scalar(dict.get(g, "lr")) for g in dicts],
+        state_tensors=n_tensors,
+    )
+
+
+def _scheduler(st: dict[Any, Any]) -> dict[str, Any]:
+    last_lr = dict.get(st, "_last_lr")
+    return _record(
+        SCHEDULER_FIELDS,
+        type=infer_scheduler(st),
+        last_epoch=_int(dict.get(st, "last_epoch")),
+        last_lr=[scalar(v) for v in last_lr] if isinstance(last_lr, list) else None,
+    )
+
+
+def _each_state(root: dict[str, Any], key: str, make: Any) -> list[dict[str, Any]]:
+    """``make(state)`` for every dict in the list ``root[key]``: a state the list holds
+    many times (shared through the memo) is made once and its record repeated."""
+    states = dict.get(root, key)
+    made: dict[int, dict[str, Any]] = {}
     out = []
-    states = root.get("optimizer_states")
     for st in states if isinstance(states, list) else []:
-        if not isinstance(st, dict):
-            continue
-        raw_groups, raw_state = st.get("param_groups"), st.get("state")
-        groups = raw_groups if isinstance(raw_groups, list) else []
-        per_param = raw_state if isinstance(raw_state, dict) else {}
-        n_tensors = sum(
-            1
-            for s in per_param.values()
-            if isinstance(s, dict)
-            for v in s.values()
-            if isinstance(v, TensorRef)
-        )
-        out.append(
-            _record(
-                OPTIMIZER_FIELDS,
-                type=infer_optimizer(st),
-                param_groups=len(groups),
-                params=sum(
-                    len(g["params"])
-                    for g in groups
-                    if isinstance(g, dict) and isinstance(g.get("params"), (list, tuple))
-                ),
-                lr=[scalar(g.get("lr")) for g in groups if isinstance(g, dict)],
-                state_tensors=n_tensors,
-            )
-        )
+        if isinstance(st, dict):
+            record = made.get(id(st))
+            if record is None:
+                record = made[id(st)] = make(st)
+            out.append(record)
     return out
+
+
+def _optimizers(root: dict[str, Any]) -> list[dict[str, Any]]:
+    return _each_state(root, "optimizer_states", _optimizer)
 
 
 def _schedulers(root: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    states = root.get("lr_schedulers")
-    for st in states if isinstance(states, list) else []:
-        if isinstance(st, dict):
-            last_lr = st.get("_last_lr")
-            out.append(
-                _record(
-                    SCHEDULER_FIELDS,
-                    type=infer_scheduler(st),
-                    last_epoch=_int(st.get("last_epoch")),
-                    last_lr=[scalar(v) for v in last_lr] if isinstance(last_lr, list) else None,
-                )
-            )
-    return out
+    return _each_state(root, "lr_schedulers", _scheduler)
 
 
 def collect(ckpt: Checkpoint) -> dict[str, Any]:
@@ -420,13 +478,15 @@ def collect(ckpt: Checkpoint) -> dict[str, Any]:
     root = ckpt.root
     tensors = list(ckpt.tensors())
     top = root if isinstance(root, dict) else {}
-    state_dict = top.get(
-        "state_dict", top.get("model") if isinstance(top.get("model"), dict) else None
+    state_dict = dict.get(
+        top,
+        "state_dict",
+        dict.get(top, "model") if isinstance(dict.get(top, "model"), dict) else None,
     )
-    if state_dict is None and all(isinstance(v, TensorRef) for v in top.values()) and top:
+    if state_dict is None and all(isinstance(v, TensorRef) for v in dict.values(top)) and top:
         state_dict = top
     sd_tensors = (
-        [v for v in state_dict.values() if isinstance(v, TensorRef)]
+        [v for v in dict.values(state_dict) if isinstance(v, TensorRef)]
         if isinstance(state_dict, dict)
         else []
     )
@@ -435,7 +495,7 @@ def collect(ckpt: Checkpoint) -> dict[str, Any]:
         if t.storage is not None:
             storages[t.storage.key] = t.storage.nbytes
     mcs, ess, others = _callbacks(top)
-    hp = top.get("hyper_parameters", top.get("hparams"))
+    hp = dict.get(top, "hyper_parameters", dict.get(top, "hparams"))
     return _record(
         SUMMARY_FIELDS,
         path=ckpt.path,
@@ -444,10 +504,10 @@ def collect(ckpt: Checkpoint) -> dict[str, Any]:
         file_size=ckpt.file_size,
         bytes_read=ckpt.bytes_read,
         top_level_keys=[_key(k) for k in top],
-        epoch=_int(top.get("epoch")),
-        global_step=_int(top.get("global_step")),
-        lightning_version=_str(top.get("pytorch-lightning_version")),
-        hparams_name=_str(top.get("hparams_name")),
+        epoch=_int(dict.get(top, "epoch")),
+        global_step=_int(dict.get(top, "global_step")),
+        lightning_version=_str(dict.get(top, "pytorch-lightning_version")),
+        hparams_name=_str(dict.get(top, "hparams_name")),
         hyper_parameters=to_jsonable(hp) if isinstance(hp, dict) or is_namespace(hp) else None,
         model_checkpoints=mcs,
         early_stopping=ess,

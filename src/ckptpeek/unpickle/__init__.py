@@ -1,9 +1,10 @@
 """The restricted pickle interpreter: bytes in, an object graph out; no files, no formats.
 
-- ``opcodes.py``        THE opcode table, opcode groups and ``Limits`` (``SPEC_DIGEST``).
+- ``opcodes.py``        THE opcode table and opcode groups (``SPEC_DIGEST``, with ``Limits``).
 - ``pickle_vm.py``      the pure-Python loop, the reference engine.
 - ``_pickle_vm_c``      the same loop in Cython (``native/unpickle/_pickle_vm_c.pyx``).
 - ``engine.py``         picks the engine once (``BACKEND``).
+- ``keys.py``           THE key guard (``KeyGuard``): what hashing file-made keys may cost.
 - ``context.py``        per-run state and the object-level semantics both engines share
                         (globals, calls, BUILD, persistent ids); ``drive``.
 - ``messages.py``       every error both engines raise, worded once.
@@ -18,5 +19,6 @@ never ``io``, ``formats`` or anything above them.
 """
 
 from .interpolation import resolve_interpolations
+from .keys import KeyGuard, key_cost
 
-__all__ = ("resolve_interpolations",)
+__all__ = ("resolve_interpolations", "KeyGuard", "key_cost")

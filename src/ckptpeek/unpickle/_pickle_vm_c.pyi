@@ -4,8 +4,9 @@
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .context import PickleResult
 from ckptpeek.limits import Limits
+
+from .context import PickleResult
 
 ENGINE: Final[str]
 SPEC_DIGEST: Final[str]

@@ -17,16 +17,11 @@ from collections.abc import Callable, Iterator, Mapping
 from ckptpeek.errors import CheckpointError
 
 from . import registry
+from .interpolation import commit_interpolations, interpolations
+from .keys import KeyGuard
 from .messages import BAD_OPERAND, bad_operand, error
 from .select import SKIPPED, filter_root, selected_result
-from .standins import (
-    MAX_KEY_DEPTH,
-    KnownGlobal,
-    Placeholder,
-    PlaceholderType,
-    apply_build,
-    check_key_depth,
-)
+from .standins import KnownGlobal, Placeholder, PlaceholderType, apply_build
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -125,6 +120,8 @@ class Context:
         "end",
         "extra",
         "built_budget",
+        "key_guard",
+        "configs",
     )
 
     def __init__(
@@ -143,6 +140,8 @@ class Context:
         self.globals: dict[tuple[str, str], bool] = {}
         self.end = -1  # set by the engine at STOP: the offset after it
         self.built_budget = BUILT_BYTES_SLACK  # drive() adds the pickle's share
+        self.key_guard = KeyGuard(limits)  # what hashing the run's keys may cost
+        self.configs: list[Any] = []  # root configs, resolved when the run is complete
 
     def charge(self, obj: Any, how: str, pos: int) -> Any:
         """Count what a constructor built against the run's budget; returns ``obj``."""
@@ -167,18 +166,45 @@ class Context:
         except UnicodeDecodeError:
             return raw
 
-    def check_hashable(self, key: Any, pos: int) -> None:
-        """Refuse keys whose hashing or comparison would recurse deeper than the limit.
+    def check_hashable(self, key: Any, container: Any, pos: int) -> None:
+        """Let ``key`` be hashed into ``container`` (the dict or set being built, or an
+        object standing for it) by the opcode at ``pos``: ``KeyGuard.check``, its
+        ``LimitError`` located at ``pos``.
 
-        CPython hashes and compares nested tuples recursively in C, so a key is held to
-        ``MAX_KEY_DEPTH`` even when ``Limits.max_depth`` allows deeper containers.
+        Called before every insertion of a file-made object into a hashed container
+        (SETITEM(S), DICT, FROZENSET, ADDITEMS, and the stand-ins that build dicts and
+        sets); the engines skip text keys, which the guard passes at once.
         """
-        if type(key) in (tuple, frozenset):
-            limit = min(self.limits.max_depth, MAX_KEY_DEPTH)
-            try:
-                check_key_depth(key, limit)
-            except RecursionError:
-                raise error("limit-depth", f"a key nests deeper than {limit}", pos) from None
+        try:
+            self.key_guard.check(key, container)
+        except CheckpointError as exc:
+            exc.offset = pos
+            raise
+
+    def defer(self, config: Any) -> None:
+        """Finish ``config`` once the run is complete (``finish``): a root OmegaConf
+        config, whose interpolations may name nodes built after its BUILD."""
+        self.configs.append(config)
+
+    def finish(self) -> None:
+        """The end of a run: resolve the deferred configs' interpolations, all of them
+        together held to ``Limits.max_interpolated_bytes`` of text.
+
+        Over that budget no config of the run is resolved at all: they stay exactly as
+        written (``${...}`` text), as torch.load returns them (OmegaConf resolves on
+        access), and the load goes on. Nothing is changed until the whole fits.
+        """
+        if not self.configs:
+            return
+        done: set[int] = set()  # containers resolved (each once, under its first root)
+        pending: dict[tuple[int, Any], tuple[Any, Any]] = {}
+        budget = self.limits.max_interpolated_bytes
+        try:
+            for config in self.configs:
+                budget -= interpolations(config, budget, done, pending)
+        except CheckpointError:  # limit-interpolation: leave every config as written
+            return
+        commit_interpolations(pending)
 
     def find_global(self, module: str, name: str, pos: int) -> Any:
         """GLOBAL / STACK_GLOBAL: a registry entry, or a placeholder type. Never imports."""
@@ -226,6 +252,10 @@ class Context:
             if fn is None:
                 raise error("forbidden-reduce", f"{how} of {cls.qualname} is not allowed", pos)
             try:
+                if cls.keys is not None:  # it hashes these: guarded first
+                    built: list[Any] = []  # stands for the one container fn builds
+                    for key in cls.keys(args):
+                        self.check_hashable(key, built, pos)
                 out = fn(args, kwargs) if kwargs is not None else fn(args)  # type: ignore[call-arg]
             except CheckpointError as exc:
                 if exc.offset is None:
@@ -242,7 +272,8 @@ class Context:
 
     def build(self, obj: Any, state: Any, pos: int) -> None:
         try:
-            apply_build(obj, state)
+            if apply_build(obj, state):
+                self.defer(obj)
         except BAD_OPERAND as exc:
             raise error("bad-build", f"BUILD refused: {exc}", pos) from None
         self.charge(obj, "BUILD", pos)  # a numpy array gets its data here
@@ -289,7 +320,9 @@ def drive(
             ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
             ctx.built_budget += BUILT_BYTES_FACTOR * len(data)
             try:
-                value = selected_result(run(data, ctx, select), select, limits)
+                value = run(data, ctx, select)
+                ctx.finish()
+                value = selected_result(value, select, limits)
             except CheckpointError:
                 value = SKIPPED
             if value is not SKIPPED:
@@ -297,6 +330,7 @@ def drive(
         ctx = Context(persistent_load, strict, limits, encoding, extra_globals)
         ctx.built_budget += BUILT_BYTES_FACTOR * len(data)
         value = run(data, ctx, None)
+        ctx.finish()
     if select is not None:
         return PickleResult(
             filter_root(value, select),

@@ -7,22 +7,39 @@ resolves the plain node references when the root config is complete: absolute
 values keeping the target's type, embedded ones formatted into the string. Resolver
 calls (``${oc.env:HOME}``, ``${now:...}``) are never run: they stay as written, and so
 does any reference that does not resolve or loops.
+
+The text interpolations produce is counted before it is built: ``"${a}${a}..."`` chains
+multiply it, so past ``max_bytes`` in all (``Limits.max_interpolated_bytes`` for a
+pickle's configs) the resolution stops with ``limit-interpolation``. Results go to a
+journal, written into the configs only once the whole resolution fits: a config over
+budget is left exactly as written, never half resolved.
 """
 
 from __future__ import annotations
+
+import sys
+
+from ckptpeek._text import int_printable
+from ckptpeek.errors import error
+from ckptpeek.limits import DEFAULT_LIMITS
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     import re
     from typing import Any, Final
 
-__all__ = ("resolve_interpolations",)
+    #: the journal of a resolution: (id(container), key) -> (container, resolved value)
+    Pending = dict[tuple[int, Any], tuple[Any, Any]]
 
-_REF_PATTERN: Final = r"(?<!\\)\$\{(\.*)([A-Za-z0-9_\-\.\[\]]*)\}"
+__all__ = ("resolve_interpolations", "interpolations", "commit_interpolations")
+
+# the leading dots, then a key that does not start with one: were both groups able to
+# take a dot, "${" and a million dots would be tried split by split (quadratic)
+_REF_PATTERN: Final = r"(?<!\\)\$\{(\.*)((?:[A-Za-z0-9_\-\[\]][A-Za-z0-9_\-\.\[\]]*)?)\}"
 _ESCAPED_PATTERN: Final = r"\\\$\{"
 _MISSING: Final = object()
 _MAX_HOPS: Final = 32
-_MAX_TEXT: Final = 1 << 16  # longest interpolated string produced
+_MAX_INDEX_DIGITS: Final = 18  # a list index past int64 names no node (and int() stays cheap)
 
 
 def _split(key: str) -> list[str]:
@@ -30,36 +47,92 @@ def _split(key: str) -> list[str]:
 
 
 def _step(node: Any, part: str) -> Any:
+    # the class's methods, never the node's: a BUILD may have shadowed them
     if isinstance(node, dict):
-        return node.get(part, _MISSING)
-    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return dict.get(node, part, _MISSING)
+    if (
+        isinstance(node, list)
+        and part.isdigit()
+        and len(part) <= _MAX_INDEX_DIGITS
+        and int(part) < len(node)
+    ):
         return node[int(part)]
     return _MISSING
 
 
-def resolve_interpolations(root: Any) -> None:
-    """Replace resolvable interpolation strings in ``root`` (a dict/list tree) in place."""
+def _text(value: Any) -> str | None:
+    """How an embedded reference to ``value`` reads in the text (None: not resolved).
+    Only OmegaConf's primitive values, and no int too long for ``str``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not int_printable(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, bytes)):
+        return str(value)
+    pathlib = sys.modules.get("pathlib")  # no path exists unless pathlib was imported
+    if pathlib is not None and isinstance(value, pathlib.PurePath):
+        return str(value)
+    return None
+
+
+def resolve_interpolations(
+    root: Any,
+    max_bytes: int = DEFAULT_LIMITS.max_interpolated_bytes,
+    done: set[int] | None = None,
+) -> int:
+    """Replace resolvable interpolation strings in ``root`` (a dict/list tree) in place.
+
+    Returns the characters of text the interpolations produced; raises ``LimitError``
+    (``limit-interpolation``) before producing more than ``max_bytes``, with ``root``
+    left unchanged. ``done``: as for ``interpolations``.
+    """
+    pending: Pending = {}
+    produced = interpolations(root, max_bytes, set() if done is None else done, pending)
+    commit_interpolations(pending)
+    return produced
+
+
+def commit_interpolations(pending: Pending) -> None:
+    """Write the values ``interpolations`` resolved into their containers."""
+    for (_, key), (container, value) in pending.items():
+        container[key] = value
+
+
+def interpolations(root: Any, max_bytes: int, done: set[int], pending: Pending) -> int:
+    """Resolve the interpolation strings of ``root`` into ``pending``, changing nothing.
+
+    Returns the characters of text produced; raises ``LimitError`` (``limit-interpolation``)
+    before producing more than ``max_bytes``. ``done`` (ids of containers) and
+    ``pending`` are shared by the calls of one run: each container is resolved once,
+    under the first root that reaches it (many roots sharing one big subtree cost its
+    size once), and a reference to a value resolved earlier reads its result.
+    """
     import re  # noqa: PLC0415 - only configs need it; keeps `import ckptpeek` light
 
     ref = re.compile(_REF_PATTERN)
     escaped = re.compile(_ESCAPED_PATTERN)
+    if id(root) in done:
+        return 0
+    done.add(id(root))
     parents: dict[int, Any] = {}
     todo = [root]
     containers = []
     while todo:  # collect containers and their parents without recursion
         node = todo.pop()
         containers.append(node)
-        children = node.values() if isinstance(node, dict) else node
+        children = dict.values(node) if isinstance(node, dict) else node
         for child in children:
-            if isinstance(child, (dict, list)) and id(child) not in parents and child is not root:
+            if isinstance(child, (dict, list)) and id(child) not in done:
+                done.add(id(child))
                 parents[id(child)] = node
                 todo.append(child)
 
     # Each interpolating value is resolved once (memo by its container and key), so a
-    # chain of "${a}${a}" references costs linear time; results longer than
-    # _MAX_TEXT are left unresolved instead of growing exponentially.
+    # chain of "${a}${a}" references costs linear time in lookups; the text it makes is
+    # counted against ``max_bytes`` before it is joined.
     memo: dict[tuple[int, Any], Any] = {}
     busy: set[tuple[int, Any]] = set()
+    produced = 0
 
     def lookup(container: Any, dots: str, key: str, hops: int) -> Any:
         node = root
@@ -70,15 +143,19 @@ def resolve_interpolations(root: Any) -> None:
                 if node is _MISSING:
                     return _MISSING
         holder: Any = None  # the container of the last step, and the key it took there
-        last = ""
+        index: Any = None
         for part in _split(key):
-            holder, last = node, part
+            holder = node
             node = _step(node, part)
             if node is _MISSING:
                 return _MISSING
+            index = int(part) if isinstance(holder, list) else part
+            done_value = pending.get((id(holder), index))
+            if done_value is not None:
+                node = done_value[1]  # resolved already (its text is no longer a reference)
+                holder = None
         if isinstance(node, str) and "${" in node and holder is not None:
             # a referenced interpolation resolves relative to its own container
-            index = int(last) if isinstance(holder, list) else last
             return resolved(holder, index, node, hops + 1)
         return node
 
@@ -100,30 +177,37 @@ def resolve_interpolations(root: Any) -> None:
         whole = ref.fullmatch(text)
         if whole:
             return lookup(container, whole.group(1), whole.group(2), hops)
+        nonlocal produced
         failed = False
-        size = 0
+        size = len(text)  # the result is at most the text, each reference replaced
 
         def sub(m: re.Match[str]) -> str:
             nonlocal failed, size
             value = lookup(container, m.group(1), m.group(2), hops)
-            if value is _MISSING or isinstance(value, (dict, list)):
+            piece = None if value is _MISSING else _text(value)
+            if piece is None:
                 failed = True
                 return m.group(0)
-            piece = str(value)
             size += len(piece)
-            if size > _MAX_TEXT:
-                failed = True
-            return piece if not failed else m.group(0)
+            if produced + size > max_bytes:
+                raise error(
+                    "limit-interpolation",
+                    f"OmegaConf interpolations would produce more than {max_bytes} "
+                    f"characters of text",
+                )
+            return piece
 
         out = ref.sub(sub, text)
-        if failed or len(out) > _MAX_TEXT:
+        if failed:
             return _MISSING
+        produced += len(out)
         return escaped.sub("${", out)
 
     for container in containers:
-        items = container.items() if isinstance(container, dict) else enumerate(container)
+        items = dict.items(container) if isinstance(container, dict) else enumerate(container)
         for key, value in list(items):
             if isinstance(value, str) and "${" in value:
                 result = resolved(container, key, value, 0)
                 if result is not _MISSING:
-                    container[key] = result
+                    pending[(id(container), key)] = (container, result)
+    return produced

@@ -119,6 +119,10 @@ def memo_full(limit: int, pos: int) -> CheckpointError:
     return error("limit-memo", f"memo grows past {limit} entries", pos)
 
 
+def marks_full(limit: int, pos: int) -> CheckpointError:
+    return error("limit-marks", f"more than {limit} MARKs open at once", pos)
+
+
 def bad_argument(msg: str, pos: int) -> CheckpointError:
     return error("bad-argument", msg, pos)
 

@@ -19,13 +19,12 @@ import struct
 from collections.abc import Callable, Mapping
 
 from ckptpeek.errors import CheckpointError
+from ckptpeek.limits import DEFAULT_LIMITS, Limits
 
 from . import context as C
 from . import messages as S
 from . import select as SEL
 from .context import PickleResult
-from ckptpeek.limits import DEFAULT_LIMITS, Limits
-
 from .opcodes import BY_CODE, BY_NAME, HIGHEST_PROTOCOL, group
 from .standins import Placeholder
 
@@ -61,6 +60,7 @@ class _VM:
         self.frame_at = -1  # the offset of the open FRAME opcode, -1 outside frames
         self.ctx = ctx
         self.max_memo = ctx.limits.max_memo
+        self.max_marks = ctx.limits.max_marks
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
@@ -506,6 +506,8 @@ class _VM:
         return _STOPPED
 
     def op_MARK(self, pos: int) -> int:
+        if len(self.metastack) >= self.max_marks:
+            raise S.marks_full(self.max_marks, self.op_pos)
         self.metastack.append(self.stack)
         self.stack = []
         return pos
@@ -722,7 +724,8 @@ class _VM:
     def op_FROZENSET(self, pos: int) -> int:
         items = self.pop_mark()
         for item in items:
-            self.ctx.check_hashable(item, self.op_pos)
+            if type(item) is not str:  # text passes the key guard at once
+                self.ctx.check_hashable(item, items, self.op_pos)
         self.stack.append(frozenset(items))
         return pos
 
@@ -730,9 +733,10 @@ class _VM:
         items = self.pop_mark()
         if len(items) % 2:
             raise S.bad_operand("DICT with an odd number of items", self.op_pos)
-        d = {}
+        d: dict[Any, Any] = {}
         for i in range(0, len(items), 2):
-            self.ctx.check_hashable(items[i], self.op_pos)
+            if type(items[i]) is not str:
+                self.ctx.check_hashable(items[i], d, self.op_pos)
             d[items[i]] = items[i + 1]
         self.stack.append(d)
         return pos
@@ -750,8 +754,10 @@ class _VM:
     def op_SETITEM(self, pos: int) -> int:
         value = self.pop()
         key = self.pop()
-        self.ctx.check_hashable(key, self.op_pos)
-        self.target((dict, Placeholder), "dict")[key] = value
+        target = self.target((dict, Placeholder), "dict")
+        if type(key) is not str:
+            self.ctx.check_hashable(key, target, self.op_pos)
+        target[key] = value
         return pos
 
     def op_SETITEMS(self, pos: int) -> int:
@@ -760,7 +766,8 @@ class _VM:
             raise S.bad_operand("SETITEMS with an odd number of items", self.op_pos)
         target = self.target((dict, Placeholder), "dict")
         for i in range(0, len(items), 2):
-            self.ctx.check_hashable(items[i], self.op_pos)
+            if type(items[i]) is not str:
+                self.ctx.check_hashable(items[i], target, self.op_pos)
             target[items[i]] = items[i + 1]
         return pos
 
@@ -768,7 +775,8 @@ class _VM:
         items = self.pop_mark()
         target = self.target((set, Placeholder), "set")
         for item in items:
-            self.ctx.check_hashable(item, self.op_pos)
+            if type(item) is not str:
+                self.ctx.check_hashable(item, target, self.op_pos)
             if isinstance(target, set):
                 target.add(item)
             else:

@@ -77,7 +77,7 @@ def _children(obj: Any, t: type) -> Any:
     if t is Placeholder:
         return (*obj.args, obj.kwargs, obj.state, obj.items, obj.dictitems, obj.setitems)
     if isinstance(obj, dict):
-        items: Any = [*obj.values(), *obj]  # keys too: a tuple key may hold SKIPPED
+        items: Any = [*dict.values(obj), *obj]  # keys too: a tuple key may hold SKIPPED
     elif isinstance(obj, (list, tuple, set, frozenset)):
         items = obj
     elif t is slice:
@@ -264,7 +264,7 @@ def filter_root(value: Any, select: frozenset[Any]) -> Any:
     if type(value) not in (dict, OrderedDict):
         return value
     out = type(value)()
-    for key, item in value.items():
+    for key, item in dict.items(value):  # a BUILD may have shadowed value.items
         if key in select:
             out[key] = item
     return out

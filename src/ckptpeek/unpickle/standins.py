@@ -16,8 +16,7 @@ import sys
 from collections.abc import Callable
 
 from ckptpeek._frozen import Frozen
-
-from .interpolation import resolve_interpolations
+from ckptpeek._text import int_printable, int_text
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -38,18 +37,26 @@ __all__ = (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     Call = Callable[[tuple[Any, ...]], Any]
     New = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+    Keys = Callable[[tuple[Any, ...]], Iterable[Any]]
 
 _REPR: list[Any] = []  # one reprlib.Repr, made on first use (reprlib costs import time)
 
 
 def safe_repr(obj: Any) -> str:
-    """A repr of bounded size and depth, whatever a file built (shared or deep graphs)."""
+    """A repr of bounded size and depth, whatever a file built (shared or deep graphs,
+    ints too long for ``str``)."""
     if not _REPR:
         import reprlib  # noqa: PLC0415 - only error messages and displays need it
 
-        r = reprlib.Repr()
+        class _Repr(reprlib.Repr):
+            def repr_int(self, x: int, level: int) -> str:
+                return reprlib.Repr.repr_int(self, x, level) if int_printable(x) else int_text(x)
+
+        r = _Repr()
         r.maxlevel, r.maxstring, r.maxother = 3, 60, 60
         r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = 6
         _REPR.append(r)
@@ -60,16 +67,19 @@ class KnownGlobal(Frozen):
     """A name from the registry: ``call`` serves REDUCE/INST/OBJ, ``new`` serves NEWOBJ.
 
     A record with neither is a marker (``builtins.object``, ``torch.Tensor``) that other
-    constructors accept as an argument but that cannot be called. Immutable: every load
-    shares these records.
+    constructors accept as an argument but that cannot be called. ``keys``, for a
+    constructor that builds a dict or set, gives the keys it will hash from its
+    arguments: the interpreter guards them first (``Context.check_hashable``).
+    Immutable: every load shares these records.
     """
 
-    __slots__ = ("module", "name", "call", "new", "marker")
+    __slots__ = ("module", "name", "call", "new", "marker", "keys")
     module: str
     name: str
     call: Call | None
     new: New | None
     marker: Any  # the real type this marker stands for, where one is safe to expose
+    keys: Keys | None
 
     def __init__(
         self,
@@ -78,8 +88,9 @@ class KnownGlobal(Frozen):
         call: Call | None = None,
         new: New | None = None,
         marker: Any = None,
+        keys: Keys | None = None,
     ) -> None:
-        super().__init__(module, name, call, new, marker)
+        super().__init__(module, name, call, new, marker, keys)
 
     @property
     def qualname(self) -> str:
@@ -173,22 +184,22 @@ class OmegaDict(dict["Any", "Any"]):
     resolving them is the catalog's job.
     """
 
-    def _ckpt_build(self, state: Any) -> None:
-        content = state.get("_content") if isinstance(state, dict) else None
+    def _ckpt_build(self, state: Any) -> bool:
+        content = dict.get(state, "_content") if isinstance(state, dict) else None
         if isinstance(content, dict):
-            for key, node in content.items():
+            for key, node in dict.items(content):
                 self[key] = _omega_value(node)
-        _resolve_if_root(self, state)
+        return _is_root(state)
 
 
 class OmegaList(list["Any"]):
     """An OmegaConf ``ListConfig`` as a plain list of its node values."""
 
-    def _ckpt_build(self, state: Any) -> None:
-        content = state.get("_content") if isinstance(state, dict) else None
+    def _ckpt_build(self, state: Any) -> bool:
+        content = dict.get(state, "_content") if isinstance(state, dict) else None
         if isinstance(content, list):
             self.extend(_omega_value(node) for node in content)
-        _resolve_if_root(self, state)
+        return _is_root(state)
 
 
 class OmegaNode:
@@ -201,7 +212,7 @@ class OmegaNode:
 
     def _ckpt_build(self, state: Any) -> None:
         if isinstance(state, dict):
-            self.value = state.get("_val")
+            self.value = dict.get(state, "_val")
 
     def __repr__(self) -> str:
         return f"OmegaNode({safe_repr(self.value)})"
@@ -223,47 +234,44 @@ class Record:
         return f"<{self.qualname}>"
 
 
-def _resolve_if_root(config: Any, state: Any) -> None:
-    """A config without a parent is complete once built: resolve its interpolations."""
-    if isinstance(state, dict) and state.get("_parent") is None:
-        resolve_interpolations(config)
+def _is_root(state: Any) -> bool:
+    """A config without a parent: its interpolations are resolved when the run is
+    complete (``Context.finish``), as every node it may name is built by then (a child
+    config pickled before its root is filled after the root's BUILD)."""
+    return isinstance(state, dict) and dict.get(state, "_parent") is None
 
 
 def _omega_value(node: Any) -> Any:
     return node.value if isinstance(node, OmegaNode) else node
 
 
-# -- hashing guard -------------------------------------------------------------------------
-# CPython hashes nested tuples recursively in C with no depth check: a key nested a
-# million levels deep crashes the interpreter. Everything that hashes data from a file
-# (dict keys, set members, membership tests) checks the depth first.
-MAX_KEY_DEPTH: Final = 200  # = DEFAULT_LIMITS.max_depth (a test checks)
+def _keys_of(source: Any, pairs: bool) -> Iterable[Any]:
+    """The keys a dict or set built from ``source`` hashes: ``pairs`` means (key, value)
+    pairs (a dict from a list), a mapping gives its keys, anything else its items."""
+    if isinstance(source, dict):
+        return list(dict.keys(source))
+    if not isinstance(source, (list, tuple, set, frozenset)):
+        return ()  # the constructor refuses it, or hashes no file-made object
+    if not pairs:
+        return source
+    keys = []
+    for item in source:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError("expected (key, value) pairs")
+        keys.append(item[0])
+    return keys
 
 
-def check_key_depth(key: Any, limit: int = MAX_KEY_DEPTH) -> None:
-    """Raise ``RecursionError`` if hashing ``key`` would recurse deeper than ``limit``."""
-    if type(key) not in (tuple, frozenset):
-        return
-    todo = [(key, 1)]
-    while todo:
-        obj, depth = todo.pop()
-        if depth > limit:
-            raise RecursionError(f"a key nests deeper than {limit}")
-        todo.extend((o, depth + 1) for o in obj if type(o) in (tuple, frozenset))
+def _pair_keys(args: tuple[Any, ...]) -> Iterable[Any]:
+    return _keys_of(args[0], pairs=True) if args else ()
 
 
-def _check_keys(items: Any, pairs: bool) -> None:
-    if isinstance(items, dict):
-        items = items.keys()
-        pairs = False
-    if not isinstance(items, (list, tuple, set, frozenset, type({}.keys()))):
-        return
-    for item in items:
-        if pairs:
-            if not (isinstance(item, (tuple, list)) and len(item) == 2):
-                raise TypeError("expected (key, value) pairs")
-            item = item[0]
-        check_key_depth(item)
+def _item_keys(args: tuple[Any, ...]) -> Iterable[Any]:
+    return _keys_of(args[0], pairs=False) if args else ()
+
+
+def _defaultdict_keys(args: tuple[Any, ...]) -> Iterable[Any]:
+    return _keys_of(args[1], pairs=not isinstance(args[1], dict)) if len(args) == 2 else ()
 
 
 # -- BUILD -------------------------------------------------------------------------------
@@ -281,9 +289,9 @@ def _set_attributes(obj: Any, state: Any) -> None:
             raise TypeError(
                 f"state of a {type(obj).__name__} must be a dict, not {type(part).__name__}"
             )
-        for key, value in part.items():
+        for key, value in dict.items(part):  # never a method a file may have shadowed
             if not isinstance(key, str) or key.startswith("__"):
-                raise TypeError(f"refusing to set attribute {key!r}")
+                raise TypeError(f"refusing to set attribute {safe_repr(key)}")
             setattr(obj, key, value)
 
 
@@ -297,9 +305,13 @@ def _build_ndarray(arr: Any, state: Any) -> None:
         raise TypeError("ndarray shape must be a tuple of non-negative ints")
     if not isinstance(dtype, np.dtype):
         raise TypeError("ndarray dtype must be a numpy dtype")
-    count = 1
+    # the element count, kept small: a long shape of big sizes would make a huge int
+    count = 0 if 0 in shape else 1
+    cap = (len(raw) + 1) << 64 if isinstance(raw, (bytes, bytearray, list)) else 1 << 64
     for d in shape:
         count *= d
+        if count > cap:
+            raise TypeError("ndarray shape is larger than its data")
     if dtype.hasobject:
         if not (isinstance(raw, list) and len(raw) == count and dtype.fields is None):
             raise TypeError("object array state must be a list of its elements")
@@ -314,7 +326,23 @@ def _build_ndarray(arr: Any, state: Any) -> None:
             f"ndarray data is {len(raw) if isinstance(raw, bytes) else '?'} bytes, "
             f"expected {count * dtype.itemsize}"
         )
+    else:
+        _check_code_points(raw, dtype)
+    # a copy of the descriptor: a later BUILD of the file's dtype (its byte order) must
+    # not reinterpret data already checked
+    dtype = np.dtype(dtype, False, True)
     arr.__setstate__((version, shape, dtype, bool(is_fortran), raw))
+
+
+def _check_code_points(raw: Any, dtype: Any) -> None:
+    """numpy ``<U``/``>U`` data is UCS-4: a code point past U+10FFFF or a surrogate makes
+    numpy fail with SystemError when it turns an element into text. Refused here."""
+    if dtype.kind != "U":
+        return
+    try:
+        bytes(raw).decode("utf-32-be" if dtype.str[0] == ">" else "utf-32-le")
+    except UnicodeDecodeError:
+        raise TypeError(f"numpy {dtype} data holds a code point outside Unicode") from None
 
 
 def _build_np_dtype(dt: Any, state: Any) -> None:
@@ -347,16 +375,21 @@ BUILDERS: Final[dict[tuple[str, str], Callable[[Any, Any], None]]] = {
 }
 
 
-def apply_build(obj: Any, state: Any) -> None:
-    """The BUILD opcode: only on objects created for this load, never on shared ones."""
+def apply_build(obj: Any, state: Any) -> bool:
+    """The BUILD opcode: only on objects created for this load, never on shared ones.
+
+    Instance attributes a BUILD sets may shadow the class's methods (``items``, ``get``),
+    as they do for torch.load: ckptpeek never calls a method looked up on a file-made
+    object. True if ``obj`` is to be finished when the run is complete (a stand-in's
+    ``_ckpt_build`` says so: ``Context.defer``).
+    """
     builder = BUILDERS.get((type(obj).__module__, type(obj).__qualname__))
     if builder is not None:
         builder(obj, state)
-        return
+        return False
     method = getattr(type(obj), "_ckpt_build", None)
     if method is not None:
-        method(obj, state)
-        return
+        return method(obj, state) is True
     np = sys.modules.get("numpy")  # numpy objects exist only if a constructor imported it
     if np is not None and isinstance(obj, np.ndarray):
         _build_ndarray(obj, state)
@@ -364,6 +397,7 @@ def apply_build(obj: Any, state: Any) -> None:
         _build_np_dtype(obj, state)
     else:
         raise TypeError(f"BUILD on a {type(obj).__name__} is not allowed")
+    return False
 
 
 # -- constructors -----------------------------------------------------------------------
@@ -376,8 +410,6 @@ def _check_items(args: tuple[Any, ...], n: int, name: str) -> None:
 
 def _ordered_dict(args: tuple[Any, ...]) -> Any:
     _check_items(args, 1, "OrderedDict")
-    if args:
-        _check_keys(args[0], pairs=True)
     return collections.OrderedDict(*args)
 
 
@@ -390,7 +422,6 @@ def _defaultdict(args: tuple[Any, ...]) -> Any:
         factory = None  # never keep a callable a file chose
     d: collections.defaultdict[Any, Any] = collections.defaultdict(factory)
     if len(args) == 2:
-        _check_keys(args[1], pairs=not isinstance(args[1], dict))
         d.update(args[1])
     return d
 
@@ -400,8 +431,6 @@ def _container(kind: type) -> Call:
         _check_items(args, 1, kind.__name__)
         if args and not isinstance(args[0], (list, tuple, set, frozenset, dict, str)):
             raise TypeError(f"{kind.__name__}() from a {type(args[0]).__name__}")
-        if args and kind in (set, frozenset, dict):
-            _check_keys(args[0], pairs=kind is dict)
         return kind(*args)
 
     return make
@@ -571,6 +600,7 @@ def _np_scalar(args: tuple[Any, ...]) -> Any:
         data = data.encode("latin1")
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
         raise TypeError(f"numpy scalar of {dtype} needs {dtype.itemsize} bytes")
+    _check_code_points(data, dtype)
     return np.frombuffer(bytes(data), dtype=dtype)[0]
 
 
@@ -601,6 +631,8 @@ def _np_frombuffer(args: tuple[Any, ...]) -> Any:
         and order in ("C", "F")
     ):
         raise TypeError("_frombuffer arguments are of the wrong types")
+    _check_code_points(buf, dtype)
+    dtype = np.dtype(dtype, False, True)  # see _build_ndarray
     return np.frombuffer(bytes(buf), dtype=dtype).reshape(shape, order=order)
 
 
@@ -609,8 +641,10 @@ _SAFE_FACTORIES: Final = (dict, list, set, int, float, str, tuple, bytes, None)
 _g = KnownGlobal
 
 
-def _simple(module: str, name: str, call: Call, new: New | None = None) -> KnownGlobal:
-    return _g(module, name, call=call, new=new or _new_via_call(call))
+def _simple(
+    module: str, name: str, call: Call, new: New | None = None, keys: Keys | None = None
+) -> KnownGlobal:
+    return _g(module, name, call=call, new=new or _new_via_call(call), keys=keys)
 
 
 def _record_maker(qualname: str) -> Callable[[], Record]:
@@ -631,21 +665,26 @@ def _cls(module: str, name: str, make: Callable[[], Any]) -> KnownGlobal:
     return _g(module, name, call=call, new=lambda args, kwargs: make())
 
 
-def _typ(kind: type, call: Call | None) -> KnownGlobal:
+def _typ(kind: type, call: Call | None, keys: Keys | None = None) -> KnownGlobal:
     return _g(
-        "builtins", kind.__name__, call=call, new=_new_via_call(call) if call else None, marker=kind
+        "builtins",
+        kind.__name__,
+        call=call,
+        new=_new_via_call(call) if call else None,
+        marker=kind,
+        keys=keys,
     )
 
 
 def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
     out: list[KnownGlobal] = [
-        _simple("collections", "OrderedDict", _ordered_dict),
-        _simple("collections", "defaultdict", _defaultdict),
-        _typ(dict, _container(dict)),
+        _simple("collections", "OrderedDict", _ordered_dict, keys=_pair_keys),
+        _simple("collections", "defaultdict", _defaultdict, keys=_defaultdict_keys),
+        _typ(dict, _container(dict), keys=_pair_keys),
         _typ(list, _container(list)),
         _typ(tuple, _container(tuple)),
-        _typ(set, _container(set)),
-        _typ(frozenset, _container(frozenset)),
+        _typ(set, _container(set), keys=_item_keys),
+        _typ(frozenset, _container(frozenset), keys=_item_keys),
         _typ(int, _scalar_type(int)),
         _typ(float, _scalar_type(float)),
         _typ(complex, _scalar_type(complex)),

@@ -194,7 +194,7 @@ def _set_state(ref: TensorRef, state: Any) -> None:
             continue
         if not isinstance(part, dict):
             raise TypeError("tensor state must be a dict")
-        ref.attrs.update(part)
+        ref.attrs.update(dict.items(part))  # never a method a BUILD may have shadowed
 
 
 def _rebuild_parameter(args: tuple[Any, ...]) -> TensorRef:
