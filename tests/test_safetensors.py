@@ -23,8 +23,8 @@ from ckptpeek.errors import CheckpointError, FormatError, LimitError, Unsupporte
 from ckptpeek.formats import ReadOptions
 from ckptpeek.formats import safetensors as st
 from ckptpeek.io.source import ByteSource
-from ckptpeek.unpickle import engine as _backend
 from ckptpeek.limits import DEFAULT_LIMITS
+from ckptpeek.unpickle import engine as _backend
 
 DATA = pathlib.Path(__file__).parent / "data"
 TINY = DATA / "tiny.safetensors"
@@ -493,3 +493,59 @@ def test_differential_fuzz(tmp_path: pathlib.Path) -> None:
         assert got == want
 
     check()
+
+
+# -- keys written twice: what serde (the Rust reader) does, not what json.loads keeps ------
+
+_T = '{"dtype":"F32","shape":[2],"data_offsets":[0,8]}'
+REPEATS = {
+    # (header, the Rust reader's outcome: shapes read, or the error ckptpeek gives)
+    "a field of one tensor twice": (
+        '{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+        "st-invalid-json",
+    ),
+    "shape twice": (
+        '{"a":{"dtype":"F32","shape":[2],"shape":[2],"data_offsets":[0,8]}}',
+        "st-invalid-json",
+    ),
+    "a name twice, the last kept": (
+        '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":' + _T + "}",
+        {"a": [2]},
+    ),
+    "a name twice, the first of an unknown dtype": (
+        '{"a":{"dtype":"XX","shape":[2],"data_offsets":[0,8]},"a":' + _T + "}",
+        "st-unknown-dtype",
+    ),
+    "a name twice, the first of a negative size": (
+        '{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]},"a":' + _T + "}",
+        "st-invalid-json",
+    ),
+    "a name twice, the first with offsets only validated on the last": (
+        '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,99]},"a":' + _T + "}",
+        {"a": [2]},
+    ),
+    "a metadata key twice": ('{"__metadata__":{"x":"1","x":"2"},"a":' + _T + "}", {"a": [2]}),
+    "a tensor named like a field": ('{"dtype":' + _T + "}", {"dtype": [2]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPEATS))
+def test_repeated_keys_read_as_the_rust_reader_reads_them(case: str) -> None:
+    import safetensors
+
+    header, want = REPEATS[case]
+    raw = header.encode()
+    data = struct.pack("<Q", len(raw)) + raw + bytes(8)
+    try:
+        rust: object = {n: list(info["shape"]) for n, info in safetensors.deserialize(data)}
+    except Exception:  # noqa: BLE001 - the Rust reader's error type is not exported
+        rust = "refused"
+    if isinstance(want, dict):
+        assert rust == want
+        with ckptpeek.open(io.BytesIO(data)) as ckpt:
+            assert {k[0]: list(t.shape) for k, t in ckpt.tensors()} == want
+    else:
+        assert rust == "refused"
+        with pytest.raises(CheckpointError) as err:
+            ckptpeek.open(io.BytesIO(data))
+        assert err.value.code == want

@@ -21,8 +21,8 @@ import ckptpeek
 from ckptpeek import formats
 from ckptpeek.errors import CheckpointError, FormatError, LimitError
 from ckptpeek.formats import ReadOptions, sharded
-from ckptpeek.unpickle import engine as _backend
 from ckptpeek.limits import DEFAULT_LIMITS
+from ckptpeek.unpickle import engine as _backend
 
 
 def _numpy_state() -> dict[str, np.ndarray]:
@@ -341,6 +341,45 @@ def test_missing_shard_and_missing_tensor(tmp_path: pathlib.Path) -> None:
     (tmp_path / "dir.safetensors").mkdir()
     bad = _write_index(tmp_path, "d.index.json", {"x": "dir.safetensors"})
     assert _err(bad).code == "sharded-missing-shard"
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+@pytest.mark.parametrize("copies", [2, 5])
+def test_one_file_named_as_many_shards_is_refused(
+    tmp_path: pathlib.Path, link: str, copies: int
+) -> None:
+    """A small index naming one big shard under many names (links to it) would have it
+    read once per name: refused before the second one is read, however it is linked."""
+    from safetensors.numpy import save_file
+
+    sd = _numpy_state()
+    save_file(sd, str(tmp_path / "real.safetensors"))
+    names = [f"s{i}.safetensors" for i in range(copies)]
+    for n in names:
+        make = os.symlink if link == "symlink" else os.link
+        make(tmp_path / "real.safetensors", tmp_path / n)
+    keys = list(sd)
+    wm = {k: names[i % copies] for i, k in enumerate(keys)}
+    index = _write_index(tmp_path, "model.safetensors.index.json", wm)
+    opened: list[str] = []
+    real_open = sharded._safetensors.read
+
+    def counting(src, opts):  # type: ignore[no-untyped-def]
+        opened.append(src.path)
+        return real_open(src, opts)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sharded._safetensors, "read", counting)
+        exc = _err(index)
+    assert exc.code == "sharded-duplicate-shard", exc
+    assert "'s0.safetensors' and 's1.safetensors'" in str(exc)
+    assert len(opened) == 1  # the first name only: the second is refused before its read
+
+
+def test_distinct_shards_are_not_duplicates(tmp_path: pathlib.Path) -> None:
+    index = _write_numpy_shards(tmp_path, _numpy_state())
+    with ckptpeek.open(index) as ckpt:
+        assert len(ckpt.members["shards"]) > 1
 
 
 @pytest.mark.parametrize(

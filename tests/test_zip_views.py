@@ -414,13 +414,48 @@ def no_version() -> Iterator[Variant]:
 
 def stored_sizes() -> Iterator[Variant]:
     """STORED with a compressed size other than its size (both headers agreeing): miniz
-    refuses the archive at open."""
+    refuses the archive at open when the DOS time is 0 (as torch and these builders
+    write it), else reads ``size`` bytes; zipfile reads the compressed size."""
     yield (
         "stored 10 in 12",
         build_zip([pkl(A), V, Member("archive/x", b"0" * 12, claim_size=10)]),
         (),
     )
+    yield (
+        "stored 12 in 10",
+        build_zip([pkl(A), V, Member("archive/x", b"0" * 10, claim_size=12)]),
+        (),
+    )
+    yield "empty, 5 stored", build_zip([pkl(A), V, Member("archive/x", b"12345", claim_size=0)]), ()  # fmt: skip
     yield "data.pkl", torch_zip(small_pickle(), pkl_member=pkl(small_pickle(), claim_size=5)), ()
+    z = torch_zip(small_pickle(), extra=[Member("archive/x", b"0" * 12, claim_size=10)])
+    at = next(p for p, n, _f in _cd_entries(z) if n == b"archive/x")
+    yield "stored 10 in 12, DOS time set (miniz reads 10)", patch(z, at + 12, "<H", 0x6000), ()
+
+
+def with_attributes(archive: bytes, name: bytes, external: int) -> bytes:
+    """``archive`` with the external attributes of ``name``'s directory entry set."""
+    at = next(p for p, n, _f in _cd_entries(archive) if n == name)
+    return patch(archive, at + 38, "<L", external)
+
+
+def directory_member() -> Iterator[Variant]:
+    """A member miniz takes for a directory (``mz_zip_reader_is_file_a_directory``: the
+    MS-DOS directory attribute 0x10, whatever the "made by" system, or a name ending in
+    "/") that holds bytes: miniz extracts none of them, so torch returns the buffer it
+    allocated for them - uninitialised memory - where another reader returns the bytes."""
+    # (only members torch reads whatever their bytes: torch's outcome with a data.pkl or
+    # version of uninitialised memory would depend on that memory)
+    base = torch_zip(small_pickle())
+    yield "storage, attribute 0x10", with_attributes(base, b"archive/data/0", 0x10), ()
+    yield "the fuzzer's 0x5a5a5a", with_attributes(base, b"archive/data/0", 0x5A5A5A), ()
+    unix_dir = (0o40755 << 16) | 0x10  # what zip tools write for a directory on Unix
+    yield "Unix mode and the DOS bit", with_attributes(base, b"archive/data/0", unix_dir), ()
+    yield "an unread member x/", torch_zip(small_pickle(), extra=[Member("archive/x/", b"1")]), ()  # fmt: skip
+    # a storage whose key ends in "/": torch looks up archive/data/0/, a directory to miniz
+    slash = small_pickle().replace(b"X\x01\x00\x00\x000", b"X\x02\x00\x00\x000/")
+    members = [pkl(slash), Member("archive/data/0/", struct.pack("<6f", *range(6))), V]
+    yield "storage key '0/'", build_zip(members), ()
 
 
 #: class -> (error class, code, generator)
@@ -438,7 +473,8 @@ TRICKS: dict[str, tuple[type[CheckpointError], str, Callable[[], Iterator[Varian
     "stray-member": (FormatError, "zip-stray-member", stray_member),
     "torch-folder": (FormatError, "zip-no-data-pkl", torch_folder),
     "no-version": (FormatError, "zip-missing-member", no_version),
-    "stored-sizes": (FormatError, "zip-bad-central-dir", stored_sizes),
+    "stored-sizes": (FormatError, "zip-stored-size-mismatch", stored_sizes),
+    "directory-member": (FormatError, "zip-directory-member", directory_member),
 }
 DUPLICATES = ("duplicate-exact", "duplicate-nul-twin", "duplicate-case-twin")
 
@@ -634,7 +670,10 @@ TORCH_REFUSES: dict[str, str | set[str]] = {
     "stray-member": "all",
     "torch-folder": "all",
     "no-version": "all",
-    "stored-sizes": "all",
+    # miniz refuses the archive when the DOS time is 0 too (one 32-bit test of method and
+    # time), else reads `size` bytes
+    "stored-sizes": {"stored 10 in 12", "stored 12 in 10", "empty, 5 stored", "data.pkl"},
+    "directory-member": set(),  # torch returns uninitialised memory for the member
     "local-mismatch": set(),  # torch reads the directory's view, whatever the local header says
     "lying-descriptor": set(),  # torch never reads a descriptor
     "encrypted": {"storage, bit 0", "data.pkl, bit 6", "version, bit 13"},

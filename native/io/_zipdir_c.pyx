@@ -6,8 +6,8 @@ refuse): at anything unusual it returns ``None`` and the pure parser in ``zipdir
 handles (and reports) the directory exactly as it does without the extension. It never
 accepts a directory the pure parser refuses: duplicate names (ASCII case ignored), NUL
 bytes, absolute or ``..`` names, encryption or patch flags, other disks, STORED members whose
-sizes differ, members that overlap each other or the directory, bytes after the last
-entry. Independent of the pickle engine.
+sizes differ, members marked directories that hold bytes, members that overlap each other
+or the directory, bytes after the last entry. Independent of the pickle engine.
 """
 
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
@@ -162,6 +162,11 @@ def parse_central_directory(
             if (method == 0 and csize != usize) or (usize != 0 and csize == 0):
                 return None
             if not _plain_name(p + pos + 46, nlen):
+                return None
+            # a member miniz takes for a directory (the MS-DOS directory attribute, or a
+            # name ending in "/") that holds bytes: the pure parser refuses it
+            if (csize != 0 or usize != 0) and (
+                    p[pos + 38] & 0x10 or (nlen > 0 and p[pos + 46 + nlen - 1] == 47)):
                 return None
             spans[k].start = hoff
             spans[k].end = <uint64_t>hoff + 30 + <uint64_t>nlen + csize + (12 if flags & 8 else 0)

@@ -12,6 +12,7 @@ import struct
 import sys
 
 from .errors import error
+from .limits import DEFAULT_LIMITS
 from .torch_types import DTYPES, Device, DType, Size
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
@@ -22,7 +23,15 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # StorageReader is a plain documenting class at run time
 
-__all__ = ("INT64_MAX", "StorageRef", "StorageReader", "TensorRef", "check_layout", "new_dense")
+__all__ = (
+    "INT64_MAX",
+    "StorageRef",
+    "StorageReader",
+    "TensorRef",
+    "check_dense_size",
+    "check_layout",
+    "new_dense",
+)
 
 #: struct formats of the dtypes whose single values item() reads without numpy
 _STRUCT_FORMATS = {
@@ -199,6 +208,40 @@ def _why(value: int) -> str:
     return "negative" if value < 0 else "past int64"
 
 
+def _check_numpy_size(shape: tuple[int, ...], itemsize: int) -> None:
+    """``numpy-too-large`` where numpy would refuse an array of ``shape``: its rule (the
+    nonzero sizes times the item size must fit ``intp``), so an empty tensor counts too.
+    torch allows more (int64 elements of any stride, e.g. a 1-element expanded view)."""
+    nbytes = itemsize
+    for size in shape:
+        if size:
+            nbytes *= size
+            if nbytes > sys.maxsize:
+                raise error(
+                    "numpy-too-large",
+                    f"a tensor of size {_dims_text(shape)} and {itemsize}-byte elements "
+                    f"passes the largest numpy array ({sys.maxsize} bytes); torch's numpy() "
+                    f"refuses it too",
+                )
+
+
+def check_dense_size(
+    shape: tuple[int, ...], itemsize: int, max_bytes: int | None, what: str
+) -> None:
+    """Refuse, before allocating, an array of ``shape`` that ``what`` would build whole."""
+    _check_numpy_size(shape, itemsize)
+    limit = DEFAULT_LIMITS.max_dense_bytes if max_bytes is None else max_bytes
+    nbytes = itemsize
+    for size in shape:
+        nbytes *= size
+    if nbytes > limit:
+        raise error(
+            "limit-dense-size",
+            f"{what} of a tensor of size {_dims_text(shape)} would allocate {nbytes} bytes, "
+            f"over the limit of {limit} (Limits.max_dense_bytes; pass max_bytes= to allow it)",
+        )
+
+
 def check_layout(
     shape: tuple[int, ...],
     stride: tuple[int, ...] | None,
@@ -282,6 +325,60 @@ def new_dense(
     t = TensorRef.__new__(TensorRef)
     _fill(t, storage, dtype, Size(shape), stride, offset, requires_grad, "dense", metadata)
     return t
+
+
+def _bad_indices(why: str) -> Exception:
+    return error("sparse-bad-indices", f"{why} (torch's sparse invariants refuse it)")
+
+
+def _check_index_dtype(indices: TensorRef, what: str) -> None:
+    if indices.dtype.name not in ("int64", "int32"):
+        raise _bad_indices(f"sparse {what} of dtype {indices.dtype}: torch needs int64 or int32")
+
+
+def _check_compressed(
+    shape: tuple[int, ...],
+    major_dim: int,
+    n_compressed: int,
+    plain: tuple[int, ...],
+    values: tuple[int, ...],
+) -> None:
+    """The shapes of a 2-D CSR/CSC tensor's parts: one compressed index per row (CSR)
+    or column (CSC) and one more, one plain index per value."""
+    if n_compressed != shape[major_dim] + 1 or len(plain) != 1 or plain != values:
+        raise _bad_indices(
+            f"compressed sparse tensor of size {_dims_text(shape)}: {n_compressed} compressed "
+            f"indices, plain indices of size {_dims_text(plain)}, values of size "
+            f"{_dims_text(values)}"
+        )
+
+
+def _check_compressed_values(
+    shape: tuple[int, ...],
+    major_dim: int,
+    compressed: np.ndarray[Any, Any],
+    minor: np.ndarray[Any, Any],
+) -> None:
+    """torch's invariants of compressed indices (``_validate_sparse_compressed_tensor_args``):
+    from 0 to nnz, non-decreasing; plain indices in range, sorted and distinct in a row."""
+    import numpy as np  # noqa: PLC0415
+
+    nnz = len(minor)
+    if compressed[0] != 0 or compressed[-1] != nnz or (np.diff(compressed) < 0).any():
+        raise _bad_indices(f"compressed indices must run from 0 to nnz ({nnz}) without decreasing")
+    if nnz == 0:
+        return
+    ncols = shape[1 - major_dim]
+    if minor.min() < 0 or minor.max() >= ncols:
+        raise _bad_indices(
+            f"plain indices run from {minor.min()} to {minor.max()}, outside 0..{ncols - 1}"
+        )
+    steps = np.diff(minor)
+    within = np.ones(nnz - 1, dtype=bool)  # steps between two values of one row
+    starts = compressed[1:-1]
+    within[starts[(starts > 0) & (starts < nnz)] - 1] = False
+    if (steps[within] <= 0).any():
+        raise _bad_indices("plain indices are not sorted and distinct within a row")
 
 
 class TensorRef:
@@ -486,8 +583,9 @@ class TensorRef:
     def _bits(self) -> np.ndarray[Any, Any]:
         import numpy as np  # noqa: PLC0415
 
-        span = self._span()
         item = self.dtype.itemsize
+        _check_numpy_size(tuple(self.shape), item)
+        span = self._span()
         # a dim of size 1, or any dim of an empty tensor, never steps: any stride in int64
         # is valid there, but numpy wants strides that fit its intp
         empty = self.numel() == 0
@@ -499,17 +597,23 @@ class TensorRef:
             span, shape=tuple(self.shape), strides=strides, writeable=False
         )
 
-    def numpy(self) -> np.ndarray[Any, Any]:
-        """The values, as a read-only numpy array (memory-mapped for local files).
+    def numpy(self, *, max_bytes: int | None = None) -> np.ndarray[Any, Any]:
+        """The values, as a read-only numpy array.
 
-        Only this tensor's bytes are read. Big-endian files are converted to native
-        order (a copy). bfloat16 and float8 types need ``ml_dtypes``.
+        Only this tensor's bytes are read, into memory (never memory-mapped: a file
+        truncated under a mapping crashes the process). A view of a tensor's span with
+        its strides (an expanded tensor costs only its storage); big-endian files are
+        converted to native order, and a tensor with its conj or neg bit set is resolved,
+        each a copy (``max_bytes``, default ``Limits.max_dense_bytes``, bounds the
+        latter). bfloat16 and float8 types need ``ml_dtypes``.
 
         Raises:
             UnsupportedError: ``unsupported-dtype`` (no numpy type holds it, as with
-                torch's own ``numpy()``), ``needs-ml-dtypes``, ``no-storage``.
+                torch's own ``numpy()``), ``needs-ml-dtypes``, ``no-storage``,
+                ``numpy-too-large``.
             FormatError: ``tensor-out-of-storage`` when the tensor claims elements past
-                its storage.
+                its storage; ``file-changed`` when the file changed since it was opened.
+            LimitError: ``limit-dense-size``.
         """
         import numpy as np  # noqa: PLC0415 - keeps `import ckptpeek` light
 
@@ -519,6 +623,8 @@ class TensorRef:
                 _NOT_DENSE.get(self.kind, f"a {self.kind} tensor has no values of its own to read"),
             )
         arr = self._bits().view(numpy_dtype(self.dtype))
+        if self.metadata.get("conj") or self.metadata.get("neg"):
+            check_dense_size(tuple(self.shape), self.dtype.itemsize, max_bytes, "numpy()")
         if self.metadata.get("conj"):
             arr = np.conj(arr)
         if self.metadata.get("neg"):
@@ -546,11 +652,13 @@ class TensorRef:
         view.dtype = _QUANT_INT[self.dtype.name]
         return np.asarray(view.numpy())
 
-    def dequantize(self) -> np.ndarray[Any, Any]:
+    def dequantize(self, *, max_bytes: int | None = None) -> np.ndarray[Any, Any]:
         """The values of a quantized tensor as float32: ``(q - zero_point) * scale``,
-        per tensor or per channel along ``components["axis"]``."""
+        per tensor or per channel along ``components["axis"]`` (an array of its own: at
+        most ``max_bytes``, default ``Limits.max_dense_bytes``)."""
         import numpy as np  # noqa: PLC0415
 
+        check_dense_size(tuple(self.shape), 4, max_bytes, "dequantize()")
         q = self.int_repr().astype(np.float32)
         scale, zero = self.components["scale"], self.components["zero_point"]
         if "axis" in self.components:
@@ -565,32 +673,70 @@ class TensorRef:
         values: np.ndarray[Any, Any] = ((q - zero) * scale).astype(np.float32)
         return values
 
-    def to_dense(self) -> np.ndarray[Any, Any]:
+    def to_dense(self, *, max_bytes: int | None = None) -> np.ndarray[Any, Any]:
         """The values of a sparse tensor (COO, CSR, CSC) as a dense numpy array; the
-        values of a dense one."""
+        values of a dense one.
+
+        The indices are checked first as torch's sparse invariants check them (which
+        ``torch.load`` applies only when asked: it loads such a file, and its
+        ``to_dense()`` is then undefined), and the result's size against ``max_bytes``
+        (default ``Limits.max_dense_bytes``) before it is allocated.
+
+        Raises:
+            FormatError: ``sparse-bad-indices``.
+            LimitError: ``limit-dense-size``.
+        """
         import numpy as np  # noqa: PLC0415
 
         if self.kind == "dense":
             return self.numpy()
         parts = self.components
+        shape = tuple(self.shape)
         if self.kind == "sparse_coo":
-            indices, values = parts["indices"].numpy(), parts["values"].numpy()
-            out = np.zeros(tuple(self.shape), dtype=values.dtype)
-            np.add.at(out, tuple(indices.astype(np.intp)), values)  # duplicates add up
+            indices, values = parts["indices"], parts["values"]
+            _check_index_dtype(indices, "indices")
+            check_dense_size(shape, values.dtype.itemsize, max_bytes, "to_dense()")
+            coords = indices.numpy()
+            sparse_dim = coords.shape[0]
+            if coords.shape[1]:
+                low, high = coords.min(axis=1), coords.max(axis=1)
+                for dim in range(sparse_dim):
+                    if low[dim] < 0 or high[dim] >= shape[dim]:
+                        raise _bad_indices(
+                            f"sparse COO tensor of size {_dims_text(shape)}: indices of dim "
+                            f"{dim} run from {low[dim]} to {high[dim]}"
+                        )
+            vals = values.numpy()
+            out = np.zeros(shape, dtype=vals.dtype)
+            if sparse_dim == 0:  # every value is the whole (dense) tensor: they add up
+                out += vals.sum(axis=0, dtype=vals.dtype)
+            else:
+                np.add.at(out, tuple(coords.astype(np.intp)), vals)  # duplicates add up
             return out
         if self.kind in ("sparse_csr", "sparse_csc"):
-            compressed = parts["compressed_indices"].numpy().astype(np.intp)
-            plain = parts["plain_indices"].numpy().astype(np.intp)
-            values = parts["values"].numpy()
-            if compressed.ndim != 1 or values.ndim != 1 or len(self.shape) != 2:
+            comp, plain, values = (
+                parts["compressed_indices"],
+                parts["plain_indices"],
+                parts["values"],
+            )
+            if comp.ndim != 1 or values.ndim != 1 or len(shape) != 2:
                 raise error(
                     "not-dense",
                     "to_dense() of batched or hybrid compressed sparse tensors is not supported",
                 )
+            _check_index_dtype(comp, "compressed indices")
+            _check_index_dtype(plain, "plain indices")
+            major_dim = 0 if self.kind == "sparse_csr" else 1
+            _check_compressed(shape, major_dim, comp.shape[0], plain.shape, values.shape)
+            check_dense_size(shape, values.dtype.itemsize, max_bytes, "to_dense()")
+            compressed = comp.numpy().astype(np.int64)
+            minor = plain.numpy().astype(np.int64)
+            _check_compressed_values(shape, major_dim, compressed, minor)
             major = np.repeat(np.arange(len(compressed) - 1), np.diff(compressed))
-            rows, cols = (major, plain) if self.kind == "sparse_csr" else (plain, major)
-            out = np.zeros(tuple(self.shape), dtype=values.dtype)
-            np.add.at(out, (rows, cols), values)
+            rows, cols = (major, minor) if major_dim == 0 else (minor, major)
+            vals = values.numpy()
+            out = np.zeros(shape, dtype=vals.dtype)
+            out[rows, cols] = vals  # distinct positions (checked)
             return out
         raise error("not-dense", f"to_dense() of a {self.kind} tensor is not supported")
 
@@ -602,17 +748,22 @@ class TensorRef:
         buffer = parts["buffer"]
         sizes, strides = parts["sizes"].tolist(), parts["strides"].tolist()
         offsets = parts["offsets"].tolist()
-        return [
-            TensorRef(
-                storage=buffer.storage,
-                dtype=self.dtype,
-                shape=tuple(size),
-                stride=tuple(stride),
-                storage_offset=buffer.storage_offset() + offset,
-                requires_grad=self.requires_grad,
+        out = []
+        for size, stride, offset in zip(sizes, strides, offsets, strict=False):
+            # rows of the file's int64 tensors: checked as torch.load checks a tensor
+            start = buffer.storage_offset() + offset
+            check_layout(tuple(size), tuple(stride), start, buffer.storage, self.dtype)
+            out.append(
+                TensorRef(
+                    storage=buffer.storage,
+                    dtype=self.dtype,
+                    shape=tuple(size),
+                    stride=tuple(stride),
+                    storage_offset=start,
+                    requires_grad=self.requires_grad,
+                )
             )
-            for size, stride, offset in zip(sizes, strides, offsets, strict=False)
-        ]
+        return out
 
     def item(self) -> Any:
         """The single value of a one-element tensor, as a Python number."""
@@ -650,8 +801,19 @@ class TensorRef:
         return value
 
     def tolist(self) -> Any:
-        if self.numel() > MAX_TOLIST:
-            raise ValueError(f"tolist() of {self.numel()} elements refused (limit {MAX_TOLIST})")
+        """The values as nested lists (``torch.Tensor.tolist()``), at most ``MAX_TOLIST``
+        objects: the values and the lists holding them (an empty ``(2**32, 0)`` tensor
+        is 2**32 empty lists)."""
+        built, level = 0, 1
+        for size in self.shape:
+            level *= size
+            built += level
+            if built > MAX_TOLIST:
+                raise error(
+                    "limit-dense-size",
+                    f"tolist() of a tensor of size {_dims_text(tuple(self.shape))} builds "
+                    f"more than {MAX_TOLIST} lists and values (the limit)",
+                )
         arr = self.numpy()
         if self.dtype.name == "bfloat16" or self.dtype.name.startswith("float8"):
             arr = arr.astype("float32")

@@ -50,7 +50,11 @@ def read(source: Source, opts: ReadOptions) -> Checkpoint:
     try:
         kind = sniff(src)
         if kind == "zip":
-            directory = read_directory(src, max_members=opts.limits.max_zip_members)
+            directory = read_directory(
+                src,
+                max_members=opts.limits.max_zip_members,
+                max_directory_bytes=opts.limits.max_directory_bytes,
+            )
             if torch_zip.is_torchscript(directory, torch_zip.find_prefix(directory)):
                 from . import torchscript  # noqa: PLC0415 - loaded for its format only
 

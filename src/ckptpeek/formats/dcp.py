@@ -38,7 +38,7 @@ from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, UnsupportedError, error
 from ckptpeek.io.source import ByteSource
 from ckptpeek.io.zipdir import read_directory
-from ckptpeek.tensor import StorageRef, TensorRef, numpy_dtype
+from ckptpeek.tensor import StorageRef, TensorRef, check_dense_size, numpy_dtype
 from ckptpeek.torch_types import Device, DType, Layout, MemoryFormat, Size
 from ckptpeek.unpickle.standins import KnownGlobal, Placeholder
 
@@ -133,12 +133,15 @@ class DCPTensorRef(TensorRef):
     def is_meta(self) -> bool:
         return False
 
-    def numpy(self) -> Any:
+    def numpy(self, *, max_bytes: int | None = None) -> Any:
+        """The tensor assembled from its chunks: a new array of the size ``.metadata``
+        states (at most ``max_bytes``, default ``Limits.max_dense_bytes``)."""
         if self.storage is not None:
-            return super().numpy()
+            return super().numpy(max_bytes=max_bytes)
         readable = self._check_readable()
         import numpy as np  # noqa: PLC0415
 
+        check_dense_size(tuple(self.shape), self.dtype.itemsize, max_bytes, "numpy()")
         out = np.empty(tuple(self.shape), dtype=numpy_dtype(self.dtype))
         mask = np.zeros(tuple(self.shape), dtype=bool)
         for c, tensor in readable:
@@ -433,7 +436,11 @@ def _read_item(
                 path=window.path,
                 offset=offset,
             )
-        directory = read_directory(window, max_members=opts.limits.max_zip_members)
+        directory = read_directory(
+            window,
+            max_members=opts.limits.max_zip_members,
+            max_directory_bytes=opts.limits.max_directory_bytes,
+        )
         ckpt = torch_zip.read(window, directory, opts)
     except CheckpointError as exc:
         raise exc.located(path=window.path) from None

@@ -60,7 +60,7 @@ import struct
 
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, error
-from ckptpeek.tensor import StorageRef, new_dense
+from ckptpeek.tensor import INT64_MAX, StorageRef, new_dense
 from ckptpeek.torch_types import DTYPES, DType
 
 from .options import ReadOptions
@@ -186,11 +186,51 @@ def _parse(text: str, path: str | None) -> dict[str, Any]:
         raise _bad_json(f"not valid JSON: {type(exc).__name__}: {str(exc)[:80]}", path, 8) from None
     if not isinstance(header, dict):
         raise _bad_json(f"the header is a JSON {type(header).__name__}, not an object", path, 8)
-    if text.count('"__metadata__"') > 1:  # rare: find out whether it is a repeated top key
-        pairs = json.loads(text, object_pairs_hook=lambda p: p)
-        if sum(1 for k, _ in pairs if k == "__metadata__") > 1:
-            raise _bad_json("duplicate field __metadata__", path, 8)
+    tensors = len(header) - ("__metadata__" in header)
+    if text.count('"__metadata__"') > 1 or any(
+        text.count(f'"{field}"') != tensors for field in _FIELDS
+    ):
+        _check_repeats(text, path)  # rare: some key may be written twice
     return header
+
+
+#: the fields of serde's ``TensorInfo``: each once per tensor, or the Rust reader refuses
+_FIELDS = ("dtype", "shape", "data_offsets")
+
+
+def _dictify(value: Any) -> Any:
+    """A value parsed as lists of pairs, as ``json.loads`` would build it (last key wins)."""
+    if isinstance(value, _Pairs):
+        return {k: _dictify(v) for k, v in value}
+    if isinstance(value, list):
+        return [_dictify(v) for v in value]
+    return value
+
+
+class _Pairs(list):  # type: ignore[type-arg]
+    """A JSON object kept as its (key, value) pairs, repeats included."""
+
+
+def _check_repeats(text: str, path: str | None) -> None:
+    """What serde refuses in a header that writes a key twice, where ``json.loads`` keeps
+    the last: ``__metadata__`` twice, a field of one tensor twice, and - for a tensor name
+    written twice, of which the Rust reader keeps the last - an earlier value that does not
+    deserialize (every occurrence is read)."""
+    pairs = json.loads(text, object_pairs_hook=_Pairs)
+    if not isinstance(pairs, _Pairs):
+        return
+    if sum(1 for k, _ in pairs if k == "__metadata__") > 1:
+        raise _bad_json("duplicate field __metadata__", path, 8)
+    for name, info in pairs:
+        if name == "__metadata__":
+            continue
+        if isinstance(info, _Pairs):
+            seen: set[str] = set()
+            for field, _ in info:
+                if field in _FIELDS and field in seen:
+                    raise _bad_json(f"tensor {name!r}: duplicate field {field}", path, 8)
+                seen.add(field)
+        _entry(name, _dictify(info), path)  # raises for what serde cannot deserialize
 
 
 def _entry(name: str, info: Any, path: str | None) -> _Entry:
@@ -339,13 +379,29 @@ def read_header(source: ReadableSource) -> tuple[int, dict[str, str] | None, lis
     return n, metadata, entries
 
 
-def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """torch's contiguous strides (empty dimensions count as 1, as torch.empty does)."""
+def _contiguous(name: str, shape: tuple[int, ...], path: str | None) -> tuple[int, ...]:
+    """The strides ``safetensors.torch`` gives: contiguous, empty dimensions counting as 1.
+
+    The format lets an empty tensor have any sizes (``[0, 2**62, 2**62]``). torch holds
+    them in int64 and computes the strides of such a view in int64 arithmetic that wraps
+    (``computeStride``): ``[0, 2**40, 2**40]`` loads with strides ``(0, 2**40, 1)``,
+    and a stride that wraps negative is refused (``Stride calculation overflowed``), as
+    is a size past int64. Wrapping also keeps the work one small multiplication per
+    dimension (exact products of thousands of huge sizes cost quadratic time).
+    """
     strides = []
     acc = 1
     for d in reversed(shape):
+        if d > INT64_MAX or acc > INT64_MAX:
+            raise error(
+                "st-shape-overflow",
+                f"tensor {name!r}: an empty tensor of {len(shape)} dims whose "
+                + ("sizes pass int64" if d > INT64_MAX else "strides overflow int64")
+                + " (torch: Stride calculation overflowed); safetensors.torch cannot load it",
+                path=path,
+            )
         strides.append(acc)
-        acc *= max(d, 1)
+        acc = acc * max(d, 1) & _U64_MAX  # as int64 wraps; past INT64_MAX: negative
     return tuple(reversed(strides))
 
 
@@ -375,7 +431,7 @@ def read(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
         storage = StorageRef(e.name, dtype, (e.end - e.begin) // dtype.itemsize, "cpu", reader)
         stride = strides.get(shape)
         if stride is None:  # models repeat a few shapes many times
-            stride = strides[shape] = _contiguous(shape)
+            stride = strides[shape] = _contiguous(e.name, shape, source.path)
         t = new_dense(storage, dtype, shape, stride, 0, False, None)
         if attrs is not None:
             t.attrs = attrs

@@ -159,8 +159,13 @@ def _open_shard(
     index_path: str,
     select: frozenset[str] | None,
     read: Callable[[str, ReadOptions], Checkpoint],
+    seen: dict[tuple[int, int], str],
 ) -> tuple[Checkpoint, int]:
-    """Open one shard; returns it and the bytes read to recognise it beyond its own count."""
+    """Open one shard; returns it and the bytes read to recognise it beyond its own count.
+
+    ``seen`` maps the identity of every shard opened so far to its name: an index naming
+    one file under two names (symlinks, hard links) would have it read, and its limits
+    spent, once per name - a small index multiplying one big header - and is refused."""
     if not os.path.isfile(path):
         raise error(
             "sharded-missing-shard",
@@ -168,6 +173,16 @@ def _open_shard(
             path=index_path,
         )
     src = ByteSource(path)
+    identity = src.identity
+    if identity is not None:
+        other = seen.setdefault(identity, name)
+        if other != name:
+            src.close()
+            raise error(
+                "sharded-duplicate-shard",
+                f"shards {other!r} and {name!r} named by the index are the same file",
+                path=index_path,
+            )
     try:
         kind = sniff(src)
         if kind == "safetensors":
@@ -207,6 +222,7 @@ def read_path(
             wanted.setdefault(shard, []).append(tensor)
 
     source = _Shards(path, index_size, index_read)
+    seen: dict[tuple[int, int], str] = {}
     try:
         for shard, tensors in wanted.items():
             ckpt, sniffed = _open_shard(
@@ -216,6 +232,7 @@ def read_path(
                 path,
                 None if select is None else frozenset(tensors),
                 read,
+                seen,
             )
             source.shards[shard] = ckpt
             source._extra_read += sniffed

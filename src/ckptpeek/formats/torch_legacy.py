@@ -4,7 +4,8 @@ Layout (torch/serialization.py ``_legacy_save``), a run of pickles then raw stor
 
 1. the magic number ``0x1950a86a20f9469cfc6c`` (a pickled int);
 2. the protocol version, ``1001``;
-3. ``sys_info``: ``{"protocol_version", "little_endian", "type_sizes"}``;
+3. ``sys_info``: ``{"protocol_version", "little_endian", "type_sizes"}`` (torch's
+   reader unpickles it and ignores it, so any pickle is accepted here);
 4. the object itself; tensors refer to storages by persistent id
    ``('storage', StorageType, root_key, location, numel, view_metadata)`` with
    ``view_metadata`` ``None`` or ``(view_key, offset, view_size)`` (a sub-storage, in
@@ -300,11 +301,12 @@ def _frame_past_stop(data: bytes, end: int) -> int | None:
     A quick scan for ``0x95`` bytes with a length that fits rules out almost every
     pickle; a candidate is confirmed by decoding the opcodes (never running them).
     """
-    i = data.find(b"\x95", 0, end - 9)
+    last = max(end - 9, 0)  # a FRAME's 9 bytes end before STOP (a negative bound would wrap)
+    i = data.find(b"\x95", 0, last)
     while i >= 0:
         if end < i + 9 + _FRAME.unpack_from(data, i)[1] <= len(data):
             break  # a frame that could be executed (its bytes are there) and passes STOP
-        i = data.find(b"\x95", i + 1, end - 9)
+        i = data.find(b"\x95", i + 1, last)
     else:
         return None
     import pickletools  # noqa: PLC0415 - only for a rare candidate
@@ -349,17 +351,12 @@ def read(source: ReadableSource, opts: ReadOptions) -> Checkpoint:
         path,
         start,
     )
-    start = pos
     sys_info, pos = r.run(pos, "sys_info pickle")
+    # torch unpickles sys_info and never looks at it (``_legacy_load``: ``_sys_info``):
+    # any value is accepted; only a dict saying ``little_endian: False`` allows the old
+    # native-order storage counts (see the module docstring)
     info = sys_info.value
-    if not isinstance(info, dict) or not isinstance(info.get("little_endian", True), bool):
-        raise error(
-            "legacy-bad-header",
-            f"sys_info is {safe_repr(info)}, not torch's dict",
-            path=path,
-            offset=start,
-        )
-    little = info.get("little_endian", True)
+    little = not (isinstance(info, dict) and info.get("little_endian") is False)
 
     reader = LegacyStorageReader(source)
     resolver = _Resolver(reader, max(0, source.size - pos))
@@ -589,7 +586,9 @@ def _tar_members(source: ReadableSource, opts: ReadOptions) -> dict[bytes, tuple
                     "tar-bad-header", "tar PAX header records are malformed", path=path, offset=pos
                 )
             for keyword, value in records:
-                if keyword == b"size" and value.isdigit() and value.isascii():
+                # at most 20 digits: a longer number is past any file, and int() of one
+                # past sys.get_int_max_str_digits() fails (tarfile then takes size 0)
+                if keyword == b"size" and value.isdigit() and value.isascii() and len(value) <= 20:
                     pax_size = int(value)
                 elif keyword not in _PAX_HARMLESS:
                     raise error(

@@ -14,8 +14,8 @@ from __future__ import annotations
 from ckptpeek.checkpoint import Checkpoint
 from ckptpeek.errors import CheckpointError, error
 from ckptpeek.io.zipdir import ZipDirectory
-from ckptpeek.tensor import StorageRef
 from ckptpeek.limits import Limits
+from ckptpeek.tensor import StorageRef
 from ckptpeek.unpickle.torch_rebuild import StorageResolver
 
 from .options import ReadOptions

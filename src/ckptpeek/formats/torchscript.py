@@ -66,8 +66,8 @@ import re
 from ckptpeek.checkpoint import Checkpoint, merge_globals
 from ckptpeek.errors import CheckpointError, error
 from ckptpeek.io.zipdir import ZipDirectory
-from ckptpeek.tensor import TensorRef
 from ckptpeek.limits import DEFAULT_LIMITS, Limits
+from ckptpeek.tensor import TensorRef
 from ckptpeek.unpickle.standins import KnownGlobal
 
 from .options import ReadOptions

@@ -67,14 +67,32 @@ def sniff(source: ByteSource) -> str:
         return "json"
     raise error(
         "unknown-format",
-        f"not a checkpoint format I know: the file starts with {_describe(head)}",
+        f"not a checkpoint format I know: {_describe(head)}",
         path=source.path,
         offset=0,
     )
 
 
+#: non-checkpoint files a checkpoint path often holds instead, by their first bytes
+_KNOWN_OTHERS: Final = (
+    (
+        b"version https://git-lfs.github.com/spec/",
+        "a Git LFS pointer (the file itself was not fetched)",
+    ),
+    (b"\x1f\x8b", "a gzip stream"),
+    (b"\x28\xb5\x2f\xfd", "a zstd stream"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5?)"),
+    (b"\x93NUMPY", "a numpy .npy array"),
+)
+
+
 def _describe(head: bytes) -> str:
-    sample = head[:16]
-    if sample.isascii() and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
-        return f"text {sample.decode()!r}"
-    return f"bytes {sample.hex(' ')}"
+    """What the file is not (and, for a few common non-checkpoints, what it is), never
+    what it holds: whoever chose the path often sees the message, and the path may lead
+    to a file they could not read themselves (a symlink or hard link to ``/etc/passwd``
+    in an uploaded tree), so no byte of the file is quoted, whatever the path is."""
+    for magic, what in _KNOWN_OTHERS:
+        if head.startswith(magic):
+            return f"the file is {what}"
+    return "its first bytes are no ZIP, tar, torch pickle, safetensors or JSON index header"

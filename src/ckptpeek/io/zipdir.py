@@ -15,8 +15,12 @@ case ignored), and no two records may answer the same lookup. Anything that woul
 another reader see other members or other bytes is refused: a second plausible end
 record or a comment holding ZIP records, records torch cannot tell apart (the same name,
 equal up to a NUL byte or ignoring ASCII case), NUL bytes, ``..`` components or absolute
-names, members that overlap each other or the directory, encryption flags, and - when a
-member is read - a local header or a data descriptor that disagrees with the directory.
+names, members that overlap each other or the directory, encryption flags, a STORED
+member with two sizes, a member miniz takes for a directory that holds bytes, and - when
+a member is read - a local header or a data descriptor that disagrees with the directory.
+A ZIP64 locator that points at no ZIP64 end record is read as miniz reads it: the 32-bit
+end record counts, if it has all the values (and a ZIP64 record before the locator,
+which ``zipfile`` takes, says the same).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import zlib
 
 from ckptpeek import _extensions
 from ckptpeek.errors import CheckpointError, error
+from ckptpeek.limits import DEFAULT_LIMITS
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -63,6 +68,8 @@ _EOCD64 = struct.Struct("<4sQ2H2L4Q")  # 56 bytes
 _CDIR = struct.Struct("<4s6H3L5H2L")  # 46 bytes, then name, extra, comment
 _LOCAL = struct.Struct("<4s5H3L2H")  # 30 bytes, then name, extra
 _MAX_COMMENT: Final = 0xFFFF
+#: the largest central-directory entry: a name, an extra field and a comment of 64 KiB
+_MAX_CDIR_ENTRY: Final = _CDIR.size + 3 * 0xFFFF
 _STORED: Final = 0
 _DEFLATED: Final = 8
 _FLAG_ENCRYPTED: Final = 0x0001  # §4.4.4 bit 0
@@ -71,6 +78,9 @@ _FLAG_STRONG_ENCRYPTION: Final = 0x0040  # bit 6
 _FLAG_UTF8: Final = 0x0800  # bit 11
 _FLAG_MASKED: Final = 0x2000  # bit 13: local header values masked (encrypted directory)
 _FLAG_PATCHED: Final = 0x0020  # bit 5: compressed patched data (miniz refuses it)
+#: the MS-DOS directory bit of the external attributes (§4.4.15): with it, or a name that
+#: ends in "/", miniz (mz_zip_reader_is_file_a_directory) extracts no byte of a member
+_DOS_DIRECTORY: Final = 0x10
 _ENCRYPTION_FLAGS: Final = _FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION | _FLAG_MASKED
 #: the flags that change how a member's bytes are read: local and central must agree
 #: (bits 1-2, compression options, do not; bit 11 matters for non-ASCII names only)
@@ -348,12 +358,17 @@ class ZipDirectory:
 
 
 def read_directory(
-    source: ReadableSource, *, max_members: int = 10_000_000, native: bool | None = None
+    source: ReadableSource,
+    *,
+    max_members: int = DEFAULT_LIMITS.max_zip_members,
+    max_directory_bytes: int = DEFAULT_LIMITS.max_directory_bytes,
+    native: bool | None = None,
 ) -> ZipDirectory:
     """Find the end-of-central-directory record and parse the central directory.
 
     The view taken is torch's: the last end record in the final 64 KiB (§4.3.16), its
-    ZIP64 record where its locator points, the directory at the absolute offset stated
+    ZIP64 record where its locator points (the 32-bit record when no ZIP64 record is
+    there, as miniz does), the directory at the absolute offset stated
     (no bytes before the archive: torch reads none), every record checked as described in
     the module docstring.
 
@@ -365,9 +380,10 @@ def read_directory(
     Raises:
         FormatError: ``zip-no-eocd``, ``zip-bad-central-dir``, ``zip-multiple-eocd``,
             ``zip-duplicate-name``, ``zip-nul-name``, ``zip-unsafe-name``,
-            ``zip-overlap``, ``truncated``.
+            ``zip-overlap``, ``zip-stored-size-mismatch``, ``zip-directory-member``,
+            ``truncated``.
         UnsupportedError: ``zip-encrypted``, ``zip-multidisk``.
-        LimitError: ``limit-zip-members``.
+        LimitError: ``limit-zip-members``, ``limit-directory-size``.
     """
     size = source.size
     tail_len = min(size, _TAIL_READ)
@@ -394,19 +410,24 @@ def read_directory(
     cd_end = eocd_off  # where the central directory must end (before any ZIP64 records)
     loc_pos = pos - _EOCD64_LOC.size
     if loc_pos >= 0 and tail[loc_pos : loc_pos + 4] == _EOCD64_LOC_SIG:
-        _s, _d, eocd64_off, _disks = _EOCD64_LOC.unpack_from(tail, loc_pos)
-        rec = source.read_at(eocd64_off, _EOCD64.size, what="ZIP64 end record")
-        if rec[:4] != _EOCD64_SIG:
+        found = _zip64_end_of(source, tail, tail_start, pos)
+        if found is None:
             raise error(
                 "zip-bad-central-dir",
-                "bad ZIP64 end-of-central-directory signature",
+                f"the ZIP64 end-of-central-directory locator points at byte "
+                f"{_EOCD64_LOC.unpack_from(tail, loc_pos)[2]}, past the end of the file "
+                f"({size} bytes)",
                 path=source.path,
-                offset=eocd64_off,
+                offset=tail_start + loc_pos,
             )
-        fields = _EOCD64.unpack_from(rec)
-        _check_zip64_end(source, tail, tail_start, loc_pos, eocd64_off, fields, eocd_off)
-        (_s, _rs, _vm, _vn, disk, cd_disk, n_here, n_total, cd_size, cd_offset) = fields
-        cd_end = eocd64_off
+        eocd64_off, rec = found
+        if rec is None:
+            cd_end = _check_ignored_locator(source, tail, tail_start, pos, eocd64_off)
+        else:
+            fields = _EOCD64.unpack_from(rec)
+            _check_zip64_end(source, tail, tail_start, loc_pos, eocd64_off, fields, eocd_off)
+            (_s, _rs, _vm, _vn, disk, cd_disk, n_here, n_total, cd_size, cd_offset) = fields
+            cd_end = eocd64_off
     if (disk, cd_disk) not in ((0, 0), (1, 1)) or n_here != n_total:
         raise error(
             "zip-multidisk",
@@ -437,6 +458,25 @@ def read_directory(
         raise error(
             "zip-bad-central-dir",
             f"central directory of {cd_size} bytes cannot hold {n_total} entries",
+            path=source.path,
+            offset=eocd_off,
+        )
+    # Both parsers get the directory in memory: its size is checked before it is read.
+    # An entry is at most 46 bytes + a name, an extra field and a comment of 64 KiB
+    # each, and the entries must fill the directory exactly (checked when parsed): a
+    # larger directory is corrupt, whatever the limit.
+    if cd_size > n_total * _MAX_CDIR_ENTRY:
+        raise error(
+            "zip-bad-central-dir",
+            f"central directory of {cd_size} bytes is larger than {n_total} entries can be",
+            path=source.path,
+            offset=eocd_off,
+        )
+    if cd_size > max_directory_bytes:
+        raise error(
+            "limit-directory-size",
+            f"central directory of {cd_size} bytes, over the limit of {max_directory_bytes} "
+            f"(Limits.max_directory_bytes)",
             path=source.path,
             offset=eocd_off,
         )
@@ -508,16 +548,81 @@ def _plausible_end(source: ReadableSource, tail: bytes, tail_start: int, q: int)
     end = tail_start + q
     loc = q - _EOCD64_LOC.size
     if loc >= 0 and tail[loc : loc + 4] == _EOCD64_LOC_SIG:
-        end = _EOCD64_LOC.unpack_from(tail, loc)[2]
-        rec = _bytes_at(source, tail, tail_start, end, _EOCD64.size)
-        if rec is None or rec[:4] != _EOCD64_SIG:
+        found = _zip64_end_of(source, tail, tail_start, q)
+        if found is None:  # a locator past the end of the file: miniz refuses it
             return False
-        (_s, _rs, _vm, _vn, _dk, _cdk, _nh, n_total, cd_size, cd_offset) = _EOCD64.unpack_from(rec)
+        end, rec = found
+        if rec is None:  # miniz takes the 32-bit record (the locator's bytes before it)
+            end = tail_start + loc
+        else:
+            n_total, cd_size, cd_offset = _EOCD64.unpack_from(rec)[7:]
     if n_total == 0:
         return bool(cd_size == 0 and cd_offset == end)
     if cd_offset + cd_size > end:
         return False
     return _bytes_at(source, tail, tail_start, cd_offset, 4) == _CDIR_SIG
+
+
+def _zip64_end_of(
+    source: ReadableSource, tail: bytes, tail_start: int, pos: int
+) -> tuple[int, bytes | None] | None:
+    """Where the ZIP64 locator before the end record at ``tail[pos]`` points, and the
+    ZIP64 end record there - or, in its place, None where miniz
+    (``mz_zip_reader_read_central_dir``) takes the 32-bit end record instead: the bytes
+    there are no ZIP64 record, or the end record starts too early in the file for a
+    locator and a record before it. None for both when miniz refuses the archive: the
+    locator points past the last 56 bytes of the file."""
+    eocd_off = tail_start + pos
+    eocd64_off: int = _EOCD64_LOC.unpack_from(tail, pos - _EOCD64_LOC.size)[2]
+    if eocd_off < _EOCD64_LOC.size + _EOCD64.size:
+        return eocd64_off, None
+    if eocd64_off > source.size - _EOCD64.size:
+        return None
+    rec = _bytes_at(source, tail, tail_start, eocd64_off, _EOCD64.size)
+    return eocd64_off, rec if rec is not None and rec[:4] == _EOCD64_SIG else None
+
+
+def _check_ignored_locator(
+    source: ReadableSource, tail: bytes, tail_start: int, pos: int, eocd64_off: int
+) -> int:
+    """A ZIP64 locator that points at no ZIP64 end record: torch's reader (miniz) takes
+    the 32-bit end record at ``tail[pos]``, Python's ``zipfile`` the ZIP64 record just
+    before the locator if there is one. Both see one directory only when the end record
+    has no field saying "see ZIP64" and such a record (if any) states the same values.
+    Returns where the central directory must end: at that record, or at the end record
+    (so the locator's own bytes are refused as bytes between the directory and its end
+    record: zipfile would take them for bytes before the archive)."""
+    eocd_off = tail_start + pos
+    loc_pos = pos - _EOCD64_LOC.size
+    (_sig, disk16, cd_disk16, n_here16, n_total16, cd_size32, cd_offset32, _clen) = (
+        _EOCD.unpack_from(tail, pos)
+    )
+    if 0xFFFF in (disk16, cd_disk16, n_here16, n_total16) or 0xFFFFFFFF in (
+        cd_size32,
+        cd_offset32,
+    ):
+        raise error(
+            "zip-bad-central-dir",
+            f"the end record at byte {eocd_off} defers to a ZIP64 end record, but its "
+            f"locator points at byte {eocd64_off}, where there is none",
+            path=source.path,
+            offset=eocd64_off,
+        )
+    before = loc_pos - _EOCD64.size
+    if before < 0 or tail[before : before + 4] != _EOCD64_SIG:
+        return eocd_off
+    fields = _EOCD64.unpack_from(tail, before)
+    if fields[4:] != (disk16, cd_disk16, n_here16, n_total16, cd_size32, cd_offset32):
+        raise error(
+            "zip-multiple-eocd",
+            f"the ZIP64 locator points at byte {eocd64_off}, where there is no ZIP64 end "
+            f"record: torch reads the end record at byte {eocd_off} ({n_total16} entries, "
+            f"{cd_size32} bytes at {cd_offset32}), zipfile the ZIP64 record before the "
+            f"locator ({fields[7]} entries, {fields[8]} bytes at {fields[9]})",
+            path=source.path,
+            offset=eocd_off,
+        )
+    return tail_start + before
 
 
 def _check_zip64_end(
@@ -591,6 +696,7 @@ def _parse_central_directory(
     file_size = source.size
     rows: list[tuple[str, int, int, int, int, int, int, bytes]] = []
     entry_at: list[int] = []
+    folders: list[int] = []  # the records miniz takes for directories that hold bytes
     pos = 0
     unpack = _CDIR.unpack_from
     head = _CDIR.size
@@ -620,7 +726,7 @@ def _parse_central_directory(
             clen,
             disk,
             _ia,
-            _ea,
+            ext_attr,
             hoff,
         ) = unpack(cd, pos)
         if sig != _CDIR_SIG:
@@ -659,6 +765,8 @@ def _parse_central_directory(
                 path=path,
                 member=name,
             )
+        if (ext_attr & _DOS_DIRECTORY or raw[-1:] == b"/") and (csize or usize):
+            folders.append(len(rows))
         rows.append((name, method, csize, usize, hoff, flags, crc, raw))
         entry_at.append(at)
         pos = extra_end + clen
@@ -690,15 +798,34 @@ def _parse_central_directory(
                 )
     limits = _check_extents(rows, cd_start, file_size, path)
     for name, method, csize, usize, _h, _f, _c, _r in rows:
-        # miniz refuses these at open (mz_zip_reader_read_central_dir)
-        if (csize != usize and method == _STORED) or (usize and not csize):
+        if usize and not csize:  # miniz refuses it at open (mz_zip_reader_read_central_dir)
             raise error(
                 "zip-bad-central-dir",
-                f"member {name!r} is {usize} bytes stored in {csize} "
-                f"({'STORED' if method == _STORED else f'method {method}'})",
+                f"member {name!r} is {usize} bytes stored in none",
                 path=path,
                 member=name,
             )
+        if csize != usize and method == _STORED:
+            # miniz refuses it at open only when the DOS time is 0, as torch writes it (it
+            # tests method and time as one 32-bit word), else reads `usize` bytes; zipfile
+            # reads `csize` bytes
+            raise error(
+                "zip-stored-size-mismatch",
+                f"member {name!r} is STORED with two sizes ({usize} bytes, {csize} stored): "
+                f"torch's reader takes {usize} bytes or refuses the archive, zipfile {csize}",
+                path=path,
+                member=name,
+            )
+    for i in folders:
+        name, _m, csize, usize, _h, _f, _c, _r = rows[i]
+        raise error(
+            "zip-directory-member",
+            f"member {name!r} (its entry at byte {entry_at[i]}) is marked a directory but "
+            f"holds {csize} bytes ({usize} uncompressed): torch's reader reads none of them "
+            f"and leaves the memory it returns uninitialised",
+            path=path,
+            member=name,
+        )
     new = tuple.__new__  # ZipMember(*row, limit) without namedtuple's own __new__
     records = [new(ZipMember, (*row, limit)) for row, limit in zip(rows, limits, strict=True)]
     return records, dict(zip(keys, records, strict=True))
