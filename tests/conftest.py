@@ -31,6 +31,24 @@ def data_dir() -> pathlib.Path:
     return DATA
 
 
+@pytest.fixture
+def torch_load(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """``torch.load`` replaced by a recorder (the fallback tests): the identities of the
+    files it was called on - so a refusal is shown to come before torch runs, and no test
+    allocates what a hostile file asks for."""
+    torch = pytest.importorskip("torch")
+    from _fallback import file_identity
+
+    calls: list[object] = []
+
+    def record(source: object, *args: object, **kwargs: object) -> object:
+        calls.append(file_identity(source))
+        return {}
+
+    monkeypatch.setattr(torch, "load", record)
+    return calls
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"ckptpeek {ckptpeek.__version__}: default engine {ckptpeek.BACKEND}" + (
         f" (native unavailable: {_backend.NATIVE_ERROR})" if _backend.NATIVE_ERROR else ""

@@ -236,3 +236,34 @@ def test_leading_pickle_of_a_non_pickle_format_is_reported(tmp_path: pathlib.Pat
     report = ScanReport("y")
     _scan_leading_pickle(report, str(DATA / "tiny.safetensors"))
     assert report.verdict == "safe"
+
+
+def test_scan_reads_no_pickle_member_past_the_limit(tmp_path, engine, monkeypatch) -> None:
+    """An extra ``*.pkl`` member larger than ``max_pickle_bytes`` is reported, not read
+    (bytes read counted); one within the limit is read and its globals reported."""
+    from ckptpeek import scan as scan_module
+
+    sources: list[ckptpeek.io.source.ByteSource] = []
+
+    class Counted(scan_module.ByteSource):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)
+            sources.append(self)
+
+    monkeypatch.setattr(scan_module, "ByteSource", Counted)
+    big = _payload("os", "system", "x" * (2 << 20))  # 2 MiB
+    path = _write(
+        tmp_path, "extra.pt", torch_zip(small_pickle(), extra=[Member("archive/extra.pkl", big)])
+    )
+    limits = ckptpeek.DEFAULT_LIMITS._replace(max_pickle_bytes=1 << 20)
+    report = scan(path, engine=engine, limits=limits)
+    assert report.verdict == "unknown" and report.error is None
+    assert f"archive/extra.pkl: {len(big)} bytes, over the limit of {1 << 20}: not scanned" in (
+        report.anomalies
+    )
+    assert sum(s.bytes_read for s in sources) < 128 << 10  # the end records, directory, headers
+    sources.clear()
+    report = scan(path, engine=engine)  # the default limit: read, and its global named
+    assert report.verdict == "unknown"
+    assert "archive/extra.pkl: names os.system (dangerous)" in report.anomalies
+    assert sum(s.bytes_read for s in sources) > len(big)

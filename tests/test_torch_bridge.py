@@ -34,9 +34,11 @@ def test_unsupported_falls_back_to_torch(monkeypatch) -> None:
                 assert str(got.dtype) == str(want.dtype) and got.stride() == want.stride()
                 assert torch.equal(got.to_torch().detach().float(), want.detach().float()), key
         assert ckpt.get("linear.weight").is_parameter
-    # load_checkpoint falls back by default when torch is installed
-    root = ckptpeek.load_checkpoint(path)
+    # the drop-in falls back when asked ("auto": torch if installed), never by default
+    root = ckptpeek.load_checkpoint(path, fallback="auto")
     assert isinstance(root["view.slice"], ckptpeek.TensorRef)
+    with pytest.raises(ckptpeek.UnsupportedError):
+        ckptpeek.load_checkpoint(path)
 
 
 def test_corrupt_and_unsafe_input_never_falls_back(tmp_path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from ckptpeek.unpickle import engine as _engine
 from ckptpeek.limits import DEFAULT_LIMITS, Limits
+from ckptpeek.unpickle import engine as _engine
 
 from .checkpoint import Checkpoint
 from .errors import UnsupportedError
@@ -52,9 +52,14 @@ def open_checkpoint(
             ``root``; ``Checkpoint.selected`` records the selection. What is read is
             exactly what a full read gives for those keys.
         fallback: ``"torch"``: when ckptpeek meets a format or feature it does not read
-            (``UnsupportedError``, never corrupt or unsafe input), use
-            ``torch.load(mmap=True, weights_only=True, map_location="cpu")`` instead;
-            the result has ``backend == "torch"``. Needs torch installed.
+            (an ``UnsupportedError`` that ``torch_bridge.FALLBACK`` lets fall back; never
+            corrupt or unsafe input, a tripped limit or a refusal made for safety), use
+            ``torch.load(mmap=False, weights_only=True, map_location="cpu")`` instead,
+            after a pre-flight that holds every pickle torch would run to ckptpeek's
+            limits; the result has ``backend == "torch"``. Needs torch installed.
+            torch reads the storages into memory at load (never a mapping of the
+            file, which a truncation would turn into SIGBUS): as much memory as the
+            storages have bytes, which the pre-flight holds to the file's size.
         trust: with ``fallback="torch"``, allow ``weights_only=False`` - which runs the
             pickle's code. Only for files you trust.
 
@@ -62,7 +67,7 @@ def open_checkpoint(
         FormatError: not a checkpoint, or corrupt/truncated (``code`` says which).
         UnsupportedError: a format or feature not read yet.
         UnsafePickleError: ``strict=True`` and the pickle names an unknown global.
-        LimitError: a resource guard tripped.
+        LimitError: a resource guard tripped (also by the fallback's pre-flight).
         OSError: the file cannot be opened.
     """
     if fallback not in (None, "torch"):
@@ -80,8 +85,10 @@ def open_checkpoint(
     except UnsupportedError as exc:
         if fallback != "torch":
             raise
-        from .torch_bridge import load_with_torch  # noqa: PLC0415 - the last resort only
+        from .torch_bridge import falls_back, load_with_torch  # noqa: PLC0415 - last resort
 
+        if not falls_back(exc):  # refused for safety, not for a missing feature
+            raise
         return load_with_torch(source, trust=trust, limits=limits, format="torch", cause=exc)
 
 
@@ -92,16 +99,17 @@ def load_checkpoint(
     engine: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
     map_location: Any = None,
-    fallback: str | None = "auto",
+    fallback: str | None = None,
     trust: bool = False,
 ) -> Any:
     """Drop-in for ``torch.load(path, map_location="cpu")`` in catalog code.
 
     Returns the same nested structure and non-tensor values torch returns, with a
     ``TensorRef`` wherever torch gives a tensor. ``map_location`` is accepted for
-    signature compatibility and ignored: nothing is loaded onto any device.
-    ``fallback="auto"`` (the default) means ``"torch"`` when torch is installed, so a
-    file ckptpeek does not read still loads; see ``open_checkpoint``.
+    signature compatibility and ignored: nothing is loaded onto any device. A file or
+    feature ckptpeek does not read raises ``UnsupportedError`` saying what is missing:
+    ``torch.load`` runs only when asked, as the last resort - ``fallback="torch"``, or
+    ``fallback="auto"`` for ``"torch"`` when torch is installed (see ``open_checkpoint``).
     """
     if fallback == "auto":
         from .torch_bridge import torch_available  # noqa: PLC0415

@@ -6,6 +6,15 @@ ckptpeek --json FILE...     the summaries as JSON (one object per file, in a lis
 ckptpeek --version          version and which pickle engine is active
 ckptpeek catalog ROOT       the catalog of an outputs/ tree (see ``ckptpeek catalog -h``)
 ckptpeek scan FILE...       what torch.load would import, and a verdict (``ckptpeek scan -h``)
+
+Every text printed is safe for a terminal: what comes from a file or its name goes
+through ``printable`` (ESC sequences, newlines, bidi controls and lone surrogates
+escaped), ``--json`` is written with ``ensure_ascii`` after ``json_safe`` (an int too
+long for ``str()`` is the string ``"<int of N bits>"``), and an error is one line.
+Text is printed as it is made (``--tree`` streams); an error in the middle of a file's
+output leaves the lines printed so far, then its one error line on stderr (exit 1).
+Exit status: 0 every file read, 1 some file could not be read, 2 a usage error, 3 a bug
+of ckptpeek (``CKPTPEEK_DEBUG=1`` shows its traceback).
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ from ckptpeek.summary.facts import collect
 from ckptpeek.unpickle.standins import Placeholder, safe_repr
 
 from . import BACKEND, __version__
+from ._text import json_safe, printable
 from .api import open_checkpoint
-from .errors import CheckpointError
+from .scan_cli import run_files, safe_streams
 from .tensor import TensorRef
 from .walk import children
 
@@ -74,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; the exit status (see ``EXIT_*``)."""
+    safe_streams()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "catalog":  # `ckptpeek catalog ROOT ...` (a file named so: ./catalog)
         from ckptpeek.catalog.cli import main as catalog_main  # noqa: PLC0415 - pydantic only here
@@ -84,58 +96,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return scan_main(argv[1:])
     args = _parser().parse_args(argv)
-    failures = 0
-    results: list[Any] = []
-    for i, path in enumerate(args.files):
-        try:
-            with open_checkpoint(path, strict=args.strict, engine=args.engine) as ckpt:
-                if args.json:
-                    results.append(collect(ckpt))
-                    continue
-                if i:
-                    print()
-                if args.tree:
-                    print(f"{path}  [{ckpt.format}]")
-                    for line in tree_lines(ckpt.root, max_items=args.max_items):
-                        print(line)
-                elif args.globals:
-                    print(path)
-                    for g in ckpt.globals():
-                        print(f"  {'safe   ' if g.safe else 'UNKNOWN'}  {g}")
-                else:
-                    print(format_summary(collect(ckpt)))
-        except CheckpointError as exc:
-            failures += 1
-            if args.json:
-                results.append(
-                    {
-                        "path": path,
-                        "error": {
-                            "class": type(exc).__name__,
-                            "code": exc.code,
-                            "message": str(exc),
-                        },
-                    }
-                )
-            else:
-                print(f"ckptpeek: error: {exc}", file=sys.stderr)
-        except BrokenPipeError:  # `ckptpeek --tree big.ckpt | head`
-            sys.stderr.close()
-            return 0
-        except OSError as exc:
-            failures += 1
-            print(f"ckptpeek: error: {path}: {exc.strerror or exc}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, not a traceback
-            failures += 1
-            print(
-                f"ckptpeek: internal error on {path}: {type(exc).__name__}: "
-                f"{str(exc)[:200]} (please report it)",
-                file=sys.stderr,
-            )
+    return run_files(args.files, lambda path: _show(path, args), "ckptpeek", json_out=args.json)
+
+
+def _show(path: str, args: argparse.Namespace) -> tuple[Iterator[str] | None, Any]:
+    """One file: the lines to print (made as they are printed), or (with ``--json``) its
+    JSON-able summary."""
     if args.json:
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    return 1 if failures else 0
+        with open_checkpoint(path, strict=args.strict, engine=args.engine) as ckpt:
+            return None, json_safe(collect(ckpt))
+    return _lines(path, args), None
+
+
+def _lines(path: str, args: argparse.Namespace) -> Iterator[str]:
+    """The text of one file, a line at a time: ``--tree big.ckpt | head`` walks only
+    what it prints. ``run_files`` prints each line as it comes, inside its error
+    handling, so an error in the middle leaves the lines before it and one error line."""
+    with open_checkpoint(path, strict=args.strict, engine=args.engine) as ckpt:
+        if args.tree:
+            yield f"{printable(path)}  [{printable(ckpt.format)}]"
+            yield from tree_lines(ckpt.root, max_items=args.max_items)
+        elif args.globals:
+            yield printable(path)
+            for g in ckpt.globals():
+                yield f"  {'safe   ' if g.safe else 'UNKNOWN'}  {printable(g)}"
+        else:
+            yield format_summary(collect(ckpt))
 
 
 def _human(n: float) -> str:
@@ -147,13 +133,15 @@ def _human(n: float) -> str:
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    """The human-readable block for one summary (``facts.collect``'s data)."""
+    """The human-readable block for one summary (``facts.collect``'s data); every value
+    from the file is escaped (``printable``), so each line is one line on a terminal."""
+    p = printable
     lines = [
-        f"{s['path'] or '<file>'}  [{s['format']}, {_human(s['file_size'])}, "
+        f"{p(s['path'] or '<file>')}  [{p(s['format'])}, {_human(s['file_size'])}, "
         f"read {_human(s['bytes_read'])}]"
     ]
     facts = [
-        f"{name} {value}"
+        f"{name} {p(value)}"
         for name, value in (
             ("epoch", s["epoch"]),
             ("global_step", s["global_step"]),
@@ -165,56 +153,69 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("  " + ", ".join(facts))
     for mc in s["model_checkpoints"]:
         lines.append(
-            f"  ModelCheckpoint: monitor={mc['monitor']} mode={mc['mode']} "
-            f"best={mc['best_model_score']} path={mc['best_model_path']}"
+            f"  ModelCheckpoint: monitor={p(mc['monitor'])} mode={p(mc['mode'])} "
+            f"best={p(mc['best_model_score'])} path={p(mc['best_model_path'])}"
         )
         if mc["last_model_path"]:
-            lines.append(f"    last={mc['last_model_path']}")
+            lines.append(f"    last={p(mc['last_model_path'])}")
     for es in s["early_stopping"]:
         lines.append(
-            f"  EarlyStopping: monitor={es['monitor']} best={es['best_score']} "
-            f"wait={es['wait_count']}/{es['patience']}"
+            f"  EarlyStopping: monitor={p(es['monitor'])} best={p(es['best_score'])} "
+            f"wait={p(es['wait_count'])}/{p(es['patience'])}"
         )
     for opt in s["optimizers"]:
         lines.append(
-            f"  optimizer: {opt['type'] or '?'} ({opt['params']} params in "
-            f"{opt['param_groups']} group(s), lr={opt['lr']})"
+            f"  optimizer: {p(opt['type'] or '?')} ({p(opt['params'])} params in "
+            f"{p(opt['param_groups'])} group(s), lr={p(json_text(opt['lr']))})"
         )
     for sch in s["lr_schedulers"]:
-        lines.append(f"  lr scheduler: {sch['type'] or '?'} (last_epoch={sch['last_epoch']})")
+        lines.append(f"  lr scheduler: {p(sch['type'] or '?')} (last_epoch={p(sch['last_epoch'])})")
     if s["hyper_parameters"]:
-        text = json.dumps(s["hyper_parameters"], default=str)
+        text = json_text(s["hyper_parameters"])
         lines.append(f"  hyper_parameters: {text if len(text) <= 200 else text[:197] + '...'}")
-    dtypes = ", ".join(f"{k.removeprefix('torch.')} x{v}" for k, v in s["dtypes"].items())
+    dtypes = ", ".join(f"{p(k).removeprefix('torch.')} x{v}" for k, v in s["dtypes"].items())
     lines.append(
         f"  tensors: {s['tensor_count']} ({dtypes or 'none'}), "
         f"{_human(s['total_tensor_bytes'])}; state_dict: {s['state_dict_tensors']} "
         f"tensors, {s['parameter_count']:,} parameters"
     )
     if s["unknown_globals"]:
-        lines.append(f"  unknown globals (placeholders): {', '.join(s['unknown_globals'])}")
+        names = ", ".join(p(g) for g in s["unknown_globals"])
+        lines.append(f"  unknown globals (placeholders): {names}")
     return "\n".join(lines)
 
 
+#: values of one line of the summary (``hyper_parameters``, ``lr``): an output cap, as
+#: ``json_safe``'s (the line is cut at 200 characters anyway)
+_LINE_VALUES = 10_000
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as one line of strict ASCII JSON (``json_safe`` first: it always writes)."""
+    return json.dumps(json_safe(obj, budget=_LINE_VALUES), ensure_ascii=True, allow_nan=False)
+
+
 def tree_lines(root: Any, *, max_items: int = 20, max_depth: int = 64) -> Iterator[str]:
-    """Indented lines for every key; tensors show shape and dtype. Iterative, bounded."""
+    """Indented lines for every key; tensors show shape and dtype. Iterative, bounded;
+    keys, type names and values are escaped (``printable``)."""
     seen: set[int] = set()
     stack: list[tuple[int, Any, Any]] = [(0, None, root)]
     while stack:
         depth, key, obj = stack.pop()
-        shown = key if isinstance(key, (str, int)) else safe_repr(key)
+        shown = printable(key) if isinstance(key, (str, int)) else printable(safe_repr(key))
         label = "  " * depth + (f"{shown}: " if key is not None else "")
         is_list = isinstance(obj, (list, tuple))
         if isinstance(obj, TensorRef):
-            dev = "" if str(obj.device) == "cpu" else f" {obj.device}"
-            yield f"{label}{obj.dtype.name}{list(obj.shape)}{dev}"
+            dev = "" if str(obj.device) == "cpu" else f" {printable(obj.device)}"
+            yield f"{label}{printable(obj.dtype.name)}{list(obj.shape)}{dev}"
             continue
         kids = list(children(obj))
         if not kids or depth >= max_depth or id(obj) in seen:
-            yield label + (_leaf(obj) if not kids else f"<{type(obj).__name__}, shown above>")
+            what = _leaf(obj) if not kids else f"<{printable(type(obj).__name__)}, shown above>"
+            yield label + what
             continue
         seen.add(id(obj))
-        head = type(obj).__name__ if not isinstance(obj, Placeholder) else obj.qualname
+        head = printable(obj.qualname if isinstance(obj, Placeholder) else type(obj).__name__)
         yield (
             f"{label}{head} ({len(kids)} items)"
             if key is not None or depth
@@ -236,7 +237,7 @@ class _More:
 
 
 def _leaf(obj: Any) -> str:
-    return safe_repr(obj)
+    return printable(safe_repr(obj))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,10 +21,12 @@ from __future__ import annotations
 import os
 import pickletools
 
+from ._text import printable
 from .api import open_checkpoint
 from .errors import CheckpointError
 from .io.source import ByteSource
 from .io.zipdir import read_directory
+from .limits import DEFAULT_LIMITS, Limits
 from .unpickle import engine as _engine
 from .unpickle.peek import named_globals
 
@@ -90,13 +92,6 @@ def classify(module: str, name: str, known_safe: bool) -> str:
     return "safe" if known_safe else "unknown"
 
 
-def printable(text: str) -> str:
-    """``text`` with control and other non-printable characters escaped (terminal-safe)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
 class ScanReport:
     """What ``scan`` found in one file (``to_dict()`` is the ``--json`` object)."""
 
@@ -148,16 +143,22 @@ class ScanReport:
         }
 
 
-def scan(path: str | os.PathLike[str], *, engine: str | None = None) -> ScanReport:
-    """Scan one checkpoint file or directory; raises only ``OSError`` (missing file)."""
+def scan(
+    path: str | os.PathLike[str], *, engine: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> ScanReport:
+    """Scan one checkpoint file or directory; raises only ``OSError`` (missing file).
+
+    Every read is held to ``limits``, those of opening the file and those of the
+    scan's own reads (the directory, each pickle member, read whole up to
+    ``max_pickle_bytes``: a larger one torch does not read is an anomaly, not read)."""
     report = ScanReport(os.fspath(path))
     try:
-        with open_checkpoint(path, engine=engine) as ckpt:
+        with open_checkpoint(path, engine=engine, limits=limits) as ckpt:
             report.format = ckpt.format
             for g in ckpt.globals():
                 report.add_global(g.module, g.name, g.safe)
             if ckpt.format in ("torch-zip", "torchscript") and os.path.isfile(path):
-                _scan_zip_pickles(report, os.fspath(path), engine)
+                _scan_zip_pickles(report, os.fspath(path), engine, limits)
             elif ckpt.format == "safetensors" and os.path.isfile(path):
                 _scan_leading_pickle(report, os.fspath(path))
     except CheckpointError as exc:
@@ -165,31 +166,43 @@ def scan(path: str | os.PathLike[str], *, engine: str | None = None) -> ScanRepo
     return report
 
 
-def _scan_zip_pickles(report: ScanReport, path: str, engine: str | None) -> None:
+def _scan_zip_pickles(report: ScanReport, path: str, engine: str | None, limits: Limits) -> None:
     """Opcode anomalies of every pickle member, and the globals of pickles torch does not
     unpickle (an extra ``*.pkl``): reported, so a reviewer sees them, as anomalies."""
     with ByteSource(path) as source:
-        directory = read_directory(source)
+        directory = read_directory(
+            source,
+            max_members=limits.max_zip_members,
+            max_directory_bytes=limits.max_directory_bytes,
+        )
         directory.verify()  # every member's local header, extent and data descriptor
         for record in directory.records:
             name = record.name
             if not name.endswith(".pkl"):
                 continue
-            data = directory.read(record)
             base = name.rsplit("/", 1)[-1]
             read_by_torch = name.count("/") == 1 and base in _READ_PICKLES
-            _opcode_anomalies(report, name, data)
             if not read_by_torch:
                 report.add_anomaly(f"{name}: a pickle member torch.load does not read")
-                _globals_of_unread(report, name, data, engine)
+            if max(record.size, record.compressed_size) > limits.max_pickle_bytes:
+                # torch's pickles were read within this limit by open_checkpoint
+                report.add_anomaly(
+                    f"{name}: {record.size} bytes, over the limit of "
+                    f"{limits.max_pickle_bytes}: not scanned"
+                )
+                continue
+            data = directory.read(record, max_size=limits.max_pickle_bytes)
+            _opcode_anomalies(report, name, data)
+            if not read_by_torch:
+                _globals_of_unread(report, name, data, engine, limits)
 
 
 def _scan_leading_pickle(report: ScanReport, path: str) -> None:
     """torch.load reads any file that is no ZIP as legacy pickles from byte 0 (after
     trying tarfile, which the sniffer already asked): a safetensors file whose first
     bytes also decode as a pickle naming globals would run them under torch.load."""
-    with open(path, "rb") as f:
-        head = f.read(_LEADING_PICKLE_BYTES)
+    with ByteSource(path) as source:  # a regular file only, opened without blocking
+        head = source.read_at(0, min(_LEADING_PICKLE_BYTES, source.size), exact=False)
     for module, name in named_globals(head):
         report.add_global(module, name, known_safe=False)
         report.add_anomaly(
@@ -198,9 +211,13 @@ def _scan_leading_pickle(report: ScanReport, path: str) -> None:
         )
 
 
-def _globals_of_unread(report: ScanReport, name: str, data: bytes, engine: str | None) -> None:
+def _globals_of_unread(
+    report: ScanReport, name: str, data: bytes, engine: str | None, limits: Limits
+) -> None:
     try:
-        result = _engine.engine(engine).run_pickle(data, persistent_load=lambda pid: None)
+        result = _engine.engine(engine).run_pickle(
+            data, persistent_load=lambda pid: None, limits=limits
+        )
     except CheckpointError as exc:
         report.add_anomaly(f"{name}: not a pickle ckptpeek reads ({exc.code})")
         return
