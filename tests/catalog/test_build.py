@@ -172,14 +172,18 @@ def test_write_resolved_atomic(tree, tmp_path, monkeypatch):
     root = tmp_path / "outputs"
     shutil.copytree(tree.root, root)
     replaced = []
-    real_replace = os.replace
 
-    def spy(src, dst):
-        replaced.append((os.fspath(src), os.fspath(dst)))
-        assert os.path.dirname(os.fspath(src)) == os.path.dirname(os.fspath(dst))
-        return real_replace(src, dst)
+    def spy(real):
+        def call(src, dst, *, src_dir_fd, dst_dir_fd, **kw):
+            # a temporary file renamed (linked) into place within one directory
+            replaced.append((os.fspath(src), os.fspath(dst)))
+            assert src_dir_fd == dst_dir_fd and "/" not in os.fspath(src) + os.fspath(dst)
+            return real(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, **kw)
 
-    monkeypatch.setattr(os, "replace", spy)
+        return call
+
+    monkeypatch.setattr(os, "replace", spy(os.replace))
+    monkeypatch.setattr(os, "link", spy(os.link))
     before = snapshot(root)
     cat = build_catalog(root, cache=False, write_resolved=True)
     after = snapshot(root)

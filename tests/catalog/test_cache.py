@@ -258,9 +258,17 @@ def test_prune(tmp_path: Path, db: Path) -> None:
 # ----------------------------------------------------------------------- robustness
 
 
+def _clobber_pages(db: Path) -> None:
+    """Garbage after the 100-byte header: still provably ckptpeek's (application_id), corrupt."""
+    CatalogCache(db).close()
+    data = db.read_bytes()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(data[:100] + os.urandom(8192))
+
+
 def test_corrupt_file_is_rebuilt(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixture) -> None:
-    db.parent.mkdir(parents=True)
-    db.write_bytes(os.urandom(8192))
+    _clobber_pages(db)
     caplog.set_level(logging.WARNING, logger="ckptpeek.catalog")
     with CatalogCache(db) as cache:
         assert cache.persistent
@@ -279,9 +287,7 @@ def test_corrupt_after_open(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixtu
         cache.put(_entry(ckpt), stamp)
         cache._conn.close()  # simulate: reconnect finds garbage
         cache._conn = None
-        for suffix in ("-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        db.write_bytes(b"garbage" * 1000)
+        _clobber_pages(db)
         assert cache.get(ckpt, stamp) is None
         assert cache.put(_entry(ckpt), stamp)
         assert cache.get(ckpt, stamp) is not None
@@ -296,8 +302,8 @@ def test_undecodable_row_is_dropped(ckpt: Path, db: Path) -> None:
     con.commit()
     con.close()
     with CatalogCache(db) as cache:
-        assert cache.get(ckpt, stamp) is None
-        assert len(cache) == 0
+        assert cache.get(ckpt, stamp) is None and cache.stats["stale"] == 1
+        assert cache.put(_entry(ckpt), stamp) and cache.get(ckpt, stamp) is not None
 
 
 _HOLD_LOCK = textwrap.dedent("""
@@ -314,6 +320,8 @@ _HOLD_LOCK = textwrap.dedent("""
 
 
 def _lock_holder(path: Path, mode: str) -> subprocess.Popen[str]:
+    if not path.exists():
+        cache_mod._create(path)  # a ckptpeek cache: nothing else is opened
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLD_LOCK, str(path), mode],
         stdin=subprocess.PIPE,
@@ -399,18 +407,22 @@ def test_locked_at_open(
         assert cache.get(ckpt, Stamp.of(ckpt)) is not None
 
 
-@pytest.mark.parametrize("kind", ["unversioned", "version0", "same_version_bad_columns"])
+@pytest.mark.parametrize("kind", ["v1_ckptpeek_cache", "own_version0", "own_bad_columns"])
 def test_old_schema_is_rebuilt(
     ckpt: Path, db: Path, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     db.parent.mkdir(parents=True)
     con = sqlite3.connect(db)
-    con.execute("CREATE TABLE entries (path TEXT PRIMARY KEY, blob TEXT)")
-    con.execute("INSERT INTO entries VALUES ('/x', '{}')")
-    if kind == "version0":
-        con.execute("PRAGMA user_version = 0")
-    if kind == "same_version_bad_columns":
-        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if kind == "v1_ckptpeek_cache":  # from before the application id: told by its table
+        cols = ", ".join(f"{c} TEXT" for c in cache_mod._V1_COLUMNS)
+        con.execute(f"CREATE TABLE entries ({cols})")
+        con.execute("PRAGMA user_version = 1")
+    else:
+        con.execute(f"PRAGMA application_id = {cache_mod.APPLICATION_ID}")
+        con.execute("CREATE TABLE entries (path TEXT PRIMARY KEY, blob TEXT)")
+        con.execute("INSERT INTO entries VALUES ('/x', '{}')")
+        version = 0 if kind == "own_version0" else SCHEMA_VERSION
+        con.execute(f"PRAGMA user_version = {version}")
     con.commit()
     con.close()
     caplog.set_level(logging.WARNING, logger="ckptpeek.catalog")
@@ -425,6 +437,7 @@ def test_old_schema_is_rebuilt(
 def test_newer_schema_is_left_alone(ckpt: Path, db: Path, caplog: pytest.LogCaptureFixture) -> None:
     db.parent.mkdir(parents=True)
     con = sqlite3.connect(db)
+    con.execute(f"PRAGMA application_id = {cache_mod.APPLICATION_ID}")
     con.execute("CREATE TABLE future (x)")
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.commit()

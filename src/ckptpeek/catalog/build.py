@@ -5,18 +5,25 @@ order) that has it and every later source that disagrees adds a warning - except
 the checkpoint header wins for what it records (epoch, global_step, monitor, mode,
 score, the metrics it has), and sidecars that disagree with it add a warning.
 ``entry.sources[field] = "<source>:<origin>"`` for every field set.
+
+The catalog marks, never drops: a checkpoint that cannot be read - ckptpeek raised a
+``CheckpointError`` or ``OSError``, it is not a regular file inside the root, or reading
+it hit a bug (any other exception: logged with its traceback, and named in the entry as a
+ckptpeek bug) - is an ``unreadable`` entry with the reason; a sidecar or config that cannot
+be used is a warning. ``Catalog.errors`` holds only what stops the whole catalog (a root
+that is not a directory).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
 import re
+import secrets
+import stat
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,8 +31,12 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-from .agree import values_agree
-from .models import Architecture, Catalog, CatalogEntry, Signatures
+import ckptpeek
+from ckptpeek import DEFAULT_LIMITS, Limits
+
+from .agree import show_value, unusable, values_agree
+from .files import inside
+from .models import Architecture, Catalog, CatalogEntry, Signatures, dumps_json
 from .scan import Found, scan
 from .signatures import SignatureRules
 from .sources import (
@@ -35,8 +46,10 @@ from .sources import (
     FileMemo,
     SourceResult,
     compile_patterns,
+    from_filename,
     sidecar_paths,
 )
+from .text import TextError, parse_text, read_text_file
 
 try:
     from .cache import CatalogCache, Stamp
@@ -44,11 +57,22 @@ except ImportError as exc:  # pragma: no cover - a Python built without sqlite3
     CatalogCache = Stamp = None  # type: ignore[assignment,misc]  # builds run uncached
     _NO_CACHE = str(exc)
 
-__all__ = ("build_catalog", "build_entry", "merge", "values_agree", "RESOLVED_SUFFIX")
+__all__ = (
+    "NOT_WRITTEN",
+    "RESOLVED_SUFFIX",
+    "build_catalog",
+    "build_entry",
+    "merge",
+    "unreadable_entry",
+    "values_agree",
+    "write_resolved_config",
+)
 
 log = logging.getLogger("ckptpeek.catalog")
 
 RESOLVED_SUFFIX = ".resolved.config.json"
+#: how the warning of a resolved config that was not written starts (the CLI shows them)
+NOT_WRITTEN = f"could not write {RESOLVED_SUFFIX}"
 
 #: fields the checkpoint header wins when it records them (plus every ``metrics.*``)
 HEADER_WINS = frozenset({"epoch", "global_step", "monitor", "mode", "score"})
@@ -96,6 +120,10 @@ def merge(ctx: EntryContext, results: list[SourceResult], stat: os.stat_result) 
         for key, value in res.fields.items():
             if value is None:
                 continue
+            why = unusable(key, value)
+            if why is not None:  # before any comparison: the next source gives it
+                warnings.append(f"{key}: {_label(res, key)} says {why}")
+                continue
             if key.startswith("metrics."):
                 key = canon.get(_metric_norm(key), key)
             cands.setdefault(key, []).append((res, value))
@@ -117,8 +145,8 @@ def merge(ctx: EntryContext, results: list[SourceResult], stat: os.stat_result) 
             if res is win_res or values_agree(key, win_val, value):
                 continue
             warnings.append(
-                f"{key}: {_label(res, key)} says {_show(value)}, "
-                f"{sources[key]} says {_show(win_val)} (using {res_name(win_res)})"
+                f"{key}: {_label(res, key)} says {show_value(value)}, "
+                f"{sources[key]} says {show_value(win_val)} (using {res_name(win_res)})"
             )
 
     # derived: score <-> the monitored metric
@@ -169,11 +197,6 @@ def _label(res: SourceResult, key: str) -> str:
     return f"{res.name}:{res.field_origins.get(key, res.origin)}"
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -181,11 +204,17 @@ def _dedupe(items: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- one entry
 
 
-def build_entry(ctx: EntryContext, stat: os.stat_result | None = None) -> CatalogEntry:
-    if stat is None:
-        stat = os.stat(ctx.path)
+def build_entry(ctx: EntryContext, st: os.stat_result | None = None) -> CatalogEntry:
+    if st is None:
+        st = os.stat(ctx.path)
     results = [source(ctx) for source in SOURCES]
-    return merge(ctx, results, stat)
+    return merge(ctx, results, st)
+
+
+def unreadable_entry(ctx: EntryContext, st: os.stat_result, reason: str) -> CatalogEntry:
+    """The entry of a checkpoint that is not read: the reason, and its file name's fields."""
+    header = SourceResult("header", "header", errors=[reason])
+    return merge(ctx, [header, from_filename(ctx)], st)
 
 
 def related_paths(ctx: EntryContext) -> list[Path]:
@@ -203,9 +232,30 @@ def related_paths(ctx: EntryContext) -> list[Path]:
 # --------------------------------------------------------------------------- resolved config
 
 
+#: the key that marks a ``.resolved.config.json`` as ckptpeek's (it replaces only those)
+WRITTEN_BY = "written_by"
+_LEGACY_RESOLVED_KEYS = frozenset(
+    {
+        "checkpoint",
+        "experiment",
+        "epoch",
+        "global_step",
+        "monitor",
+        "mode",
+        "score",
+        "metrics",
+        "architecture",
+        "signatures",
+        "config",
+        "sources",
+    }
+)
+
+
 def resolved_config(entry: CatalogEntry) -> dict[str, Any]:
     """What ``<stem>.resolved.config.json`` holds: the entry's merged view."""
     return {
+        WRITTEN_BY: f"ckptpeek catalog {ckptpeek.__version__}",
         "checkpoint": entry.relpath,
         "experiment": entry.experiment,
         "epoch": entry.epoch,
@@ -221,25 +271,71 @@ def resolved_config(entry: CatalogEntry) -> dict[str, Any]:
     }
 
 
-def write_resolved_config(entry: CatalogEntry) -> Path:
-    """Write ``<stem>.resolved.config.json`` beside the checkpoint atomically."""
-    path = Path(entry.path)
-    stem = EntryContext(path, path.parent, "", "").stem
-    target = path.with_name(stem + RESOLVED_SUFFIX)
-    data = json.dumps(resolved_config(entry), indent=2, sort_keys=True, default=str) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=path.parent)
+class NotOursError(FileExistsError):
+    """A file ckptpeek did not write is where it would write: left untouched."""
+
+
+def _written_by_ckptpeek(dir_fd: int, name: str, limits: Limits) -> bool:
+    """Does the existing ``name`` in ``dir_fd`` hold a resolved config ckptpeek wrote?"""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+        text = read_text_file(name, limits, dir_fd=dir_fd)
+        data = parse_text(text, "json", limits=limits)
+    except (TextError, OSError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    mark = data.get(WRITTEN_BY)
+    return (isinstance(mark, str) and mark.startswith("ckptpeek ")) or set(
+        data
+    ) == _LEGACY_RESOLVED_KEYS
+
+
+def write_resolved_config(
+    entry: CatalogEntry, path: Path, root: Path, limits: Limits = DEFAULT_LIMITS
+) -> Path:
+    """Write ``<stem>.resolved.config.json`` beside the checkpoint ``path``, atomically.
+
+    Only into ``path``'s own directory, inside ``root`` (never through a symlink out of
+    it); an existing file is replaced only if ckptpeek wrote it (``written_by``).
+    Raises OSError (``NotOursError`` when something else is in the way)."""
+    stem = EntryContext(path, path.parent, "", "").stem
+    name = stem + RESOLVED_SUFFIX
+    target = path.with_name(name)
+    real_dir = os.path.realpath(path.parent)
+    if not inside(real_dir, root):
+        raise NotOursError(f"{target}: outside the catalog root; not written")
+    data = dumps_json(resolved_config(entry), indent=2, sort_keys=True, default=str) + "\n"
+    dir_fd = os.open(real_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            st: os.stat_result | None = os.lstat(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not (
+            stat.S_ISREG(st.st_mode) and _written_by_ckptpeek(dir_fd, name, limits)
+        ):
+            raise NotOursError(f"{target}: exists and was not written by ckptpeek; left untouched")
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if st is None:  # link, not replace: a file that appeared meanwhile is kept
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            else:
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            raise NotOursError(f"{target}: appeared while written; left untouched") from None
+        finally:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(dir_fd)
     return target
 
 
@@ -307,11 +403,11 @@ def _open_cache(cache: Any) -> tuple[Any, bool]:
     return cache, False
 
 
-def _fingerprint(rules: Any, patterns: Any) -> str:
+def _fingerprint(rules: Any, patterns: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     """Build options that shape entries, for the cache's validity check."""
-    if rules is None and patterns is None:
+    if rules is None and patterns is None and limits == DEFAULT_LIMITS:
         return ""
-    h = hashlib.sha256()
+    h = hashlib.sha256(repr(tuple(limits)).encode())
     h.update(
         repr(
             [p.pattern if isinstance(p, re.Pattern) else p for p in compile_patterns(patterns)]
@@ -322,9 +418,9 @@ def _fingerprint(rules: Any, patterns: Any) -> str:
             p = Path(rules)
             h.update(str(p.resolve()).encode())
             try:
-                h.update(p.read_bytes())
-            except OSError:
-                pass
+                h.update(read_text_file(p).encode())
+            except (OSError, TextError):
+                pass  # SignatureRules.load reports it
         else:
             dump = getattr(rules, "model_dump_json", None)
             h.update((dump() if callable(dump) else repr(rules)).encode())
@@ -347,6 +443,7 @@ def build_catalog(
     write_resolved: bool = False,
     rules: Any = None,
     filename_patterns: Iterable[str | re.Pattern[str]] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Catalog:
     """Catalog every checkpoint under ``root``.
 
@@ -354,27 +451,32 @@ def build_catalog(
         root: the training outputs directory.
         cache: ``True`` (the user cache, ``CatalogCache()``), ``False``, a path, or a
             ``CatalogCache``. Only new or changed checkpoints (or sidecars/configs) are read.
+            A path that holds something other than a ckptpeek cache raises
+            ``cache.NotACacheError`` (an OSError) and is left untouched.
         workers: thread-pool size (default: ``min(32, cpu + 4)``); ``1`` builds in this thread.
         executor: any ``concurrent.futures.Executor`` to use instead of the thread pool.
         progress: draw a progress bar on stderr when the build takes > 0.5 s.
         write_resolved: write ``<stem>.resolved.config.json`` beside each checkpoint
-            (atomically); nothing is written into the tree otherwise.
+            (atomically, never replacing a file ckptpeek did not write); nothing is
+            written into the tree otherwise.
         rules: signature rules: a ``SignatureRules`` or a YAML file extending the defaults.
         filename_patterns: regexes with named groups replacing the default file-name patterns.
+        limits: the guards for every file read: the text files (``max_text_bytes``,
+            ``max_text_nodes``, ``max_depth``, the key guard's fields) and the checkpoints
+            (``ckptpeek.open(path, limits=limits)``).
     """
     root_path = Path(root).expanduser().resolve()
     if not root_path.is_dir():
         return Catalog(root=str(root_path), entries=[], errors=[f"{root_path}: not a directory"])
     patterns = compile_patterns(list(filename_patterns) if filename_patterns is not None else None)
     rules_obj = _load_rules(rules)
-    fingerprint = _fingerprint(rules, filename_patterns)
+    fingerprint = _fingerprint(rules, filename_patterns, limits)
     memo = FileMemo()
     found = scan(root_path)
-    cat_errors: list[str] = []
     store, own_cache = _open_cache(cache)
     bar = _Progress(len(found), progress)
 
-    def one(f: Found) -> tuple[CatalogEntry | None, Any, str | None]:
+    def one(f: Found) -> tuple[CatalogEntry | None, Any]:
         ctx = EntryContext(
             f.path,
             root_path,
@@ -383,34 +485,45 @@ def build_catalog(
             rules=rules_obj,
             patterns=patterns,
             memo=memo,
+            limits=limits,
         )
         try:
+            if f.problem is not None:  # never opened: a FIFO would block
+                return unreadable_entry(ctx, os.lstat(f.path), f"not read: {f.problem}"), None
             stamp = None
             if store is not None:
                 stamp = Stamp.of(f.path, related_paths(ctx), fingerprint=fingerprint)
                 hit = store.get(f.path, stamp)
-                if hit is not None:
-                    return hit, None, None
+                if hit is not None and _describes(hit, f):
+                    return hit, None
+                stamp.content()  # the bytes the entry is built from, stamped before the build
             st = os.stat(f.path)
-            return build_entry(ctx, st), stamp, None
+            return build_entry(ctx, st), stamp
         except FileNotFoundError:
-            return None, None, None  # deleted while we were scanning
-        except Exception as exc:  # noqa: BLE001 - one bad file must not sink the catalog
-            log.debug("catalog entry failed", exc_info=True)
-            return None, None, f"{f.relpath}: {type(exc).__name__}: {exc}"
+            return None, None  # deleted while we were scanning: not a checkpoint any more
+        except Exception as exc:  # noqa: BLE001 - marked on the entry and logged, not hidden
+            # ckptpeek raises only CheckpointError/OSError for a file (handled by the
+            # sources): anything else is a bug. The entry says so, the log has the
+            # traceback, and the rest of the catalog is still built.
+            log.error("catalog: reading %s hit a ckptpeek bug", f.path, exc_info=True)
+            reason = f"internal error (a ckptpeek bug, please report): {type(exc).__name__}: {exc}"
+            try:
+                return unreadable_entry(ctx, os.lstat(f.path), reason[:500]), None
+            except OSError:
+                return None, None
         finally:
             bar.step()
 
     try:
         results = _run(one, found, workers, executor)
         entries: list[CatalogEntry] = []
+        paths: list[Path] = []
         fresh: list[tuple[CatalogEntry, Any]] = []
-        for entry, stamp, err in results:
-            if err is not None:
-                cat_errors.append(err)
+        for f, (entry, stamp) in zip(found, results, strict=True):
             if entry is None:
                 continue
             entries.append(entry)
+            paths.append(f.path)
             if stamp is not None and store is not None:
                 fresh.append((entry, stamp))
         if store is not None:
@@ -424,14 +537,19 @@ def build_catalog(
 
     _mark_best(entries)
     if write_resolved:
-        for entry in entries:
+        for entry, path in zip(entries, paths, strict=True):
             if entry.status == "unreadable":
                 continue
-            try:
-                write_resolved_config(entry)
+            try:  # the path of the scan, never one from a cached row
+                write_resolved_config(entry, path, root_path, limits)
             except OSError as exc:
-                entry.warnings.append(f"could not write {RESOLVED_SUFFIX}: {exc}")
-    return Catalog(root=str(root_path), entries=entries, errors=cat_errors)
+                entry.warnings.append(f"{NOT_WRITTEN}: {exc}")
+    return Catalog(root=str(root_path), entries=entries, errors=[])
+
+
+def _describes(entry: CatalogEntry, f: Found) -> bool:
+    """A cached entry is used only for the file the scan found (its row says where)."""
+    return (entry.path, entry.relpath, entry.experiment) == (str(f.path), f.relpath, f.experiment)
 
 
 def _run(

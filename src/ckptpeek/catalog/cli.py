@@ -5,17 +5,29 @@
     ckptpeek catalog outputs --experiment dbnet_r18 --json
     ckptpeek catalog outputs --jsonl | jq .score
 
-Exit status: 0, or 1 if the root could not be cataloged (not a directory).
+Exit status (as ``ckptpeek FILE``): 0 when every checkpoint shown was read (warnings about
+sidecars or configs do not change it); 1 when any checkpoint shown (after
+``--experiment``) is ``unreadable`` (the table,
+``--json`` or ``--jsonl`` is still printed in full) or the root is not a directory; 2 for a
+usage error: a bad option, or a ``--cache-path`` that holds something other than a
+ckptpeek cache (left untouched).
+
+The table is terminal-safe: every cell goes through ``ckptpeek.printable`` (an ESC
+sequence or a newline in a file or monitor name is shown escaped, never acted on or
+turned into a fake row), and so is the ``--sort`` argument shown as a column title;
+``--json`` and ``--jsonl`` are strict JSON (escaped by JSON, lone surrogates as ``\\udxxx``
+escapes, NaN and the infinities as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import ckptpeek
 
 __all__ = ("main", "sort_entries", "format_table")
 
@@ -122,7 +134,7 @@ def _fmt(value: Any) -> str:
         return "yes" if value else ""
     if isinstance(value, float):
         return f"{value:.4f}"
-    return str(value)
+    return ckptpeek.printable(value)
 
 
 def format_table(entries: list[Any], sort_key: str | None = None) -> str:
@@ -135,7 +147,7 @@ def format_table(entries: list[Any], sort_key: str | None = None) -> str:
     """
     header = ["EXPERIMENT", "CHECKPOINT", "EPOCH", "STEP", "MONITOR", "SCORE"]
     if sort_key is not None and sort_key not in _FIELD_SORTS:
-        header.append(sort_key.upper())
+        header.append(ckptpeek.printable(sort_key.upper()))  # the user's text: escaped too
     header += ["BEST", "ARCH", "STATUS"]
     rows = []
     for e in entries:
@@ -144,11 +156,11 @@ def format_table(entries: list[Any], sort_key: str | None = None) -> str:
             x or "?" for x in (e.architecture.encoder, e.architecture.decoder, e.architecture.head)
         )
         row = [
-            e.experiment,
-            name,
+            _fmt(e.experiment),
+            _fmt(name),
             _fmt(e.epoch),
             _fmt(e.global_step),
-            f"{e.monitor} ({e.mode})" if e.monitor and e.mode else _fmt(e.monitor),
+            _fmt(f"{e.monitor} ({e.mode})") if e.monitor and e.mode else _fmt(e.monitor),
             _fmt(e.score),
         ]
         if sort_key is not None and sort_key not in _FIELD_SORTS:
@@ -156,7 +168,7 @@ def format_table(entries: list[Any], sort_key: str | None = None) -> str:
         status = e.status
         if e.warnings:
             status += f" ({len(e.warnings)} warning{'s' if len(e.warnings) > 1 else ''})"
-        row += ["*" if e.is_best else "", arch if arch != "?/?/?" else "-", status]
+        row += ["*" if e.is_best else "", _fmt(arch) if arch != "?/?/?" else "-", _fmt(status)]
         rows.append(row)
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
@@ -166,9 +178,20 @@ def format_table(entries: list[Any], sort_key: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _dumps(doc: Any, indent: int | None = None) -> str:
+    """Strict JSON (``models.dumps_json``: non-finite floats as strings), every non-ASCII
+    character escaped: a lone surrogate from a file name becomes ``\\udcxx`` (valid
+    JSON), not an encoding error on stdout."""
+    from .models import dumps_json  # noqa: PLC0415 - pydantic: loaded by the build anyway
+
+    return dumps_json(doc, indent=indent, ensure_ascii=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from .build import build_catalog  # noqa: PLC0415 - ~0.2 s (pydantic...) only after -h
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from .build import NOT_WRITTEN, build_catalog  # noqa: PLC0415 - ~0.2 s (pydantic...)
+    from .cache import NotACacheError  # noqa: PLC0415
 
     if args.no_cache:
         cache: Any = False
@@ -177,13 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         cache = True
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    catalog = build_catalog(
-        args.root,
-        cache=cache,
-        workers=args.workers,
-        progress=progress,
-        write_resolved=args.write_resolved,
-    )
+    try:
+        catalog = build_catalog(
+            args.root,
+            cache=cache,
+            workers=args.workers,
+            progress=progress,
+            write_resolved=args.write_resolved,
+        )
+    except NotACacheError as exc:
+        parser.error(  # exits 2
+            f"catalog cache {ckptpeek.printable(exc)} (choose another with --cache-path, "
+            "or --no-cache)"
+        )
     entries = list(catalog.entries)
     if args.experiment:
         entries = [e for e in entries if _matches(e.experiment, args.experiment)]
@@ -191,10 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.json:
             doc = catalog.model_copy(update={"entries": entries}).model_dump(mode="json")
-            print(json.dumps(doc, indent=2))
+            print(_dumps(doc, indent=2))
         elif args.jsonl:
             for e in entries:
-                print(e.model_dump_json())
+                print(_dumps(e.model_dump(mode="json")))
         else:
             print(format_table(entries, args.sort))
             unreadable = sum(e.status == "unreadable" for e in entries)
@@ -208,8 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     for err in catalog.errors:
-        print(f"ckptpeek catalog: error: {err}", file=sys.stderr)
-    return 1 if catalog.errors and not catalog.entries else 0
+        print(f"ckptpeek catalog: error: {ckptpeek.printable(err)}", file=sys.stderr)
+    for e in catalog.entries:  # --write-resolved refusals: the user asked for these files
+        for w in e.warnings:
+            if w.startswith(NOT_WRITTEN):
+                print(f"ckptpeek catalog: warning: {ckptpeek.printable(w)}", file=sys.stderr)
+    # over the entries shown: a checkpoint --experiment leaves out does not fail the run
+    unreadable = any(e.status == "unreadable" for e in entries)
+    return 1 if catalog.errors or unreadable else 0
 
 
 if __name__ == "__main__":  # python -m ckptpeek.catalog.cli ROOT

@@ -6,6 +6,7 @@ merge are described in the README, "The catalog".
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterator
@@ -23,9 +24,42 @@ __all__ = (
     "SIDECAR_SCHEMA_VERSION",
     "Signature",
     "Signatures",
+    "dumps_json",
 )
 
 SIDECAR_SCHEMA_VERSION = 2
+
+#: how a non-finite float is written: as a string, the convention of ``ckptpeek --json``
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _finite(doc: Any) -> Any:
+    """A copy of plain data (dicts, lists, tuples as lists) with every NaN and infinity
+    the string ``_NON_FINITE`` names. Iterative: a config nests up to ``Limits.max_depth``."""
+    box: list[Any] = [None]
+    todo: list[tuple[Any, Any, Any]] = [(doc, box, 0)]
+    while todo:
+        value, into, key = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            into[key] = _NON_FINITE[repr(value)]
+        elif isinstance(value, dict):
+            into[key] = mapping = dict.fromkeys(value)
+            todo += [(v, mapping, k) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            into[key] = items = [None] * len(value)
+            todo += [(v, items, i) for i, v in enumerate(value)]
+        else:
+            into[key] = value
+    return box[0]
+
+
+def dumps_json(doc: Any, **kwargs: Any) -> str:
+    """Strict JSON (RFC 8259) of plain data, for every JSON the catalog prints or writes
+    (``--json``, ``--jsonl``, ``.resolved.config.json``): ``NaN`` and ``Infinity`` are
+    no JSON tokens, and a strict parser refuses a whole document for one, so non-finite
+    floats are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (``allow_nan=False``
+    guards it). ``kwargs`` go to ``json.dumps``."""
+    return json.dumps(_finite(doc), allow_nan=False, **kwargs)
 
 
 class _Model(BaseModel):
@@ -221,7 +255,10 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
         elif key == "extra" and isinstance(value, dict):
             extra.update(value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics[key] = float(value)
+            try:
+                metrics[key] = float(value)
+            except OverflowError:  # an integer past the float range: not a metric
+                raise ValueError(f"{key}: an integer too large for a metric") from None
         else:
             extra[key] = value
     out["metrics"] = metrics

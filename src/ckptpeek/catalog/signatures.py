@@ -39,13 +39,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .models import Signature, Signatures
+from .text import load_text_file
 
-__all__ = ("COMPONENTS", "RULES_PATH", "SignatureRules", "infer_signatures")
+__all__ = ("COMPONENTS", "MAX_KEY_CHARS", "RULES_PATH", "SignatureRules", "infer_signatures")
 
 RULES_PATH = Path(__file__).with_name("rules.yaml")
 COMPONENTS: tuple[str, ...] = ("encoder", "decoder", "head")
 _RULE_LISTS = {"encoder": "encoders", "decoder": "decoders", "head": "heads"}
 _MAX_CHILDREN = 32  # children listed in an unnamed component's params
+#: State-dict keys longer than this are left out of the inference: real keys are under
+#: ~250 characters (the longest of timm's and torchvision's models: 76), and every regex
+#: of the rules then runs over short text, whatever the file holds.
+MAX_KEY_CHARS = 1000
 
 
 # --- the rule schema (validated: typos in a user file are errors, not silent no-ops) -------------
@@ -237,9 +242,9 @@ class SignatureRules:
             if path is None:
                 continue
             p = Path(path)
-            try:
-                data = yaml.safe_load(p.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError) as exc:
+            try:  # the catalog's one guarded text loader, as for every file it reads
+                data = load_text_file(p)
+            except (OSError, ValueError) as exc:
                 raise ValueError(f"{p}: cannot read signature rules: {exc}") from None
             if data is None:
                 data = {}
@@ -410,7 +415,7 @@ def _clean(shapes: Mapping[Any, Any]) -> dict[str, tuple[int, ...] | None]:
     except (AttributeError, TypeError):
         return out
     for key, shape in items:
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
             continue
         out[key] = _shape(shape)
     return out
@@ -452,10 +457,11 @@ def _numel(shape: tuple[int, ...] | None) -> int:
 
 
 def _is_wrapper(prefix: str, wrappers: tuple[str, ...]) -> bool:
-    while prefix:
+    pos = 0
+    while pos < len(prefix):
         for w in wrappers:
-            if prefix.startswith(w):
-                prefix = prefix[len(w) :]
+            if w and prefix.startswith(w, pos):
+                pos += len(w)
                 break
         else:
             return False
@@ -491,17 +497,21 @@ def _find_root(
 
 
 def _strip_common(keys: list[str], prefixes: tuple[str, ...]) -> str:
-    """The wrapper prefix (a chain of ``prefixes``) that every key has."""
-    found = ""
-    while keys and prefixes:
+    """The wrapper prefix (a chain of ``prefixes``) that every key has, longer than none.
+
+    Linear: the common prefix of all keys is that of the smallest and the largest."""
+    if not keys or not prefixes:
+        return ""
+    common = os.path.commonprefix([min(keys), max(keys)])
+    shortest = min(map(len, keys))
+    pos = 0
+    while True:
         for p in prefixes:
-            full = found + p
-            if all(k.startswith(full) and len(k) > len(full) for k in keys):
-                found = full
+            if p and common.startswith(p, pos) and pos + len(p) < shortest:
+                pos += len(p)
                 break
         else:
-            break
-    return found
+            return common[:pos]
 
 
 class _Keys:

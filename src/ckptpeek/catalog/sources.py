@@ -17,6 +17,7 @@ Each is ``from_<name>(ctx) -> SourceResult``; ``fields`` uses flat names: ``epoc
 from __future__ import annotations
 
 import copy
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -24,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import ckptpeek
-from ckptpeek import TensorRef
+from ckptpeek import DEFAULT_LIMITS, Limits, TensorRef
 from ckptpeek.summary import collect, to_jsonable
-from ckptpeek.unpickle import resolve_interpolations
 
-from .agree import values_agree
-from .hydra import find_hydra_dir, load_hydra_config, load_yaml_or_json, stamp_of
+from .agree import show_value, unusable, values_agree
+from .hydra import find_hydra_dir, load_hydra_config, load_yaml_or_json, resolve_config, stamp_of
 from .models import MetadataSidecar
 from .scan import strip_checkpoint_suffix
-from .signatures import infer_signatures
+from .signatures import MAX_KEY_CHARS, infer_signatures
 
 __all__ = (
     "CATALOG_KEYS",
@@ -133,7 +133,9 @@ class FileMemo:
         self._lock = threading.Lock()
         self._hydra: dict[Path, tuple[Any, Any]] = {}
 
-    def hydra(self, hydra_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    def hydra(
+        self, hydra_dir: Path, limits: Limits = DEFAULT_LIMITS, root: Path | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
         """``load_hydra_config`` once per directory and file stamps (raises as it does)."""
         stamps = (stamp_of(hydra_dir / "config.yaml"), stamp_of(hydra_dir / "overrides.yaml"))
         with self._lock:
@@ -142,7 +144,7 @@ class FileMemo:
             result = hit[1]
         else:
             try:
-                result = load_hydra_config(hydra_dir)
+                result = load_hydra_config(hydra_dir, limits, root)
             except (ValueError, OSError) as exc:
                 result = exc
             with self._lock:
@@ -162,6 +164,7 @@ class EntryContext:
     rules: Any = None
     patterns: tuple[re.Pattern[str], ...] = field(default_factory=lambda: compile_patterns(None))
     memo: FileMemo = field(default_factory=FileMemo)
+    limits: Limits = DEFAULT_LIMITS
     _header: HeaderRead | BaseException | None = None
     _hydra_dir: Any = False
 
@@ -185,7 +188,7 @@ class EntryContext:
         """The checkpoint, read once (header-only, selective); raises what ckptpeek raises."""
         if self._header is None:
             try:
-                self._header = read_header(self.path)
+                self._header = read_header(self.path, self.limits)
             except BaseException as exc:  # noqa: BLE001 - kept and re-raised per caller
                 self._header = exc
         if isinstance(self._header, BaseException):
@@ -295,12 +298,12 @@ def _float(value: Any) -> float | None:
 def from_metadata(ctx: EntryContext) -> SourceResult:
     res = SourceResult("metadata", "")
     for path in sidecar_paths(ctx.path, ctx.stem, "metadata"):
-        if not path.is_file():
+        if not os.path.lexists(path):  # a FIFO or a dangling link: refused with a warning
             continue
         origin = ctx.rel(path)
         res.origin = res.origin or origin
         try:
-            data = load_yaml_or_json(path)
+            data = load_yaml_or_json(path, ctx.limits, ctx.root)
             sidecar, notes = MetadataSidecar.migrate({} if data is None else data)
         except (ValueError, OSError) as exc:
             res.warnings.append(f"{origin}: unusable metadata sidecar: {_short(exc)}")
@@ -328,12 +331,16 @@ def _add_fields(res: SourceResult, fields: dict[str, Any], origin: str, what: st
     for key, value in fields.items():
         if value is None:
             continue
+        why = unusable(key, value)
+        if why is not None:  # skipped before it is compared: the next file may give it
+            res.warnings.append(f"{key}: {what}: {origin} says {why}")
+            continue
         if key in res.fields:
             if not values_agree(key, res.fields[key], value):
                 first = res.field_origins.get(key, res.origin)
                 res.warnings.append(
                     f"{what} disagree on {key}: {first} says "
-                    f"{res.fields[key]!r}, {origin} says {value!r}"
+                    f"{show_value(res.fields[key])}, {origin} says {show_value(value)}"
                 )
             continue
         res.fields[key] = value
@@ -352,12 +359,12 @@ def _short(exc: BaseException) -> str:
 def from_config(ctx: EntryContext) -> SourceResult:
     res = SourceResult("config", "")
     for path in sidecar_paths(ctx.path, ctx.stem, "config"):
-        if not path.is_file():
+        if not os.path.lexists(path):
             continue
         origin = ctx.rel(path)
         res.origin = res.origin or origin
         try:
-            cfg = load_yaml_or_json(path)
+            cfg = load_yaml_or_json(path, ctx.limits, ctx.root)
             if cfg is None:
                 cfg = {}
             if not isinstance(cfg, dict):
@@ -366,7 +373,7 @@ def from_config(ctx: EntryContext) -> SourceResult:
             res.warnings.append(f"{origin}: unusable config sidecar: {_short(exc)}")
             res.failed = True
             continue
-        resolve_interpolations(cfg)
+        res.warnings += [f"{origin}: {note}" for note in resolve_config(cfg, ctx.limits)]
         fields: dict[str, Any] = dict(arch_from_config(cfg))
         fields["config"] = config_summary(cfg)
         _add_fields(res, fields, origin, "config sidecars")
@@ -383,7 +390,7 @@ def from_hydra(ctx: EntryContext) -> SourceResult:
     origin = ctx.rel(hydra_dir / "config.yaml")
     res = SourceResult("hydra", origin)
     try:
-        cfg, notes = ctx.memo.hydra(hydra_dir)
+        cfg, notes = ctx.memo.hydra(hydra_dir, ctx.limits, ctx.root)
     except (ValueError, OSError) as exc:
         res.warnings.append(f"{origin}: unusable Hydra config: {_short(exc)}")
         res.failed = True
@@ -399,31 +406,36 @@ def from_hydra(ctx: EntryContext) -> SourceResult:
 # --------------------------------------------------------------------------- 4. header
 
 
-def read_header(path: Path) -> HeaderRead:
-    """Open the checkpoint header-only with only the keys an entry needs (``CATALOG_KEYS``)."""
+def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> HeaderRead:
+    """Open the checkpoint header-only with only the keys an entry needs (``CATALOG_KEYS``),
+    under ``limits``.
+
+    The root and the state dict are made by the file: only ``dict``'s own methods are
+    called on them (``dict.get(top, k)``, never ``top.get``), as a BUILD may have set
+    instance attributes ``get``, ``items``... that shadow them."""
     select = None if path.name.lower().endswith(".safetensors") else CATALOG_KEYS
-    ckpt = ckptpeek.open(path, select=select)
+    ckpt = ckptpeek.open(path, select=select, limits=limits)
     try:
         root = ckpt.root
         if select is not None and isinstance(root, dict) and not root:
             ckpt.close()  # a bare state dict: none of the catalog keys, read it all
-            ckpt = ckptpeek.open(path)
+            ckpt = ckptpeek.open(path, limits=limits)
             root = ckpt.root
         facts = collect(ckpt)
         top = root if isinstance(root, dict) else {}
         sd: Any = None
         for key in _STATE_DICT_KEYS:
-            if isinstance(top.get(key), dict):
-                sd = top[key]
+            if isinstance(dict.get(top, key), dict):
+                sd = dict.get(top, key)
                 break
-        if sd is None and top and all(isinstance(v, TensorRef) for v in top.values()):
+        if sd is None and top and all(isinstance(v, TensorRef) for v in dict.values(top)):
             sd = top
         shapes: dict[str, tuple[int, ...]] = {}
         if isinstance(sd, dict):
-            for k, v in sd.items():
+            for k, v in dict.items(sd):
                 if isinstance(k, str) and isinstance(v, TensorRef):
                     shapes[k] = tuple(int(d) for d in v.shape)
-        hp = top.get("hyper_parameters", top.get("hparams"))
+        hp = dict.get(top, "hyper_parameters", dict.get(top, "hparams"))
         return HeaderRead(facts, shapes, facts.get("hyper_parameters") if hp is not None else None)
     finally:
         ckpt.close()
@@ -439,7 +451,7 @@ def from_header(ctx: EntryContext) -> SourceResult:
     res = SourceResult("header", "header")
     try:
         head = ctx.header()
-    except (ckptpeek.CheckpointError, OSError, EOFError) as exc:
+    except (ckptpeek.CheckpointError, OSError) as exc:
         res.errors.append(f"unreadable checkpoint: {_short(exc)}")
         return res
     facts = head.facts
@@ -542,6 +554,12 @@ def from_signatures(ctx: EntryContext) -> SourceResult:
         return res
     if not shapes:
         return res
+    long_keys = sum(len(k) > MAX_KEY_CHARS for k in shapes)
+    if long_keys:
+        res.warnings.append(
+            f"{long_keys} state-dict key(s) longer than {MAX_KEY_CHARS} characters "
+            "left out of the signatures"
+        )
     try:
         sigs = infer_signatures(shapes, ctx.rules)
     except Exception as exc:  # noqa: BLE001 - a rule bug must not lose the entry
