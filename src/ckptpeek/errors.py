@@ -9,6 +9,8 @@ the problem was found. The message is rendered in one place, tomli-style::
 
 from __future__ import annotations
 
+from ._text import printable
+
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     from typing import Any
@@ -72,6 +74,10 @@ class CheckpointError(Exception):
         return self
 
     def __str__(self) -> str:
+        """The message and where, on one line that is safe to print: the member name, the
+        path and the text a message quotes come from the file (or its name) and may hold
+        ESC sequences, newlines or lone surrogates, so they are escaped here (``.msg``,
+        ``.path`` and ``.member`` keep the raw values)."""
         where = []
         if self.offset is not None:
             where.append(f"byte {self.offset}")
@@ -79,7 +85,7 @@ class CheckpointError(Exception):
             where.append(("of " if where else "") + self.member)
         if self.path is not None:
             where.append(("in " if where else "") + str(self.path))
-        return f"{self.msg} (at {' '.join(where)})" if where else self.msg
+        return printable(f"{self.msg} (at {' '.join(where)})" if where else self.msg)
 
     def __reduce__(self) -> Any:  # keep errors picklable across process pools
         return (
@@ -135,7 +141,10 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     # legacy torch.save (torch_legacy.py)
     "legacy-bad-magic": (FormatError, "the first pickle is not torch's magic number"),
     "legacy-bad-version": (FormatError, "the protocol-version pickle is not 1001"),
-    "legacy-bad-header": (FormatError, "sys_info or the storage-key list is not what torch writes"),
+    "legacy-bad-header": (
+        FormatError,
+        "the storage-key list is not what torch writes (sys_info is not checked: torch ignores it)",
+    ),
     "legacy-storage-mismatch": (
         FormatError,
         "a storage's 8-byte element count disagrees with its persistent id",
@@ -311,7 +320,11 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
         "strict mode: EXT1/EXT2/EXT4, a global named through copyreg's extension registry",
     ),
     # storages and tensors
-    "missing-storage": (FormatError, "a tensor's storage member is absent"),
+    "missing-storage": (
+        FormatError,
+        "a tensor's storage member is absent, or a legacy pickle names a storage its key list lacks "
+        "(torch.load would give uninitialised memory)",
+    ),
     "storage-too-small": (FormatError, "a storage member holds fewer bytes than its id claims"),
     "tensor-out-of-storage": (FormatError, "a tensor's shape/stride/offset reach past its storage"),
     "tensor-bad-shape": (
@@ -354,11 +367,14 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "limit-marks": (LimitError, "more MARKs open at once than Limits.max_marks"),
     "limit-key-size": (
         LimitError,
-        "a dict key or set member with more parts than Limits.max_key_nodes (shared parts counted as hashing visits them)",
+        "a dict key or set member costing more than Limits.max_key_nodes to hash, or the run's "
+        "hashing work over Limits.max_nodes (shared parts counted as hashing visits them, long "
+        "ints one unit per 128 bits)",
     ),
     "limit-hash-collisions": (
         LimitError,
-        "more distinct keys sharing one hash than Limits.max_hash_collisions (hash flooding)",
+        "keys sharing a hash in one container would cost more comparisons than "
+        "Limits.max_hash_collisions (hash flooding)",
     ),
     "limit-interpolation": (
         LimitError,
@@ -373,7 +389,62 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
         UnsupportedError,
         "the path is a FIFO, socket, device or directory: only regular files are read (checked before any read)",
     ),
+    "numpy-too-large": (
+        UnsupportedError,
+        "numpy() of a tensor whose sizes times its element size pass what a numpy array can "
+        "index (an expanded view, or an empty tensor with huge dimensions): torch's numpy() "
+        "refuses it too",
+    ),
+    "limit-dense-size": (
+        LimitError,
+        "to_dense(), dequantize() or numpy() of a conj/neg tensor would allocate more than "
+        "Limits.max_dense_bytes (max_bytes=), or tolist() would build more than 1,000,000 values",
+    ),
+    "st-shape-overflow": (
+        UnsupportedError,
+        "an empty safetensors tensor with a size past int64, or whose strides (computed as "
+        "torch does, in int64) wrap negative: the format allows it, safetensors.torch refuses "
+        "it (Stride calculation overflowed)",
+    ),
+    "sparse-bad-indices": (
+        FormatError,
+        "to_dense() of a sparse tensor whose indices break torch's sparse invariants (out of "
+        "range, compressed indices not from 0 to nnz and non-decreasing, unsorted or repeated "
+        "within a row): torch.load accepts it unless invariant checks are on, and its "
+        "to_dense() is undefined",
+    ),
+    "zip-stored-size-mismatch": (
+        FormatError,
+        "a STORED member whose compressed size is not its size: torch's reader refuses the "
+        "archive (when the member's DOS time is 0, as torch writes it) or reads `size` bytes, "
+        "zipfile reads the compressed size",
+    ),
+    "zip-directory-member": (
+        FormatError,
+        "a member torch's reader takes for a directory (the MS-DOS directory attribute 0x10, "
+        "or a name ending in '/') that holds bytes: torch reads none of them and returns "
+        "uninitialised memory",
+    ),
+    "source-closed": (
+        UnsupportedError,
+        "a tensor read after its checkpoint, opened from a file object, was closed",
+    ),
+    "sharded-duplicate-shard": (
+        FormatError,
+        "an index names one file (through symlinks or hard links) as two shards",
+    ),
     # -- the torch fallback (torch_bridge.py, api.py)
+    "fallback-allocation": (
+        UnsafePickleError,
+        "fallback='torch' refused: a pickle torch.load would run calls a constructor that "
+        "allocates from a number in the file (bytearray(n), a tensor, storage or array of a "
+        "size), or claims storages larger than the file",
+    ),
+    "fallback-unchecked": (
+        UnsupportedError,
+        "fallback='torch' refused: the pickles torch.load would run cannot be found "
+        "beforehand the way torch finds them (a tar file with trust=True)",
+    ),
 }
 
 
