@@ -1067,3 +1067,31 @@ def test_summary_json_view_is_json_safe_of_the_graph(engine: str) -> None:
     assert got["n"] == "<int of 16610 bits>" and got["cycle"] == ["<cycle>"]
     assert got["3"] == "int key" and got["(1, 2)"] == "tuple key"
     json.dumps(got)
+
+
+def test_safe_repr_of_shared_graphs_inside_subclasses_is_bounded() -> None:
+    """reprlib calls repr() on types it does not know - a dict subclass (OrderedDict, a
+    config), a Namespace - and repr() walks a tuple DAG through every shared part. The
+    bounded repr shows them through their base container or their attributes: counted by
+    the calls of the nodes' own __repr__ (the old path made 2**18 of them)."""
+    import argparse
+    import collections
+
+    from ckptpeek.unpickle.standins import safe_repr
+
+    calls = [0]
+
+    class Node(tuple):  # type: ignore[type-arg]
+        __slots__ = ()
+
+        def __repr__(self) -> str:
+            calls[0] += 1
+            return tuple.__repr__(self)
+
+    dag: Node = Node(())
+    for _ in range(18):
+        dag = Node((dag, dag))
+    for holder in (collections.OrderedDict(a=dag), argparse.Namespace(a=dag, b=1), [dag]):
+        text = safe_repr(holder)
+        assert len(text) < 400, text
+    assert calls[0] == 0

@@ -56,6 +56,34 @@ def safe_repr(obj: Any) -> str:
             def repr_int(self, x: int, level: int) -> str:
                 return reprlib.Repr.repr_int(self, x, level) if int_printable(x) else int_text(x)
 
+            def repr1(self, x: Any, level: int) -> str:
+                # reprlib bounds the containers it knows by exact type and calls repr()
+                # on everything else - which, for a subclass (OrderedDict, a config) or an
+                # object with attributes (Namespace), walks the whole graph through every
+                # shared part (exponential for a tuple DAG). Those are shown through the
+                # bounded repr of their base container or of their attributes instead.
+                t = type(x)
+                for base in (dict, list, tuple, set, frozenset):
+                    if isinstance(x, base) and t is not base:
+                        inner = getattr(self, "repr_" + base.__name__)(x, level)
+                        return f"{t.__name__}({inner})"
+                if isinstance(x, str) and t is not str:
+                    return reprlib.Repr.repr1(self, str.__str__(x), level)
+                if isinstance(x, int) and t not in (int, bool):
+                    return self.repr_int(int.__int__(x), level)
+                attrs = getattr(x, "__dict__", None)
+                if type(attrs) is dict and attrs and not isinstance(x, type):
+                    if level <= 0:
+                        return f"{t.__name__}(...)"
+                    items = list(dict.items(attrs))[: self.maxdict]
+                    shown = ", ".join(
+                        f"{k if isinstance(k, str) else '?'}={self.repr1(v, level - 1)}"
+                        for k, v in items
+                    )
+                    more = ", ..." if len(attrs) > self.maxdict else ""
+                    return f"{t.__name__}({shown}{more})"
+                return str(reprlib.Repr.repr1(self, x, level))
+
         r = _Repr()
         r.maxlevel, r.maxstring, r.maxother = 3, 60, 60
         r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = 6
