@@ -431,3 +431,19 @@ def test_json_safe_is_bounded_in_depth_and_values() -> None:
     assert flat.count("0") + flat.count('"..."') <= 1_000 + 2 * JSON_MAX_DEPTH
     assert json_safe({1: {2}, b"k": b"\x1b" * 20_000})["1"] == [2]
     assert len(json_safe([b"\x1b" * 20_000])[0]) < 45_000  # bytes cut before repr
+
+
+def test_a_failure_writing_the_json_document_is_one_line_and_exit_3(monkeypatch, capsys) -> None:
+    """The document is written after every file was read: a failure there (memory, a
+    bug) is the same one-line internal error, never a traceback."""
+
+    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError("cannot allocate the document")
+
+    good = str(pathlib.Path(__file__).parent / "data" / "state_dict.pt")
+    monkeypatch.delenv(scan_cli.DEBUG_ENV, raising=False)
+    monkeypatch.setattr(scan_cli.json, "dumps", fail)
+    assert cli.main(["--json", good]) == scan_cli.EXIT_INTERNAL
+    out, err = capsys.readouterr()
+    assert out == "" and "internal error on the JSON document: MemoryError" in err
+    assert "Traceback" not in err

@@ -109,7 +109,14 @@ def run_files(
             if json_out:
                 results.append(value)
         if json_out:
-            print(json.dumps(results, indent=2, ensure_ascii=True, allow_nan=False))
+            try:
+                text = json.dumps(results, indent=2, ensure_ascii=True, allow_nan=False)
+            except Exception as exc:  # json_safe wrote it: a failure here is a bug
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                print(_internal(prog, "the JSON document", exc), file=sys.stderr)
+                return EXIT_INTERNAL
+            print(text)
     except BrokenPipeError:  # `ckptpeek --tree big.ckpt | head`: the reader has gone
         _silence_stdout()
     return status
