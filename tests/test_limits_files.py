@@ -19,6 +19,8 @@ import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -792,3 +794,193 @@ def test_a_tensor_of_a_closed_file_object_checkpoint_is_a_checkpoint_error(engin
     with pytest.raises(ckptpeek.UnsupportedError) as err:
         tensor.numpy()
     assert err.value.code == "source-closed"
+
+
+# -- TorchScript name lists: scanned, not parsed; what is inflated is capped ---------------
+def script_archive(code: bytes, *, claim_size: int | None = None) -> bytes:
+    """A TorchScript archive as ``torch.jit.save`` lays it out: ``data.pkl`` a
+    ``__torch__.M`` object (NEWOBJ, BUILD) with a 6-float ``weight``, an empty
+    ``constants.pkl``, and ``code/__torch__.py`` (DEFLATE) holding ``code``."""
+    p = Pickle().proto(2).glob("__torch__", "M").empty_tuple().raw(b"\x81")
+    p.empty_dict().str("weight")
+    put_tensor(p, (6,), (1,)).setitem().build()
+    constants = bytes(Pickle().proto(2).empty_tuple().stop())
+    source = Member("archive/code/__torch__.py", code, method=8, claim_size=claim_size)
+    return torch_zip(
+        bytes(p.stop()),
+        extra=[Member("archive/constants.pkl", constants), source],
+    )
+
+
+def module_source(names: str) -> bytes:
+    return f"class M(Module):\n  __parameters__ = {names}\n  __buffers__ = []\n".encode()
+
+
+def count_names(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every name literal the scanner decodes, appended as it is decoded."""
+    from ckptpeek.formats import torchscript  # noqa: PLC0415
+
+    seen: list[str] = []
+    unquote = torchscript._unquote
+
+    def counting(literal: str) -> str | None:
+        seen.append(literal)
+        return unquote(literal)
+
+    monkeypatch.setattr(torchscript, "_unquote", counting)
+    return seen
+
+
+@pytest.mark.parametrize("n", [1_000, 1_000_000])
+def test_a_name_list_bomb_is_refused_after_a_bounded_scan(
+    engine: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    # the attack: '["", "", ...]' DEFLATEs ~1000:1; ast.literal_eval spent ~1 KB per name
+    import tracemalloc  # noqa: PLC0415
+
+    data = script_archive(module_source("[" + '"", ' * n + "]"))
+    assert len(data) < 8000
+    path = write(tmp_path, data, "bomb.pt")
+    seen = count_names(monkeypatch)
+    tracemalloc.start()
+    try:
+        err = raises(LimitError, "limit-nodes", ckptpeek.open, path, engine=engine)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.member == "archive/code/__torch__.py"
+    # no more names than the pickles have bytes (each attribute is named in one)
+    with zipfile.ZipFile(path) as z:
+        pickles = sum(z.getinfo(f"archive/{m}").file_size for m in ("data.pkl", "constants.pkl"))
+    assert len(seen) == pickles
+    assert peak < 4 * n + (8 << 20), peak  # the inflated text, not a tree of it
+
+
+def test_a_code_member_inflating_past_the_cap_is_refused_before_inflating(
+    engine: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ckptpeek.formats import torchscript  # noqa: PLC0415
+
+    inflated: list[int] = []  # one entry per inflater made (zipdir inflates through zlib)
+    decompressobj = zlib.decompressobj
+
+    def counting(*args: Any) -> Any:
+        inflated.append(1)
+        return decompressobj(*args)
+
+    monkeypatch.setattr(zlib, "decompressobj", counting)
+    code = module_source('["weight", ]')
+    path = write(tmp_path, script_archive(code, claim_size=torchscript._MAX_CODE_BYTES + 1))
+    err = raises(LimitError, "limit-member-size", ckptpeek.open, path, engine=engine)
+    assert err.member == "archive/code/__torch__.py"
+    assert inflated == []  # refused by the directory's size, before any byte is inflated
+
+
+NAME_LISTS = [
+    "[]",
+    '["weight", ]',  # what torch's printer writes
+    '["weight", "bias"]',
+    "['weight' ,\t'bias' , ]",
+    r'["a\"b", "c\\d", "\n\t", "\u00e9\x41\101", "\U0001F600", "\0777\47x"]',
+    "[\"'\", '\"']",
+]
+
+
+@pytest.mark.parametrize("names", NAME_LISTS)
+def test_name_lists_scan_as_python_reads_them(
+    engine: str, tmp_path: pathlib.Path, names: str
+) -> None:
+    import ast  # noqa: PLC0415
+
+    path = write(tmp_path, script_archive(module_source(names)), "m.pt")
+    with ckptpeek.open(path, engine=engine) as ckpt:
+        module = ckpt.root["module"]
+        assert module.parameter_names == tuple(ast.literal_eval(names))
+        assert module.is_module is True
+        assert list(ckpt.root["state_dict"]) == (["weight"] if "weight" in names else [])
+
+
+MALFORMED_LISTS = [
+    '["a" "b"]',  # implicit concatenation: Python reads it, torch never writes it
+    '["a",, ]',
+    '[b"a"]',
+    '[r"a"]',
+    '["a"]]',
+    '[["a"]]',
+    '["a", 1]',
+    '[__import__("os")]',
+    r'["\q"]',  # an escape Python warns about
+    r'["\777"]',
+    r'["\477"]',
+    r'["\N{DIGIT ONE}"]',  # valid Python; torch's printer never writes it
+    '["unterminated]',
+]
+
+
+@pytest.mark.parametrize("names", MALFORMED_LISTS)
+def test_malformed_name_lists_are_torchscript_bad_code(
+    engine: str, tmp_path: pathlib.Path, names: str
+) -> None:
+    path = write(tmp_path, script_archive(module_source(names)), "m.pt")
+    err = raises(FormatError, "torchscript-bad-code", ckptpeek.open, path, engine=engine)
+    assert err.member == "archive/code/__torch__.py"
+
+
+# -- unbind() of a nested tensor: components counted before they are built -----------------
+def nested(n: int) -> bytes:
+    """``{"t": nested tensor of n empty rows}``: sizes and strides ``(n, 0)`` and offsets
+    ``(n,)``, all stride-0 views of one int64, so ``n`` costs the file nothing."""
+
+    def put(p: Pickle) -> None:
+        p.glob("torch._utils", "_rebuild_nested_tensor").mark()
+        put_tensor(p, (1,), (1,), numel=1)
+        for shape, stride in (((n, 0), (0, 1)), ((n, 0), (0, 1)), ((n,), (0,))):
+            put_tensor(p, shape, stride, key="1", storage="LongStorage", numel=1)
+        p.tuple().reduce()
+
+    return one_tensor(put, {"0": floats(1.0), "1": longs(0)})
+
+
+@pytest.mark.parametrize(("n", "limit", "refused"), [(3, 5, False), (5, 5, False), (6, 5, True)])
+def test_unbind_counts_components_before_building_them(
+    engine: str,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    n: int,
+    limit: int,
+    refused: bool,
+) -> None:
+    from ckptpeek import tensor  # noqa: PLC0415
+
+    built: list[tuple[int, ...]] = []
+    check_layout = tensor.check_layout
+
+    def counting(shape: tuple[int, ...], *args: Any) -> None:
+        built.append(shape)
+        check_layout(shape, *args)
+
+    monkeypatch.setattr(tensor, "MAX_UNBIND", limit)
+    path = write(tmp_path, nested(n))
+    with ckptpeek.open(path, engine=engine) as ckpt:
+        t = ckpt.get("t")
+        monkeypatch.setattr(tensor, "check_layout", counting)
+        if refused:
+            err = raises(LimitError, "limit-dense-size", t.unbind)
+            assert f"{n} components" in str(err) and str(limit) in str(err)
+            assert built == []  # refused before the first component
+        else:
+            assert [p.shape for p in t.unbind()] == [()] * n  # 0-D: a row of no sizes
+            assert len(built) == n
+
+
+def test_unbind_of_the_attack_is_refused_at_the_default_limit(
+    engine: str, tmp_path: pathlib.Path
+) -> None:
+    from ckptpeek.tensor import MAX_UNBIND  # noqa: PLC0415
+
+    path = write(tmp_path, nested(999_999))
+    assert path.stat().st_size < 4000
+    with ckptpeek.open(path, engine=engine) as ckpt:
+        assert ckpt.get("t").shape == (999_999,)
+        err = raises(LimitError, "limit-dense-size", ckpt.get("t").unbind)
+    assert f"more than {MAX_UNBIND}" in str(err)

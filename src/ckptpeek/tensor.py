@@ -68,6 +68,10 @@ _NOT_DENSE = {
 
 #: ``tolist()`` and ``repr`` refuse to materialise more elements than this
 MAX_TOLIST: int = 1_000_000
+#: ``unbind()`` refuses to build more component views than this: each is a TensorRef of
+#: about 550 bytes, and empty components cost the file no bytes (a nested tensor's
+#: sizes can be an expanded view of one row)
+MAX_UNBIND: int = 100_000
 
 
 class StorageReader(Protocol):
@@ -746,6 +750,13 @@ class TensorRef:
             raise error("not-dense", f"unbind() is for nested tensors (this one is {self.kind})")
         parts = self.components
         buffer = parts["buffer"]
+        count = self.shape[0]  # one component per row of sizes (checked at the rebuild)
+        if count > MAX_UNBIND:
+            raise error(
+                "limit-dense-size",
+                f"unbind() of a nested tensor of {count} components would build "
+                f"{count} tensors, more than {MAX_UNBIND} (the limit)",
+            )
         sizes, strides = parts["sizes"].tolist(), parts["strides"].tolist()
         offsets = parts["offsets"].tolist()
         out = []
