@@ -581,7 +581,8 @@ def test_resolve_interpolations_over_budget_changes_nothing() -> None:
         resolve_interpolations(config, max_bytes=100)
     assert info.value.code == "limit-interpolation"
     assert config == written
-    assert resolve_interpolations(config, max_bytes=1_000) == 200  # whole values make none
+    # whole values make no text; every interpolation string is scanned: 4 + 400 + 4
+    assert resolve_interpolations(config, max_bytes=2_000) == 200 + 408
     assert config == {"x": "ab", "y": "ab", "z": "ab" * 100, "sub": {"w": "ab"}}
 
 
@@ -1095,3 +1096,214 @@ def test_safe_repr_of_shared_graphs_inside_subclasses_is_bounded() -> None:
         text = safe_repr(holder)
         assert len(text) < 400, text
     assert calls[0] == 0
+
+
+# ------------------------------------------- 7. copies and joins of shared arguments (VM-3)
+
+
+@pytest.fixture
+def spent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every size ``Context.spend`` is asked for (both engines call the shared method)."""
+    sizes: list[int] = []
+    spend = ctx_module.Context.spend
+
+    def counting(self: Any, size: int, how: str, pos: int) -> None:
+        sizes.append(size)
+        spend(self, size, how, pos)
+
+    monkeypatch.setattr(ctx_module.Context, "spend", counting)
+    return sizes
+
+
+def built_budget(data: bytes) -> int:
+    return ctx_module.BUILT_BYTES_SLACK + ctx_module.BUILT_BYTES_FACTOR * len(data)
+
+
+def memoised_path(kind: str, width: int, n: int) -> bytes:
+    """``pathlib.<kind>(s, s, ..., s)``: ``n`` references to one memoised ``width``-char
+    string, joined into one path of ``n * width`` characters."""
+    p = Pickle().proto(2).glob("pathlib", kind).mark().str("a" * width).binput(0)
+    for _ in range(n - 1):
+        p.binget(0)
+    return bytes(p.tuple().reduce().stop())
+
+
+PATHS = ["PurePosixPath", "PosixPath", "PureWindowsPath", "WindowsPath", "Path"]
+
+
+@pytest.mark.parametrize("kind", PATHS)
+def test_a_path_of_memoised_parts_is_charged_before_it_is_joined(
+    engine: str, kind: str, spent: list[int]
+) -> None:
+    """3,000 references to one 1 MB string made a 3 GB path. Its parts are charged
+    against the built-bytes budget before they are joined: refused at the first path,
+    having charged only its own parts (a separator each)."""
+    data = memoised_path(kind, width=1 << 20, n=100)
+    refused(engine, data, "limit-built-bytes")
+    assert spent == [100 * ((1 << 20) + 1)] and spent[0] > built_budget(data)
+
+
+@pytest.mark.parametrize("kind", PATHS)
+def test_a_path_under_the_budget_reads(engine: str, kind: str, spent: list[int]) -> None:
+    value = run(engine, memoised_path(kind, width=10, n=3)).value
+    assert str(value).replace("\\", "/") == "/".join(["a" * 10] * 3)
+    assert spent == [33]
+
+
+def shared_interpolation(n: int, dots: int) -> bytes:
+    """One root DictConfig whose ``n`` keys hold one memoised ``"${a.a.....a}"``."""
+    text = "${" + "a." * dots + "a}"
+
+    def first(p: Pickle) -> None:
+        long_binput(p.str(text), 0)
+
+    items: list[tuple[str, Any]] = [("k0", first)]
+    items += [(f"k{i}", lambda p: long_binget(p, 0)) for i in range(1, n)]
+    p = Pickle().proto(2).empty_dict().str("cfg")
+    return bytes(dictconfig(p, items).setitem().stop())
+
+
+@pytest.fixture
+def split_chars(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The characters of references the interpolation pass splits into keys."""
+    from ckptpeek.unpickle import interpolation
+
+    counts = {"calls": 0, "chars": 0}
+    split = interpolation._split
+
+    def counting(key: str) -> list[str]:
+        counts["calls"] += 1
+        counts["chars"] += len(key)
+        return split(key)
+
+    monkeypatch.setattr(interpolation, "_split", counting)
+    return counts
+
+
+def test_one_interpolation_string_many_keys_share_is_scanned_within_the_budget(
+    engine: str, split_chars: dict[str, int]
+) -> None:
+    """10,000 keys holding one 1 MB "${a.a...}" scanned it 10,000 times (60 s). The text
+    scanned counts against ``max_interpolated_bytes`` with the text produced: the pass
+    stops within it and leaves the config as written, as torch.load returns it."""
+    limit = 1 << 20
+    limits = ckptpeek.DEFAULT_LIMITS._replace(max_interpolated_bytes=limit)
+    data = shared_interpolation(n=2_000, dots=50_000)
+    config = run(engine, data, limits=limits).value["cfg"]
+    assert len(config) == 2_000 and len({id(v) for v in config.values()}) == 1
+    assert split_chars["chars"] <= limit and split_chars["calls"] == limit // 100_004
+    assert config["k1999"].startswith("${a.a.")
+
+
+def test_resolve_interpolations_counts_a_shared_string_per_key(
+    split_chars: dict[str, int],
+) -> None:
+    """The catalog's call on YAML whose aliases share one string among many keys: the
+    same budget, so it raises ``limit-interpolation`` and changes nothing."""
+    from ckptpeek.unpickle import resolve_interpolations
+
+    text = "${" + "a." * 5_000 + "a}"
+    config: dict[str, Any] = {f"k{i}": text for i in range(5_000)}
+    with pytest.raises(LimitError) as info:
+        resolve_interpolations(config, max_bytes=100_000)
+    assert info.value.code == "limit-interpolation"
+    assert split_chars["chars"] <= 100_000 and all(v is text for v in config.values())
+    small = {f"k{i}": text for i in range(5)}
+    assert resolve_interpolations(small, max_bytes=100_000) == 5 * len(text)  # scanned
+
+
+def rebuilt_keys(how: str, n_keys: int, n_copies: int) -> bytes:
+    """A memoised dict of ``n_keys`` keys of one hash, copied into ``n_copies`` new dicts
+    by a stand-in: a DictConfig BUILD of ``{"_content": d}``, or
+    ``copyreg._reconstructor(OrderedDict, object, d)``."""
+    p = Pickle().proto(2).empty_list().empty_dict().mark()
+    for key in colliding("int", n_keys):
+        p.raw(key).none()
+    long_binput(p.setitems(), 0).raw(b"0")
+    p.mark()
+    for _ in range(n_copies):
+        if how == "DictConfig":
+            p.glob("omegaconf.dictconfig", "DictConfig").empty_tuple().raw(b"\x81")
+            p.empty_dict().str("_parent").none().setitem().str("_content")
+            long_binget(p, 0).setitem().build()
+        else:
+            p.glob("copyreg", "_reconstructor").glob("collections", "OrderedDict")
+            long_binget(p.glob("builtins", "object"), 0).tuple3().reduce()
+    return bytes(p.raw(b"e").stop())
+
+
+@pytest.mark.parametrize("how", ["DictConfig", "_reconstructor"])
+def test_stand_ins_that_copy_a_dict_guard_its_keys(
+    engine: str, how: str, guard_calls: dict[str, int]
+) -> None:
+    """A stand-in copying an already-built dict's keys hashes them into a new container:
+    each key passes the guard. 1,000 colliding keys cost 499,500 comparisons per copy;
+    the memoised dict and one copy fit the default budget, a second copy does not."""
+    value = run(engine, rebuilt_keys(how, 1_000, 1)).value
+    assert len(value) == 1 and len(value[0]) == 1_000
+    assert guard_calls["calls"] == 2 * 1_000  # SETITEMS of the dict, then the copy
+    refused(engine, rebuilt_keys(how, 1_000, 2), "limit-hash-collisions")
+
+
+COPIES = ["list", "tuple", "set", "frozenset", "dict", "OrderedDict", "ListConfig", "DictConfig"]
+
+
+def shared_copies(how: str, size: int, n: int) -> bytes:
+    """One memoised container of ``size`` slots (a list of ints, or a dict of text
+    keys), copied ``n`` times by ``how``: a constructor or a config's BUILD."""
+    p = Pickle().proto(2)
+    if how in ("dict", "OrderedDict", "DictConfig"):
+        p.empty_dict().mark()
+        for i in range(size):
+            p.str(f"k{i}").none()
+        p.setitems()
+    else:
+        p.empty_list().mark()
+        for i in range(size):
+            p.int(i)
+        p.raw(b"e")
+    long_binput(p, 0).raw(b"0").empty_list().mark()
+    for _ in range(n):
+        if how.endswith("Config"):
+            module = "omegaconf.dictconfig" if how == "DictConfig" else "omegaconf.listconfig"
+            p.glob(module, how).empty_tuple().raw(b"\x81")
+            p.empty_dict().str("_parent").none().setitem().str("_content")
+            long_binget(p, 0).setitem().build()
+        else:
+            module = "collections" if how == "OrderedDict" else "builtins"
+            long_binget(p.glob(module, how), 0).tuple1().reduce()
+    return bytes(p.raw(b"e").stop())
+
+
+@pytest.mark.parametrize("how", COPIES)
+def test_copies_of_a_shared_container_are_charged(engine: str, how: str, spent: list[int]) -> None:
+    """300 ``list(L)`` of one memoised 1M-slot list built 2.4 GB from 1 MB. Each copy
+    charges its slots (8 bytes each) before it is made: the run stops at the copy that
+    passes the budget, having charged every copy made."""
+    data = shared_copies(how, 100_000, 60)
+    refused(engine, data, "limit-built-bytes")
+    budget = built_budget(data)
+    copies = [s for s in spent if s == 8 * 100_000]
+    assert len(copies) == budget // (8 * 100_000) + 1 == len(spent)
+    assert sum(spent[:-1]) <= budget < sum(spent)
+
+
+@pytest.mark.parametrize("how", COPIES)
+def test_a_few_copies_of_a_shared_container_read(engine: str, how: str, spent: list[int]) -> None:
+    value = run(engine, shared_copies(how, 10, 3)).value
+    assert len(value) == 3 and all(len(v) == 10 for v in value)
+    assert spent == [80] * 3
+    if not how.endswith("Config"):
+        assert value == pickle.loads(shared_copies(how, 10, 3))
+
+
+def test_memory_error_is_never_a_bad_argument(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Running out of memory in a constructor says nothing about the file: it stays a
+    MemoryError, never a FormatError "REDUCE of builtins.list with bad arguments: "."""
+
+    def exhausted(self: Any, size: int, how: str, pos: int) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(ctx_module.Context, "spend", exhausted)
+    with pytest.raises(MemoryError):
+        run(engine, shared_copies("list", 10, 1))

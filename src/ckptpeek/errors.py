@@ -361,7 +361,8 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     "limit-nodes": (LimitError, "an object graph larger than Limits.max_nodes"),
     "limit-built-bytes": (
         LimitError,
-        "constructors build more data than 4x the pickle's size + 16 MiB (memo-multiplied copies)",
+        "constructors build or copy more data than 4x the pickle's size + 16 MiB (memo-multiplied "
+        "copies: bytes, container slots, path parts), charged before they build",
     ),
     # -- limits of the interpreter and the object graph (unpickle/, walk.py, summary/)
     "limit-marks": (LimitError, "more MARKs open at once than Limits.max_marks"),
@@ -378,7 +379,8 @@ ERROR_CODES: dict[str, tuple[type[CheckpointError], str]] = {
     ),
     "limit-interpolation": (
         LimitError,
-        "OmegaConf interpolations would produce more text than Limits.max_interpolated_bytes",
+        "resolving OmegaConf interpolations would scan or produce more than "
+        "Limits.max_interpolated_bytes characters",
     ),
     # -- files and containers (io/, tensor.py, formats/)
     "limit-directory-size": (

@@ -21,7 +21,14 @@ from .interpolation import commit_interpolations, interpolations
 from .keys import KeyGuard
 from .messages import BAD_OPERAND, bad_operand, error
 from .select import SKIPPED, filter_root, selected_result
-from .standins import KnownGlobal, Placeholder, PlaceholderType, apply_build
+from .standins import (
+    SLOT_BYTES,
+    KnownGlobal,
+    Placeholder,
+    PlaceholderType,
+    apply_build,
+    build_inputs,
+)
 
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
@@ -147,15 +154,20 @@ class Context:
         """Count what a constructor built against the run's budget; returns ``obj``."""
         size = built_bytes(obj)
         if size:
-            self.built_budget -= size
-            if self.built_budget < 0:
-                raise error(
-                    "limit-built-bytes",
-                    f"{how} builds more data than a pickle of this size may "
-                    f"({BUILT_BYTES_FACTOR}x its bytes + {BUILT_BYTES_SLACK >> 20} MiB)",
-                    pos,
-                )
+            self.spend(size, how, pos)
         return obj
+
+    def spend(self, size: int, how: str, pos: int) -> None:
+        """Count ``size`` bytes that ``how`` is about to build (a copy of a container's
+        slots, a path's parts) against the run's budget, before they are built."""
+        self.built_budget -= size
+        if self.built_budget < 0:
+            raise error(
+                "limit-built-bytes",
+                f"{how} builds more data than a pickle of this size may "
+                f"({BUILT_BYTES_FACTOR}x its bytes + {BUILT_BYTES_SLACK >> 20} MiB)",
+                pos,
+            )
 
     def py2_string(self, raw: bytes) -> Any:
         """A Python 2 ``str``: text in the pickle's encoding, or bytes if it is not text."""
@@ -252,6 +264,8 @@ class Context:
             if fn is None:
                 raise error("forbidden-reduce", f"{how} of {cls.qualname} is not allowed", pos)
             try:
+                if cls.cost is not None:  # what it copies or joins: charged first
+                    self.spend(cls.cost(args), f"{how} of {cls.qualname}", pos)
                 if cls.keys is not None:  # it hashes these: guarded first
                     built: list[Any] = []  # stands for the one container fn builds
                     for key in cls.keys(args):
@@ -272,6 +286,10 @@ class Context:
 
     def build(self, obj: Any, state: Any, pos: int) -> None:
         try:
+            slots, keys = build_inputs(obj, state)  # charged and guarded first
+            self.spend(SLOT_BYTES * slots, "BUILD", pos)
+            for key in keys:
+                self.check_hashable(key, obj, pos)
             if apply_build(obj, state):
                 self.defer(obj)
         except BAD_OPERAND as exc:

@@ -9,8 +9,10 @@ calls (``${oc.env:HOME}``, ``${now:...}``) are never run: they stay as written, 
 does any reference that does not resolve or loops.
 
 The text interpolations produce is counted before it is built: ``"${a}${a}..."`` chains
-multiply it, so past ``max_bytes`` in all (``Limits.max_interpolated_bytes`` for a
-pickle's configs) the resolution stops with ``limit-interpolation``. Results go to a
+multiply it. So is the text they scan: memo references let many keys hold one big
+interpolation string, each scanning it again. Past ``max_bytes`` of both in all
+(``Limits.max_interpolated_bytes`` for a pickle's configs) the resolution stops with
+``limit-interpolation``. Results go to a
 journal, written into the configs only once the whole resolution fits: a config over
 budget is left exactly as written, never half resolved.
 """
@@ -26,7 +28,7 @@ from ckptpeek.limits import DEFAULT_LIMITS
 TYPE_CHECKING = False  # typing is not imported at run time: `import ckptpeek` stays light
 if TYPE_CHECKING:
     import re
-    from typing import Any, Final
+    from typing import Any, Final, NoReturn
 
     #: the journal of a resolution: (id(container), key) -> (container, resolved value)
     Pending = dict[tuple[int, Any], tuple[Any, Any]]
@@ -62,7 +64,9 @@ def _step(node: Any, part: str) -> Any:
 
 def _text(value: Any) -> str | None:
     """How an embedded reference to ``value`` reads in the text (None: not resolved).
-    Only OmegaConf's primitive values, and no int too long for ``str``."""
+    Only OmegaConf's primitive values, and no int too long for ``str``. A path's text
+    is no longer than its parts, charged when it was built (``Context.spend``), and
+    ``PurePath`` keeps it: ``str`` joins them once, however often it is referenced."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not int_printable(value):
@@ -82,9 +86,9 @@ def resolve_interpolations(
 ) -> int:
     """Replace resolvable interpolation strings in ``root`` (a dict/list tree) in place.
 
-    Returns the characters of text the interpolations produced; raises ``LimitError``
-    (``limit-interpolation``) before producing more than ``max_bytes``, with ``root``
-    left unchanged. ``done``: as for ``interpolations``.
+    Returns the characters of text the interpolations scanned and produced; raises
+    ``LimitError`` (``limit-interpolation``) before scanning and producing more than
+    ``max_bytes``, with ``root`` left unchanged. ``done``: as for ``interpolations``.
     """
     pending: Pending = {}
     produced = interpolations(root, max_bytes, set() if done is None else done, pending)
@@ -101,8 +105,8 @@ def commit_interpolations(pending: Pending) -> None:
 def interpolations(root: Any, max_bytes: int, done: set[int], pending: Pending) -> int:
     """Resolve the interpolation strings of ``root`` into ``pending``, changing nothing.
 
-    Returns the characters of text produced; raises ``LimitError`` (``limit-interpolation``)
-    before producing more than ``max_bytes``. ``done`` (ids of containers) and
+    Returns the characters of text scanned and produced; raises ``LimitError``
+    (``limit-interpolation``) before scanning and producing more than ``max_bytes``. ``done`` (ids of containers) and
     ``pending`` are shared by the calls of one run: each container is resolved once,
     under the first root that reaches it (many roots sharing one big subtree cost its
     size once), and a reference to a value resolved earlier reads its result.
@@ -132,7 +136,31 @@ def interpolations(root: Any, max_bytes: int, done: set[int], pending: Pending) 
     # counted against ``max_bytes`` before it is joined.
     memo: dict[tuple[int, Any], Any] = {}
     busy: set[tuple[int, Any]] = set()
-    produced = 0
+    produced = 0  # characters scanned and produced so far
+    # whether a string holds "${", by its id: one string many keys share is searched once
+    # (the strings are alive in the tree, so their ids stay theirs)
+    marked: dict[int, bool] = {}
+
+    def over() -> NoReturn:
+        raise error(
+            "limit-interpolation",
+            f"OmegaConf interpolations would scan or produce more than {max_bytes} "
+            f"characters of text",
+        )
+
+    def spend(size: int) -> None:
+        nonlocal produced
+        produced += size
+        if produced > max_bytes:
+            over()
+
+    def interpolating(value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        found = marked.get(id(value))
+        if found is None:
+            found = marked[id(value)] = "${" in value
+        return found
 
     def lookup(container: Any, dots: str, key: str, hops: int) -> Any:
         node = root
@@ -154,7 +182,7 @@ def interpolations(root: Any, max_bytes: int, done: set[int], pending: Pending) 
             if done_value is not None:
                 node = done_value[1]  # resolved already (its text is no longer a reference)
                 holder = None
-        if isinstance(node, str) and "${" in node and holder is not None:
+        if holder is not None and interpolating(node):
             # a referenced interpolation resolves relative to its own container
             return resolved(holder, index, node, hops + 1)
         return node
@@ -174,10 +202,11 @@ def interpolations(root: Any, max_bytes: int, done: set[int], pending: Pending) 
         return value
 
     def value_of(text: str, container: Any, hops: int = 0) -> Any:
+        nonlocal produced
+        spend(len(text))  # the text is scanned for its references (once per slot)
         whole = ref.fullmatch(text)
         if whole:
             return lookup(container, whole.group(1), whole.group(2), hops)
-        nonlocal produced
         failed = False
         size = len(text)  # the result is at most the text, each reference replaced
 
@@ -190,11 +219,7 @@ def interpolations(root: Any, max_bytes: int, done: set[int], pending: Pending) 
                 return m.group(0)
             size += len(piece)
             if produced + size > max_bytes:
-                raise error(
-                    "limit-interpolation",
-                    f"OmegaConf interpolations would produce more than {max_bytes} "
-                    f"characters of text",
-                )
+                over()
             return piece
 
         out = ref.sub(sub, text)
@@ -206,7 +231,7 @@ def interpolations(root: Any, max_bytes: int, done: set[int], pending: Pending) 
     for container in containers:
         items = dict.items(container) if isinstance(container, dict) else enumerate(container)
         for key, value in list(items):
-            if isinstance(value, str) and "${" in value:
+            if interpolating(value):
                 result = resolved(container, key, value, 0)
                 if result is not _MISSING:
                     pending[(id(container), key)] = (container, result)

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 __all__ = ("BAD_OPERAND", "error", "opname")
 
 # Errors that a stand-in constructor or a container operation raises on arguments of
-# the wrong type; the engines turn them into FormatError at the opcode's offset.
+# the wrong type; the engines turn them into FormatError at the opcode's offset. Never
+# MemoryError: running out of memory says nothing about the file, so calling it corrupt
+# ("bad arguments: ") would be a lie; the budgets exist so that it does not happen.
 BAD_OPERAND: Final = (
     TypeError,
     ValueError,
@@ -28,7 +30,6 @@ BAD_OPERAND: Final = (
     OverflowError,
     UnicodeError,
     RecursionError,
-    MemoryError,
 )
 
 

@@ -34,6 +34,8 @@ __all__ = (
     "STDLIB_GLOBALS",
     "BUILDERS",
     "apply_build",
+    "build_inputs",
+    "SLOT_BYTES",
 )
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     Call = Callable[[tuple[Any, ...]], Any]
     New = Callable[[tuple[Any, ...], dict[str, Any]], Any]
     Keys = Callable[[tuple[Any, ...]], Iterable[Any]]
+    Cost = Callable[[tuple[Any, ...]], int]
 
 _REPR: list[Any] = []  # one reprlib.Repr, made on first use (reprlib costs import time)
 
@@ -97,17 +100,21 @@ class KnownGlobal(Frozen):
     A record with neither is a marker (``builtins.object``, ``torch.Tensor``) that other
     constructors accept as an argument but that cannot be called. ``keys``, for a
     constructor that builds a dict or set, gives the keys it will hash from its
-    arguments: the interpreter guards them first (``Context.check_hashable``).
+    arguments: the interpreter guards them first (``Context.check_hashable``). ``cost``,
+    for a constructor that copies a container or joins strings, gives the bytes it will
+    build from its arguments: the interpreter charges them first (``Context.spend``), as
+    memo references can hand it one big argument again and again.
     Immutable: every load shares these records.
     """
 
-    __slots__ = ("module", "name", "call", "new", "marker", "keys")
+    __slots__ = ("module", "name", "call", "new", "marker", "keys", "cost")
     module: str
     name: str
     call: Call | None
     new: New | None
     marker: Any  # the real type this marker stands for, where one is safe to expose
     keys: Keys | None
+    cost: Cost | None
 
     def __init__(
         self,
@@ -117,8 +124,9 @@ class KnownGlobal(Frozen):
         new: New | None = None,
         marker: Any = None,
         keys: Keys | None = None,
+        cost: Cost | None = None,
     ) -> None:
-        super().__init__(module, name, call, new, marker, keys)
+        super().__init__(module, name, call, new, marker, keys, cost)
 
     @property
     def qualname(self) -> str:
@@ -288,6 +296,54 @@ def _keys_of(source: Any, pairs: bool) -> Iterable[Any]:
             raise TypeError("expected (key, value) pairs")
         keys.append(item[0])
     return keys
+
+
+#: what one slot of a container costs when a constructor or a BUILD copies it (a pointer)
+SLOT_BYTES: Final = 8
+
+
+def _size(source: Any) -> int:
+    """The slots copied from ``source``: the items of a container (0 for the rest)."""
+    return len(source) if isinstance(source, (list, tuple, set, frozenset, dict)) else 0
+
+
+def _copy_cost(args: tuple[Any, ...]) -> int:
+    """``list(L)``, ``dict(d)``, ``OrderedDict(pairs)``, ...: the slots of the first argument."""
+    return SLOT_BYTES * _size(args[0]) if args else 0
+
+
+def _defaultdict_cost(args: tuple[Any, ...]) -> int:
+    return SLOT_BYTES * _size(args[1]) if len(args) == 2 else 0
+
+
+def _reconstructor_cost(args: tuple[Any, ...]) -> int:
+    return SLOT_BYTES * _size(args[2]) if len(args) == 3 else 0
+
+
+def _reconstructor_keys(args: tuple[Any, ...]) -> Iterable[Any]:
+    """The keys ``_reconstructor`` copies into a dict it makes (``obj.update(state)``)."""
+    return _keys_of(args[2], pairs=False) if len(args) == 3 and isinstance(args[2], dict) else ()
+
+
+def _path_cost(args: tuple[Any, ...]) -> int:
+    """A path joins its parts: the text of all of them (and a separator each)."""
+    return sum(len(a) + 1 for a in args if isinstance(a, str))
+
+
+def build_inputs(obj: Any, state: Any) -> tuple[int, Iterable[Any]]:
+    """What a BUILD of ``state`` on ``obj`` copies: (slots, the keys it hashes into
+    ``obj``), for ``Context.build`` to charge and guard before ``apply_build`` runs.
+
+    Only configs copy a container out of their state (``_content``); the attribute
+    BUILDs take text names, which the key guard passes at once.
+    """
+    if isinstance(obj, (OmegaDict, OmegaList)) and isinstance(state, dict):
+        content = dict.get(state, "_content")
+        if isinstance(obj, OmegaDict) and isinstance(content, dict):
+            return len(content), list(dict.keys(content))
+        if isinstance(obj, OmegaList) and isinstance(content, list):
+            return len(content), ()
+    return 0, ()
 
 
 def _pair_keys(args: tuple[Any, ...]) -> Iterable[Any]:
@@ -670,9 +726,14 @@ _g = KnownGlobal
 
 
 def _simple(
-    module: str, name: str, call: Call, new: New | None = None, keys: Keys | None = None
+    module: str,
+    name: str,
+    call: Call,
+    new: New | None = None,
+    keys: Keys | None = None,
+    cost: Cost | None = None,
 ) -> KnownGlobal:
-    return _g(module, name, call=call, new=new or _new_via_call(call), keys=keys)
+    return _g(module, name, call=call, new=new or _new_via_call(call), keys=keys, cost=cost)
 
 
 def _record_maker(qualname: str) -> Callable[[], Record]:
@@ -693,7 +754,9 @@ def _cls(module: str, name: str, make: Callable[[], Any]) -> KnownGlobal:
     return _g(module, name, call=call, new=lambda args, kwargs: make())
 
 
-def _typ(kind: type, call: Call | None, keys: Keys | None = None) -> KnownGlobal:
+def _typ(
+    kind: type, call: Call | None, keys: Keys | None = None, cost: Cost | None = None
+) -> KnownGlobal:
     return _g(
         "builtins",
         kind.__name__,
@@ -701,18 +764,25 @@ def _typ(kind: type, call: Call | None, keys: Keys | None = None) -> KnownGlobal
         new=_new_via_call(call) if call else None,
         marker=kind,
         keys=keys,
+        cost=cost,
     )
 
 
 def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
     out: list[KnownGlobal] = [
-        _simple("collections", "OrderedDict", _ordered_dict, keys=_pair_keys),
-        _simple("collections", "defaultdict", _defaultdict, keys=_defaultdict_keys),
-        _typ(dict, _container(dict), keys=_pair_keys),
-        _typ(list, _container(list)),
-        _typ(tuple, _container(tuple)),
-        _typ(set, _container(set), keys=_item_keys),
-        _typ(frozenset, _container(frozenset), keys=_item_keys),
+        _simple("collections", "OrderedDict", _ordered_dict, keys=_pair_keys, cost=_copy_cost),
+        _simple(
+            "collections",
+            "defaultdict",
+            _defaultdict,
+            keys=_defaultdict_keys,
+            cost=_defaultdict_cost,
+        ),
+        _typ(dict, _container(dict), keys=_pair_keys, cost=_copy_cost),
+        _typ(list, _container(list), cost=_copy_cost),
+        _typ(tuple, _container(tuple), cost=_copy_cost),
+        _typ(set, _container(set), keys=_item_keys, cost=_copy_cost),
+        _typ(frozenset, _container(frozenset), keys=_item_keys, cost=_copy_cost),
         _typ(int, _scalar_type(int)),
         _typ(float, _scalar_type(float)),
         _typ(complex, _scalar_type(complex)),
@@ -724,14 +794,20 @@ def _stdlib_globals() -> dict[tuple[str, str], KnownGlobal]:
         _typ(type(None), None),
         _simple("builtins", "slice", _slice),
         _simple("_codecs", "encode", _codecs_encode),
-        _simple("copyreg", "_reconstructor", _reconstructor),
+        _simple(
+            "copyreg",
+            "_reconstructor",
+            _reconstructor,
+            keys=_reconstructor_keys,
+            cost=_reconstructor_cost,
+        ),
         _g("argparse", "Namespace", call=_namespace, new=_namespace_new),
         # a concrete PosixPath never touches the file system until asked to
-        _simple("pathlib", "PosixPath", _path("PosixPath")),
-        _simple("pathlib", "PurePosixPath", _path("PurePosixPath")),
-        _simple("pathlib", "WindowsPath", _path("PureWindowsPath")),
-        _simple("pathlib", "PureWindowsPath", _path("PureWindowsPath")),
-        _simple("pathlib", "Path", _path("PurePath")),
+        _simple("pathlib", "PosixPath", _path("PosixPath"), cost=_path_cost),
+        _simple("pathlib", "PurePosixPath", _path("PurePosixPath"), cost=_path_cost),
+        _simple("pathlib", "WindowsPath", _path("PureWindowsPath"), cost=_path_cost),
+        _simple("pathlib", "PureWindowsPath", _path("PureWindowsPath"), cost=_path_cost),
+        _simple("pathlib", "Path", _path("PurePath"), cost=_path_cost),
         _simple("datetime", "datetime", _datetime("datetime")),
         _simple("datetime", "date", _datetime("date")),
         _simple("datetime", "time", _datetime("time")),
