@@ -179,19 +179,7 @@ CREATE TABLE IF NOT EXISTS entries (
     mac         TEXT NOT NULL
 ) WITHOUT ROWID
 """
-_COLUMNS = (
-    "path",
-    "size",
-    "mtime_ns",
-    "extras",
-    "fingerprint",
-    "version",
-    "spec_digest",
-    "code_digest",
-    "entry",
-    "stored_at",
-    "mac",
-)
+_COLUMNS = (*_V1_COLUMNS, "mac")  # version 2: each row bound to its file
 
 
 # ---------------------------------------------------------------------------- stamps
