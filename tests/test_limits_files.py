@@ -984,3 +984,30 @@ def test_unbind_of_the_attack_is_refused_at_the_default_limit(
         assert ckpt.get("t").shape == (999_999,)
         err = raises(LimitError, "limit-dense-size", ckpt.get("t").unbind)
     assert f"more than {MAX_UNBIND}" in str(err)
+
+
+def test_a_location_that_is_not_text_reads_as_torch_reads_it(tmp_path, engine: str) -> None:
+    """torch.load(map_location="cpu") - what load_checkpoint stands in for - never reads a
+    storage's location: a persistent id whose location is no string loads, onto the cpu
+    (a fuzz finding: it was called corrupt, bad-persistent-id)."""
+    import io
+    import zipfile
+
+    torch = pytest.importorskip("torch")
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(6, dtype=torch.float32)}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    path = tmp_path / "location.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                cpu = b"X\x03\x00\x00\x00cpu"  # BINUNICODE 'cpu', protocol 2
+                assert data.count(cpu) == 1
+                data = data.replace(cpu, b"K\x03")  # the location: the int 3
+            out.writestr(info.filename, data)
+    want = torch.load(path, map_location="cpu", weights_only=True)["w"]
+    with ckptpeek.open(path, engine=engine) as ckpt:
+        got = ckpt["w"]
+        assert str(got.device) == "cpu"
+        assert got.numpy().tolist() == want.tolist()

@@ -67,7 +67,11 @@ class StorageResolver:
                 f"persistent id names {safe_repr(stype)}, not a storage type",
                 path=path,
             )
-        if not (type(key) is str and type(location) is str and type(numel) is int and numel >= 0):
+        if type(location) is not str:
+            # torch.load(map_location="cpu") - what load_checkpoint stands in for - never
+            # reads the location: any value loads, onto the cpu
+            location = "cpu"
+        if not (type(key) is str and type(numel) is int and numel >= 0):
             raise error(
                 "bad-persistent-id", f"malformed storage persistent id {safe_repr(pid)}", path=path
             )
